@@ -1,0 +1,71 @@
+//! Our HTTP/1.1 server: listener, TLS, framing, limits, worker pool.
+//!
+//! This is the only code that touches sockets. It knows nothing about Kubernetes or the
+//! API's routes: it parses a request, hands it to a [`Handler`], and writes the
+//! [`Response`] back.
+
+use std::io::Read;
+use std::net::SocketAddr;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP client (always over TLS).
+    Tcp(SocketAddr),
+    /// A local client on the Unix socket; `uid` from SO_PEERCRED when known.
+    Unix { uid: Option<u32> },
+}
+
+/// One parsed request, body included (bodies are small and capped by [`Limits`]).
+#[derive(Debug)]
+pub struct Request {
+    /// The method as sent (`GET`, `POST`, ...).
+    pub method: String,
+    /// The path part of the request target, before any `?`, not percent-decoded.
+    pub path: String,
+    /// The raw query string after `?`, `""` when there is none.
+    pub query: String,
+    /// Header names lowercased, values as sent (trimmed), in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// The whole body (already de-chunked), at most `Limits::max_body` bytes.
+    pub body: Vec<u8>,
+    pub peer: Peer,
+}
+
+impl Request {
+    /// The first header with this (lowercase) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A response body.
+pub enum Body {
+    Empty,
+    Bytes(Vec<u8>),
+    /// Streamed from a reader: with a length it is sent with Content-Length, without one
+    /// it is sent chunked. A read error mid-stream aborts the connection (never a
+    /// clean end), so a client can tell a torn body from a complete one.
+    Stream {
+        reader: Box<dyn Read + Send>,
+        len: Option<u64>,
+    },
+}
+
+/// A response as a handler builds it. The server adds `Content-Length` or
+/// `Transfer-Encoding`, `Date`, and `Connection` itself.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Body,
+    /// The authenticated subject, for the access log only.
+    pub subject: Option<String>,
+}
+
+/// What the server calls for each request. Implementations never see a socket.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, req: Request) -> Response;
+}

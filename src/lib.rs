@@ -1,0 +1,13 @@
+//! joinery: the node-management API of an air-gapped, embedded Kubernetes cluster.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over this library; the library is split so
+//! fuzz targets and unit tests can reach the pure parts. See `ARCHITECTURE.md` for the map.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod join;
+pub mod kube;
+pub mod log;
+pub mod version;

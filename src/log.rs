@@ -1,0 +1,90 @@
+//! One JSON object per line on stderr: the access log, the audit log and start-up notes.
+//!
+//! Callers pass only fields they chose; nothing here ever formats a request's headers or
+//! body, which is how secrets stay out of the log.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Write one log line. `fields` must be a JSON object; `time` and `level` are added.
+pub fn emit(level: &str, mut fields: serde_json::Map<String, serde_json::Value>) {
+    let mut line = serde_json::Map::new();
+    line.insert("time".into(), rfc3339_now().into());
+    line.insert("level".into(), level.into());
+    line.append(&mut fields);
+    let mut text = serde_json::Value::Object(line).to_string();
+    text.push('\n');
+    // One write call per line so lines from different threads never interleave.
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// Convenience for a message with a few extra fields.
+pub fn info(msg: &str, extra: &[(&str, serde_json::Value)]) {
+    emit("info", with_msg(msg, extra));
+}
+
+/// Like [`info`] at level `warn`.
+pub fn warn(msg: &str, extra: &[(&str, serde_json::Value)]) {
+    emit("warn", with_msg(msg, extra));
+}
+
+/// Like [`info`] at level `error`.
+pub fn error(msg: &str, extra: &[(&str, serde_json::Value)]) {
+    emit("error", with_msg(msg, extra));
+}
+
+fn with_msg(
+    msg: &str,
+    extra: &[(&str, serde_json::Value)],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("msg".into(), msg.into());
+    for (k, v) in extra {
+        m.insert((*k).into(), v.clone());
+    }
+    m
+}
+
+/// The current UTC time as RFC 3339 with milliseconds, e.g. `2026-01-15T12:00:00.123Z`.
+pub fn rfc3339_now() -> String {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (date, time) = civil(d.as_secs() as i64);
+    format!("{date}T{time}.{:03}Z", d.subsec_millis())
+}
+
+/// Seconds since the epoch to (`YYYY-MM-DD`, `HH:MM:SS`) in UTC.
+pub fn civil(secs: i64) -> (String, String) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's days-from-civil inverse.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    (
+        format!("{y:04}-{m:02}-{d:02}"),
+        format!("{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::civil;
+
+    #[test]
+    fn civil_dates() {
+        for (secs, date, time) in [
+            (0, "1970-01-01", "00:00:00"),
+            (951_782_400, "2000-02-29", "00:00:00"),
+            (1_768_478_400, "2026-01-15", "12:00:00"),
+        ] {
+            assert_eq!(civil(secs), (date.to_string(), time.to_string()));
+        }
+    }
+}
