@@ -1,1 +1,402 @@
-//! placeholder
+//! Flags and environment variables become one validated [`Config`].
+//!
+//! Every flag of `joinery serve` also reads an environment variable (`--api-port` ↔
+//! `JOINERY_API_PORT`); a flag on the command line wins over the environment, which wins
+//! over the default. Raw strings are turned into typed values here, once, so a mistake is
+//! a start-up error that names the flag and says what would be accepted, never a surprise
+//! at request time. The table in [`FLAGS`] is the single source for `joinery help` and
+//! the README's configuration table.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the daemon finds the Kubernetes API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubeSource {
+    /// A kubeconfig file (k0s's admin kubeconfig on a bare controller).
+    Kubeconfig(PathBuf),
+    /// The pod's service account.
+    InCluster,
+}
+
+/// The validated configuration of `joinery serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub api_port: u16,
+    /// `None`: find the node's InternalIP at start-up, else listen on 0.0.0.0.
+    pub bind_address: Option<IpAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub namespace: String,
+    pub kube: KubeSource,
+    pub kube_timeout: Duration,
+    pub password_hash_file: Option<PathBuf>,
+    pub signing_key_file: Option<PathBuf>,
+    pub node_name: Option<String>,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// One flag of `joinery serve`: its name, environment variable, default and meaning.
+pub struct Flag {
+    pub name: &'static str,
+    pub env: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+/// Every flag of `joinery serve`, in the order `joinery help` prints them.
+pub const FLAGS: &[Flag] = &[
+    Flag {
+        name: "--api-port",
+        env: "JOINERY_API_PORT",
+        default: "30081",
+        help: "TCP port of the HTTPS API (0 picks a free port).",
+    },
+    Flag {
+        name: "--bind-address",
+        env: "JOINERY_BIND_ADDRESS",
+        default: "the node's InternalIP, else 0.0.0.0",
+        help: "IP address to listen on.",
+    },
+    Flag {
+        name: "--tls-cert",
+        env: "JOINERY_TLS_CERT",
+        default: "self-signed in --data-dir",
+        help: "PEM certificate chain; needs --tls-key.",
+    },
+    Flag {
+        name: "--tls-key",
+        env: "JOINERY_TLS_KEY",
+        default: "self-signed in --data-dir",
+        help: "PEM private key (PKCS#8, PKCS#1 or SEC1); needs --tls-cert.",
+    },
+    Flag {
+        name: "--data-dir",
+        env: "JOINERY_DATA_DIR",
+        default: "/var/lib/joinery",
+        help: "Directory for the generated certificate and caches (created 0700).",
+    },
+    Flag {
+        name: "--namespace",
+        env: "JOINERY_NAMESPACE",
+        default: "kotsadm",
+        help: "Namespace of the installer password and joinery's own Secrets.",
+    },
+    Flag {
+        name: "--kubeconfig",
+        env: "JOINERY_KUBECONFIG",
+        default: "in-cluster, else /var/lib/k0s/pki/admin.conf",
+        help: "Kubeconfig file to reach the Kubernetes API.",
+    },
+    Flag {
+        name: "--kube-timeout",
+        env: "JOINERY_KUBE_TIMEOUT",
+        default: "10",
+        help: "Seconds one Kubernetes API call may take.",
+    },
+    Flag {
+        name: "--password-hash-file",
+        env: "JOINERY_PASSWORD_HASH_FILE",
+        default: "Secret kotsadm-password",
+        help: "File holding the installer password's bcrypt hash.",
+    },
+    Flag {
+        name: "--signing-key-file",
+        env: "JOINERY_SIGNING_KEY_FILE",
+        default: "Secret joinery-signing-key",
+        help: "File holding the 32-byte token signing key (raw or base64).",
+    },
+    Flag {
+        name: "--node-name",
+        env: "JOINERY_NODE_NAME",
+        default: "the host name",
+        help: "This controller's Kubernetes node name.",
+    },
+    Flag {
+        name: "--max-connections",
+        env: "JOINERY_MAX_CONNECTIONS",
+        default: "512",
+        help: "Connections served at once; past it a new one gets 503.",
+    },
+    Flag {
+        name: "--idle-timeout",
+        env: "JOINERY_IDLE_TIMEOUT",
+        default: "30",
+        help: "Seconds an idle keep-alive connection is kept open.",
+    },
+    Flag {
+        name: "--shutdown-grace",
+        env: "JOINERY_SHUTDOWN_GRACE",
+        default: "10",
+        help: "Seconds in-flight requests get to finish after SIGTERM.",
+    },
+];
+
+/// A configuration mistake, worded for the person who made it.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where raw values come from: the command line first, then the environment.
+pub struct Sources<'a> {
+    pub args: pico_args::Arguments,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Sources<'_> {
+    /// The raw value of a flag, from the command line or its environment variable.
+    fn raw(&mut self, flag: &str) -> Result<Option<String>, ConfigError> {
+        let from_args: Option<String> = self
+            .args
+            .opt_value_from_str(flag)
+            .map_err(|e| ConfigError(format!("{flag}: {e}")))?;
+        if from_args.is_some() {
+            return Ok(from_args);
+        }
+        let env = FLAGS
+            .iter()
+            .find(|f| f.name == flag)
+            .map(|f| f.env)
+            .unwrap_or_default();
+        Ok((self.env)(env).filter(|v| !v.is_empty()))
+    }
+
+    fn path(&mut self, flag: &str) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self.raw(flag)?.map(PathBuf::from))
+    }
+
+    fn number<T: std::str::FromStr>(
+        &mut self,
+        flag: &str,
+        default: T,
+        range: (T, T),
+    ) -> Result<T, ConfigError>
+    where
+        T: PartialOrd + std::fmt::Display + Copy,
+    {
+        let Some(raw) = self.raw(flag)? else {
+            return Ok(default);
+        };
+        match raw.trim().parse::<T>() {
+            Ok(v) if v >= range.0 && v <= range.1 => Ok(v),
+            _ => Err(ConfigError(format!(
+                "{flag}: {raw:?} is not a whole number from {} to {}",
+                range.0, range.1
+            ))),
+        }
+    }
+
+    /// Rejects anything left on the command line, so a typo never goes unnoticed.
+    pub fn finish(self) -> Result<(), ConfigError> {
+        let rest = self.args.finish();
+        if let Some(first) = rest.first() {
+            let word = first.to_string_lossy();
+            let hint = if word.starts_with("--") {
+                format!("; run `joinery help` for the flags `serve` takes")
+            } else {
+                String::new()
+            };
+            return Err(ConfigError(format!("unexpected argument {word:?}{hint}")));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads every flag of `serve`. `kube_default` decides the Kubernetes source when
+    /// `--kubeconfig` is absent (it looks at the process environment and the disk).
+    pub fn from_sources(
+        src: &mut Sources<'_>,
+        kube_default: impl FnOnce() -> Result<KubeSource, ConfigError>,
+    ) -> Result<Config, ConfigError> {
+        let api_port = src.number("--api-port", 30081u16, (0, u16::MAX))?;
+        let bind_address = match src.raw("--bind-address")? {
+            None => None,
+            Some(raw) => Some(raw.trim().parse::<IpAddr>().map_err(|_| {
+                ConfigError(format!(
+                    "--bind-address: {raw:?} is not an IP address (e.g. 10.0.0.11 or 0.0.0.0)"
+                ))
+            })?),
+        };
+        let tls_cert = src.path("--tls-cert")?;
+        let tls_key = src.path("--tls-key")?;
+        if tls_cert.is_some() != tls_key.is_some() {
+            return Err(ConfigError(
+                "--tls-cert and --tls-key go together: give both, or neither to use a \
+                 self-signed certificate"
+                    .into(),
+            ));
+        }
+        let data_dir = src
+            .path("--data-dir")?
+            .unwrap_or_else(|| PathBuf::from("/var/lib/joinery"));
+        let namespace = src.raw("--namespace")?.unwrap_or_else(|| "kotsadm".into());
+        if !is_dns_label(&namespace) {
+            return Err(ConfigError(format!(
+                "--namespace: {namespace:?} is not a valid namespace name (lowercase letters, \
+                 digits and '-', at most 63 characters)"
+            )));
+        }
+        let kube = match src.path("--kubeconfig")? {
+            Some(p) => KubeSource::Kubeconfig(p),
+            None => kube_default()?,
+        };
+        let kube_timeout = Duration::from_secs(src.number("--kube-timeout", 10u64, (1, 300))?);
+        let password_hash_file = src.path("--password-hash-file")?;
+        let signing_key_file = src.path("--signing-key-file")?;
+        let node_name = src.raw("--node-name")?;
+        let max_connections = src.number("--max-connections", 512usize, (1, 65_536))?;
+        let idle_timeout = Duration::from_secs(src.number("--idle-timeout", 30u64, (1, 3600))?);
+        let shutdown_grace =
+            Duration::from_secs(src.number("--shutdown-grace", 10u64, (0, 600))?);
+        Ok(Config {
+            api_port,
+            bind_address,
+            tls_cert,
+            tls_key,
+            data_dir,
+            namespace,
+            kube,
+            kube_timeout,
+            password_hash_file,
+            signing_key_file,
+            node_name,
+            max_connections,
+            idle_timeout,
+            shutdown_grace,
+        })
+    }
+}
+
+/// The default Kubernetes source: the pod's service account when running in a pod, else
+/// k0s's admin kubeconfig when it exists on this host.
+pub fn default_kube_source(
+    env: &dyn Fn(&str) -> Option<String>,
+    exists: &dyn Fn(&str) -> bool,
+) -> Result<KubeSource, ConfigError> {
+    const K0S_ADMIN: &str = "/var/lib/k0s/pki/admin.conf";
+    if env("KUBERNETES_SERVICE_HOST").is_some() {
+        Ok(KubeSource::InCluster)
+    } else if exists(K0S_ADMIN) {
+        Ok(KubeSource::Kubeconfig(PathBuf::from(K0S_ADMIN)))
+    } else {
+        Err(ConfigError(format!(
+            "no Kubernetes API found: not running in a pod (KUBERNETES_SERVICE_HOST is unset) \
+             and {K0S_ADMIN} does not exist; pass --kubeconfig FILE"
+        )))
+    }
+}
+
+/// RFC 1123 label: what Kubernetes accepts as a namespace name.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::ffi::OsString;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| env.get(k).cloned();
+        let args = pico_args::Arguments::from_vec(args.iter().map(OsString::from).collect());
+        let mut src = Sources { args, env: &lookup };
+        let cfg = Config::from_sources(&mut src, || Ok(KubeSource::InCluster))?;
+        src.finish()?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[], &[]).unwrap();
+        assert_eq!(c.api_port, 30081);
+        assert_eq!(c.bind_address, None);
+        assert_eq!(c.namespace, "kotsadm");
+        assert_eq!(c.max_connections, 512);
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/joinery"));
+        assert_eq!(c.kube, KubeSource::InCluster);
+    }
+
+    #[test]
+    fn flag_beats_env_beats_default() {
+        let c = parse(&["--api-port", "9443"], &[("JOINERY_API_PORT", "8443")]).unwrap();
+        assert_eq!(c.api_port, 9443);
+        let c = parse(&[], &[("JOINERY_API_PORT", "8443")]).unwrap();
+        assert_eq!(c.api_port, 8443);
+        let c = parse(&["--kubeconfig=/tmp/k"], &[]).unwrap();
+        assert_eq!(c.kube, KubeSource::Kubeconfig("/tmp/k".into()));
+    }
+
+    #[test]
+    fn mistakes_name_the_flag() {
+        for (args, env, needle) in [
+            (vec!["--api-port", "70000"], vec![], "--api-port"),
+            (vec![], vec![("JOINERY_API_PORT", "x")], "--api-port"),
+            (vec!["--bind-address", "nope"], vec![], "--bind-address"),
+            (vec!["--tls-cert", "/c"], vec![], "--tls-key"),
+            (vec!["--namespace", "Bad_NS"], vec![], "--namespace"),
+            (vec!["--max-connections", "0"], vec![], "--max-connections"),
+            (vec!["--api-prot", "1"], vec![], "unexpected argument"),
+        ] {
+            let err = parse(&args, &env).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn kube_default_prefers_pod_then_k0s() {
+        let none = |_: &str| None;
+        let pod = |k: &str| (k == "KUBERNETES_SERVICE_HOST").then(|| "10.96.0.1".to_string());
+        assert_eq!(
+            default_kube_source(&pod, &|_| true).unwrap(),
+            KubeSource::InCluster
+        );
+        assert_eq!(
+            default_kube_source(&none, &|_| true).unwrap(),
+            KubeSource::Kubeconfig("/var/lib/k0s/pki/admin.conf".into())
+        );
+        let err = default_kube_source(&none, &|_| false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--kubeconfig"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod readme {
+    /// The README's configuration table lists exactly the flags `serve` takes.
+    #[test]
+    fn readme_documents_every_flag() {
+        let readme = include_str!("../README.md");
+        for f in super::FLAGS {
+            let row = format!("| `{}` | `{}` | {} | {} |", f.name, f.env, f.default, f.help);
+            assert!(readme.contains(&row), "README lacks or misstates:\n{row}");
+        }
+        let rows = readme
+            .lines()
+            .filter(|l| l.starts_with("| `--"))
+            .count();
+        assert_eq!(rows, super::FLAGS.len(), "README documents flags serve lacks");
+    }
+}

@@ -6,8 +6,11 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod daemon;
 pub mod http;
 pub mod join;
 pub mod kube;
+pub mod labels;
 pub mod log;
+pub mod roles;
 pub mod version;

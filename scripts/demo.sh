@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The seed document's flow, end to end on this machine: builds joinery, starts the fake
+# Kubernetes API server with a few nodes and the installer password Secret, starts
+# joinery against it, then calls each endpoint with curl and prints what it answers.
+#
+#   scripts/demo.sh            # uses port 30081 (JOINERY_API_PORT to change it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PASSWORD=${DEMO_PASSWORD:-demo-password}
+PORT=${JOINERY_API_PORT:-30081}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+bash scripts/install-test-deps.sh >/dev/null
+echo "== building joinery"
+cargo build --quiet
+bin=target/debug/joinery
+
+hash=$(printf '%s' "$PASSWORD" | "$bin" hash-password)
+
+echo "== starting the fake Kubernetes API server (3 nodes)"
+python3 tests/support/fake_kube.py --port 0 --dir "$work/kube" --nodes 3 \
+    --password-bcrypt "$hash" >"$work/kube.out" 2>"$work/kube.log" &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^listening on' "$work/kube.out" 2>/dev/null && break; sleep 0.1; done
+grep '^listening on' "$work/kube.out"
+
+echo "== starting joinery on 127.0.0.1:$PORT"
+"$bin" serve --api-port "$PORT" --bind-address 127.0.0.1 \
+    --kubeconfig "$work/kube/kubeconfig" --data-dir "$work/joinery" \
+    2>"$work/joinery.log" &
+pids+=($!)
+for _ in $(seq 100); do grep -q '"msg":"listening"' "$work/joinery.log" 2>/dev/null && break; sleep 0.1; done
+grep '"msg":"listening"' "$work/joinery.log" || { cat "$work/joinery.log"; exit 1; }
+
+API="https://127.0.0.1:$PORT"
+CURL=(curl -sS --cacert "$work/joinery/tls.crt")
+show() { if command -v jq >/dev/null; then jq .; else cat; echo; fi; }
+
+echo; echo "\$ curl $API/v1/health"
+"${CURL[@]}" "$API/v1/health" | show
+
+echo; echo "\$ curl $API/v1/version"
+"${CURL[@]}" "$API/v1/version" | show
+
+echo; echo "\$ curl -X POST $API/v1/auth/token -H 'Content-Type: application/json' -d '{\"password\":\"<installer-password>\"}'"
+login=$("${CURL[@]}" -X POST "$API/v1/auth/token" -H 'Content-Type: application/json' \
+    -d "{\"password\":\"$PASSWORD\"}")
+echo "$login" | sed -E 's/("token": ?")([^.]{10})[^"]*/\1\2.../' | show
+TOKEN=$(echo "$login" | sed -E 's/.*"token": ?"([^"]+)".*/\1/')
+
+echo; echo "\$ curl $API/v1/nodes -H \"Authorization: Bearer \$TOKEN\""
+"${CURL[@]}" "$API/v1/nodes" -H "Authorization: Bearer $TOKEN" | show
+
+echo; echo "\$ curl $API/v1/nodes   # no token"
+"${CURL[@]}" "$API/v1/nodes" | show
+
+echo; echo "== done; joinery's log:"
+cat "$work/joinery.log"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the tools the tests use, when missing: curl, openssl, busybox (a second tar
+# implementation), and the Python packages in tests/support/requirements.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v busybox >/dev/null || missing+=(busybox)
+command -v python3 >/dev/null || missing+=(python3 python3-pip)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import pytest, jsonschema, jwt, requests, requests_oauthlib' 2>/dev/null; then
+    echo "installing Python test packages"
+    python3 -m pip install -q --disable-pip-version-check -r tests/support/requirements.txt
+fi

@@ -1,0 +1,158 @@
+//! The one error envelope: `{"error":"<stable_snake_code>","message":"<sentence>"}`.
+//!
+//! Every failure a handler can answer is an [`ApiError`]. Codes are stable (scripts match
+//! on them); messages are sentences a person can act on. A 5xx message stays generic and
+//! the detail goes to the log, so nothing internal (let alone a secret) reaches a client.
+
+use crate::http::{Body, Response};
+use crate::kube;
+
+/// A failed request, ready to become a response.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> ApiError {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(400, code, message)
+    }
+
+    /// 401 with the `WWW-Authenticate` challenge of RFC 6750.
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> ApiError {
+        let challenge = if code == "missing_token" {
+            r#"Bearer realm="joinery""#
+        } else {
+            r#"Bearer realm="joinery", error="invalid_token""#
+        };
+        ApiError::new(401, code, message).with_header("WWW-Authenticate", challenge)
+    }
+
+    pub fn not_found(path: &str) -> ApiError {
+        ApiError::new(
+            404,
+            "not_found",
+            format!("no endpoint at {path}; see the API reference in the README"),
+        )
+    }
+
+    pub fn method_not_allowed(method: &str, allow: &str) -> ApiError {
+        ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("{method} is not supported here; use {allow}"),
+        )
+        .with_header("Allow", allow)
+    }
+
+    pub fn unsupported_media_type() -> ApiError {
+        ApiError::new(
+            415,
+            "unsupported_media_type",
+            "send the body as JSON with the header 'Content-Type: application/json'",
+        )
+    }
+
+    /// A bug or an unexpected state: the client learns nothing internal.
+    pub fn internal() -> ApiError {
+        ApiError::new(
+            500,
+            "internal_error",
+            "joinery hit an internal error; the daemon's log has the details",
+        )
+    }
+
+    /// Maps a Kubernetes failure to what the client of joinery should hear.
+    ///
+    /// Handlers that expect a particular failure (a missing node, say) match it first;
+    /// whatever reaches this function is the Kubernetes API misbehaving from the point
+    /// of view of our client.
+    pub fn from_kube(err: &kube::Error) -> ApiError {
+        use kube::Error as K;
+        crate::log::warn(
+            "kubernetes call failed",
+            &[("error", err.to_string().into())],
+        );
+        match err {
+            K::Unavailable(_) => ApiError::new(
+                503,
+                "kubernetes_unavailable",
+                "the Kubernetes API did not answer in time; check that the API server is \
+                 running, then try again",
+            )
+            .with_header("Retry-After", "5"),
+            K::TooManyRequests { retry_after } => ApiError::new(
+                503,
+                "kubernetes_unavailable",
+                "the Kubernetes API is throttling requests; try again shortly",
+            )
+            .with_header("Retry-After", retry_after.unwrap_or(5).to_string()),
+            K::Unauthorized => ApiError::new(
+                502,
+                "kubernetes_unauthorized",
+                "the Kubernetes API refused joinery's credentials; check the service account \
+                 token or the kubeconfig joinery was started with",
+            ),
+            K::Forbidden { message } => ApiError::new(
+                502,
+                "kubernetes_forbidden",
+                format!(
+                    "joinery lacks a Kubernetes permission ({message}); grant it, e.g. with \
+                     scripts/rbac.yaml"
+                ),
+            ),
+            K::Config(_)
+            | K::NotFound
+            | K::AlreadyExists
+            | K::Conflict
+            | K::Gone
+            | K::Invalid(_)
+            | K::Protocol(_) => ApiError::new(
+                502,
+                "kubernetes_error",
+                "the Kubernetes API gave an answer joinery did not expect; the daemon's log \
+                 has the details",
+            ),
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": self.code, "message": self.message});
+        let mut resp = json_response(self.status, &body);
+        resp.headers.extend(self.headers);
+        resp
+    }
+}
+
+/// A JSON response with the given status.
+pub fn json_response(status: u16, value: &impl serde::Serialize) -> Response {
+    // Serializing our own plain structs cannot fail; fall back to an empty object anyway.
+    let mut bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    bytes.push(b'\n');
+    Response {
+        status,
+        headers: vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("Cache-Control".into(), "no-store".into()),
+        ],
+        body: Body::Bytes(bytes),
+        subject: None,
+    }
+}

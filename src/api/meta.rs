@@ -1,0 +1,21 @@
+//! `GET /v1/health` and `GET /v1/version`: unauthenticated, and independent of Kubernetes
+//! so a liveness probe never fails because the API server is slow.
+
+use super::{json_response, ApiError, Context, Identity};
+use crate::http::{Request, Response};
+use crate::version;
+
+pub fn health(_: &Context, _: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
+    Ok(json_response(200, &serde_json::json!({"status": "ok"})))
+}
+
+pub fn version(_: &Context, _: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
+    Ok(json_response(
+        200,
+        &serde_json::json!({
+            "version": version::VERSION,
+            "commit": version::COMMIT,
+            "buildDate": version::BUILD_DATE,
+        }),
+    ))
+}

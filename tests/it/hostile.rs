@@ -1,0 +1,249 @@
+//! Hostile and broken clients: each tiny_http failure that made us write our own server
+//! has a regression test here, against the real binary.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS client that trusts the daemon's self-signed certificate.
+fn tls_connect(d: &Daemon) -> Tls {
+    use rustls::pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(d.cert()).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let sock = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    tls
+}
+
+/// Sends raw bytes (ignoring write errors: the server may hang up early) and reads
+/// whatever comes back until the server closes or 10 s pass.
+fn exchange(d: &Daemon, request: &[u8]) -> String {
+    let mut tls = tls_connect(d);
+    for chunk in request.chunks(16 * 1024) {
+        if tls.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    let _ = tls.flush();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+        if out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_of(raw: &str) -> u16 {
+    raw.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn healthy(d: &Daemon) -> bool {
+    d.curl("GET", "/v1/health", &[]).status == 200
+}
+
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn regression_huge_content_length_does_not_kill_the_process() {
+    let fake = FakeKube::start(1, &[]);
+    let mut d = Daemon::start(&fake);
+    let reply = exchange(
+        &d,
+        b"POST /v1/auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 18446744073709551615\r\n\r\n{}",
+    );
+    assert_eq!(status_of(&reply), 413, "{reply}");
+    assert!(reply.contains("\"error\""), "{reply}");
+    let reply = exchange(
+        &d,
+        b"POST /v1/auth/token HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551616\r\n\r\n",
+    );
+    assert_eq!(status_of(&reply), 400, "{reply}");
+    let reply = exchange(
+        &d,
+        b"POST /v1/auth/token HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+    );
+    assert_eq!(status_of(&reply), 400, "{reply}");
+    assert!(d.alive());
+    assert!(healthy(&d));
+}
+
+#[test]
+fn regression_one_mebibyte_header_is_refused_without_buffering_it() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start(&fake);
+    let before = rss_kib(d.pid());
+    let mut req = b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    req.extend(std::iter::repeat_n(b'a', 1 << 20));
+    req.extend_from_slice(b"\r\n\r\n");
+    let reply = exchange(&d, &req);
+    assert_eq!(status_of(&reply), 431, "{reply}");
+    let grown = rss_kib(d.pid()).saturating_sub(before);
+    assert!(
+        grown < 1024,
+        "RSS grew by {grown} KiB for one refused header"
+    );
+    assert!(healthy(&d));
+}
+
+#[test]
+fn regression_accept_survives_running_out_of_descriptors() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start_with(
+        &fake,
+        DaemonOpts {
+            nofile: Some(64),
+            ..Default::default()
+        },
+    );
+    // Far more connections than descriptors: accept fails with EMFILE for a while.
+    let socks: Vec<TcpStream> = (0..150)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", d.port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(socks);
+    // Once descriptors are free again the daemon answers.
+    let t = Instant::now();
+    while !healthy(&d) {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "accept loop did not recover"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        d.output.lines().iter().any(|l| l.contains("accept")),
+        "the accept errors were not logged"
+    );
+}
+
+#[test]
+fn regression_close_notify_and_hold_does_not_spin() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start(&fake);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut tls = tls_connect(&d);
+        tls.conn.send_close_notify();
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+        held.push(tls); // the socket stays open
+    }
+    let before = cpu_seconds(d.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_seconds(d.pid()) - before;
+    assert!(
+        used < 0.5,
+        "daemon used {used} s of CPU in 3 s while clients held"
+    );
+    assert!(healthy(&d));
+    drop(held);
+}
+
+#[test]
+fn regression_idle_connections_never_starve_the_rest() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start(&fake);
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        let mut tls = tls_connect(&d);
+        tls.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = tls.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        idle.push(tls); // kept alive and idle
+    }
+    let t = Instant::now();
+    assert!(healthy(&d));
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "health took {:?} beside 500 idle connections",
+        t.elapsed()
+    );
+    eprintln!("RSS with 500 idle connections: {} KiB", rss_kib(d.pid()));
+    drop(idle);
+}
+
+#[test]
+fn past_max_connections_a_new_client_gets_503() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start_with(
+        &fake,
+        DaemonOpts {
+            args: vec!["--max-connections".into(), "3".into()],
+            ..Default::default()
+        },
+    );
+    let held: Vec<Tls> = (0..3).map(|_| tls_connect(&d)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = d.curl("GET", "/v1/health", &[]);
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.json()["error"], "too_many_connections");
+    drop(held);
+    let t = Instant::now();
+    while !healthy(&d) {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn plain_http_on_the_tls_port_is_just_closed() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start(&fake);
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let t = Instant::now();
+    let _ = s.read_to_end(&mut buf);
+    assert!(t.elapsed() < Duration::from_secs(2), "not closed promptly");
+    assert!(!String::from_utf8_lossy(&buf).contains("200"));
+    assert!(healthy(&d));
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real `joinery` binary over real TLS, against the fake
+//! Kubernetes API server, called with curl and raw TLS clients.
+
+mod support;
+
+mod api;
+mod hostile;
+mod startup;

@@ -1,0 +1,479 @@
+//! The harness every integration test uses: the fake Kubernetes API server
+//! (`tests/support/fake_kube.py`), the real `joinery` binary, and `curl`.
+//!
+//! Processes are killed in `Drop`, and their output is printed when a test fails so the
+//! failure shows what the daemon said. Nothing sleeps to wait for start-up: the harness
+//! reads the "listening" line each process prints.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The repository root (where Cargo.toml is).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Path of the built `joinery` binary.
+pub fn joinery_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_joinery"))
+}
+
+/// A bcrypt hash of [`PASSWORD`], made once by `joinery hash-password`.
+pub fn password_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let mut child = Command::new(joinery_bin())
+            .arg("hash-password")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run joinery hash-password");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(PASSWORD.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    })
+}
+
+/// Lines a child process printed, kept for the failure report.
+#[derive(Clone, Default)]
+pub struct Output(Arc<Mutex<Vec<String>>>);
+
+impl Output {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Parsed JSON log lines.
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits (bounded) for a line matching `pred`.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        for _ in 0..600 {
+            if let Some(l) = self.lines().into_iter().find(|l| pred(l)) {
+                return l;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for {what}; output:\n{}",
+            self.lines().join("\n")
+        );
+    }
+}
+
+/// Reads a child's stream line by line into `out`; sends the first line matching
+/// `ready` on `tx`.
+fn pump(
+    stream: impl std::io::Read + Send + 'static,
+    out: Output,
+    ready: impl Fn(&str) -> bool + Send + 'static,
+    tx: Option<mpsc::Sender<String>>,
+) {
+    std::thread::spawn(move || {
+        let mut tx = tx;
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.is_some() && ready(&line) {
+                let _ = tx.take().unwrap().send(line.clone());
+            }
+            out.0.lock().unwrap().push(line);
+        }
+    });
+}
+
+/// The fake Kubernetes API server.
+pub struct FakeKube {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub output: Output,
+}
+
+impl FakeKube {
+    /// Starts the fake with `nodes` generated nodes and extra arguments.
+    pub fn start(nodes: usize, extra: &[&str]) -> FakeKube {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new("python3")
+            .arg(root().join("tests/support/fake_kube.py"))
+            .args(["--port", "0", "--nodes", &nodes.to_string()])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start python3 tests/support/fake_kube.py");
+        let output = Output::default();
+        let (tx, rx) = mpsc::channel();
+        pump(
+            child.stdout.take().unwrap(),
+            output.clone(),
+            |l| l.starts_with("listening on "),
+            Some(tx),
+        );
+        pump(
+            child.stderr.take().unwrap(),
+            output.clone(),
+            |_| false,
+            None,
+        );
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("fake kube did not start:\n{}", output.lines().join("\n")));
+        let url = line.trim_start_matches("listening on ").trim().to_string();
+        FakeKube {
+            child,
+            dir,
+            url,
+            output,
+        }
+    }
+
+    /// Starts the fake holding the installer password Secret, as Embedded Cluster does.
+    pub fn with_password(nodes: usize) -> FakeKube {
+        FakeKube::start(nodes, &["--password-bcrypt", password_hash()])
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// Calls the fake's control API (`/_fake/...`) and returns the JSON answer.
+    pub fn control(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "10", "-X", method])
+            .arg("--cacert")
+            .arg(self.dir.path().join("ca.crt"))
+            .arg(format!("{}{}", self.url, path));
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "-d", &b.to_string()]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "control {path}: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// Requests the fake served, as it logged them (for asserting on what joinery did).
+    pub fn requests(&self) -> Vec<Value> {
+        match self.control("GET", "/_fake/requests", None) {
+            Value::Array(v) => v,
+            Value::Object(o) => o
+                .get("requests")
+                .and_then(|r| r.as_array().cloned())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Drop for FakeKube {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- fake kube output ---\n{}",
+                self.output.lines().join("\n")
+            );
+        }
+    }
+}
+
+/// A running `joinery serve`.
+pub struct Daemon {
+    child: Option<Child>,
+    pub data_dir: tempfile::TempDir,
+    pub url: String,
+    pub port: u16,
+    pub pin: String,
+    pub output: Output,
+}
+
+/// How to start a daemon.
+pub struct DaemonOpts {
+    pub password_file: bool,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Runs the daemon under `sh -c 'ulimit -n N; exec ...'`.
+    pub nofile: Option<u32>,
+}
+
+impl Default for DaemonOpts {
+    fn default() -> Self {
+        DaemonOpts {
+            password_file: true,
+            args: Vec::new(),
+            env: Vec::new(),
+            nofile: None,
+        }
+    }
+}
+
+impl Daemon {
+    /// Starts joinery against `fake` with a password hash file.
+    pub fn start(fake: &FakeKube) -> Daemon {
+        Daemon::start_with(fake, DaemonOpts::default())
+    }
+
+    pub fn start_with(fake: &FakeKube, opts: DaemonOpts) -> Daemon {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--api-port".into(),
+            "0".into(),
+            "--bind-address".into(),
+            "127.0.0.1".into(),
+            "--kubeconfig".into(),
+            fake.kubeconfig().display().to_string(),
+            "--data-dir".into(),
+            data_dir.path().display().to_string(),
+            "--node-name".into(),
+            "controller-0".into(),
+        ];
+        if opts.password_file {
+            let f = data_dir.path().join("password.hash");
+            std::fs::write(&f, format!("{}\n", password_hash())).unwrap();
+            args.push("--password-hash-file".into());
+            args.push(f.display().to_string());
+        }
+        args.extend(opts.args.iter().cloned());
+        let mut cmd = match opts.nofile {
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(joinery_bin());
+                c
+            }
+            None => Command::new(joinery_bin()),
+        };
+        cmd.args(&args)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .envs(opts.env.iter().cloned())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Daemon::spawn(cmd, data_dir)
+    }
+
+    fn spawn(mut cmd: Command, data_dir: tempfile::TempDir) -> Daemon {
+        let mut child = cmd.spawn().expect("start joinery");
+        let output = Output::default();
+        let (tx, rx) = mpsc::channel();
+        pump(
+            child.stderr.take().unwrap(),
+            output.clone(),
+            |l| l.contains("\"msg\":\"listening\""),
+            Some(tx),
+        );
+        pump(
+            child.stdout.take().unwrap(),
+            output.clone(),
+            |_| false,
+            None,
+        );
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("joinery did not start:\n{}", output.lines().join("\n"))
+            });
+        let v: Value = serde_json::from_str(&line).unwrap();
+        let url = v["address"].as_str().unwrap().to_string();
+        let port = url.rsplit(':').next().unwrap().parse().unwrap();
+        let pin = v["pin"].as_str().unwrap().to_string();
+        Daemon {
+            child: Some(child),
+            data_dir,
+            url,
+            port,
+            pin,
+            output,
+        }
+    }
+
+    /// The daemon's self-signed certificate, usable as curl's `--cacert`.
+    pub fn cert(&self) -> PathBuf {
+        self.data_dir.path().join("tls.crt")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends a signal (e.g. "TERM") and waits for the exit status (bounded).
+    pub fn signal_and_wait(&mut self, sig: &str) -> std::process::ExitStatus {
+        let pid = self.pid().to_string();
+        Command::new("kill")
+            .args(["-s", sig, &pid])
+            .status()
+            .unwrap();
+        let mut child = self.child.take().unwrap();
+        for _ in 0..300 {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        panic!(
+            "joinery did not exit after SIG{sig}:\n{}",
+            self.output.lines().join("\n")
+        );
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// `curl` against this daemon, trusting its certificate. `path` may hold a query.
+    pub fn curl(&self, method: &str, path: &str, extra: &[&str]) -> Reply {
+        let mut args: Vec<String> = vec!["-X".into(), method.into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        curl_at(&self.cert(), &format!("{}{}", self.url, path), &args)
+    }
+
+    /// GET with a bearer token.
+    pub fn get(&self, path: &str, token: &str) -> Reply {
+        self.curl(
+            "GET",
+            path,
+            &["-H", &format!("Authorization: Bearer {token}")],
+        )
+    }
+
+    /// POST of a JSON body with an optional bearer token.
+    pub fn post_json(&self, path: &str, token: Option<&str>, body: &str) -> Reply {
+        let mut extra = vec!["-H".to_string(), "Content-Type: application/json".into()];
+        if let Some(t) = token {
+            extra.push("-H".into());
+            extra.push(format!("Authorization: Bearer {t}"));
+        }
+        extra.push("--data-binary".into());
+        extra.push(body.into());
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        self.curl("POST", path, &extra)
+    }
+
+    /// Logs in with the installer password and returns the session token.
+    pub fn login(&self) -> String {
+        let r = self.post_json(
+            "/v1/auth/token",
+            None,
+            &serde_json::json!({ "password": PASSWORD }).to_string(),
+        );
+        assert_eq!(r.status, 200, "login failed: {}", r.text());
+        r.json()["token"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- joinery output ---\n{}", self.output.lines().join("\n"));
+        }
+    }
+}
+
+/// What curl got back.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub exit: i32,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+    }
+
+    /// The first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts an error envelope with this status and code; returns the message.
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        let v = self.json();
+        assert_eq!(v["error"], code, "body: {v}");
+        let msg = v["message"].as_str().expect("message").to_string();
+        assert!(msg.len() > 10, "message too short to act on: {msg:?}");
+        assert_eq!(
+            v.as_object().unwrap().len(),
+            2,
+            "envelope has extra fields: {v}"
+        );
+        msg
+    }
+}
+
+/// Runs curl with `--cacert cert` against `url`; reads status, headers and body.
+pub fn curl_at(cert: &Path, url: &str, extra: &[String]) -> Reply {
+    let dir = tempfile::tempdir().unwrap();
+    let headers = dir.path().join("h");
+    let body = dir.path().join("b");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--cacert"])
+        .arg(cert)
+        .arg("-D")
+        .arg(&headers)
+        .arg("-o")
+        .arg(&body)
+        .args(["-w", "%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let headers = std::fs::read_to_string(&headers)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: std::fs::read(&body).unwrap_or_default(),
+        exit: out.status.code().unwrap_or(-1),
+    }
+}
