@@ -1,1 +1,75 @@
-//! placeholder
+//! Authentication: the pure pieces, with no sockets and no Kubernetes.
+//!
+//! - [`jwt`]: HS256 tokens, signed and checked by hand with `hmac` + `sha2`.
+//! - [`password`]: the installer password as a bcrypt hash (`$2a$` from Embedded
+//!   Cluster, `$2b$` from us).
+//! - [`key`]: the 32-byte signing key, loaded from a file and never printed.
+//! - [`scope`]: what a token lets its holder do.
+//! - [`bearer_token`]: the token out of an `Authorization` header.
+//!
+//! Invariant: nothing here logs, and no error message carries a token, password, hash
+//! or key, so callers may log and return these errors as they are.
+
+pub mod jwt;
+pub mod key;
+pub mod password;
+pub mod scope;
+
+pub use jwt::{random_id, sign, verify, Claims, JwtError};
+pub use key::{KeyError, SigningKey};
+pub use password::{hash_password, parse_hash_file, verify_password, PasswordError};
+pub use scope::Scope;
+
+/// The token in an `Authorization: Bearer <token>` header value, or `None` if the scheme
+/// is not `Bearer` (compared case-insensitively, RFC 7235) or no token follows it.
+/// Surrounding whitespace is ignored; a token with whitespace inside is refused.
+pub fn bearer_token(authorization_header: &str) -> Option<&str> {
+    let value = authorization_header.trim();
+    let scheme = value.get(..6)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let rest = &value[6..];
+    // The scheme must be followed by whitespace: "Bearerabc" is no bearer token.
+    if !rest.starts_with([' ', '\t']) {
+        return None;
+    }
+    let token = rest.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return None;
+    }
+    Some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    fn check(header: &str, expected: Option<&str>) {
+        assert_eq!(bearer_token(header), expected, "{header:?}");
+    }
+
+    #[test]
+    fn bearer_token_table() {
+        check("Bearer abc.def.ghi", Some("abc.def.ghi"));
+        check("bearer abc", Some("abc"));
+        check("BEARER abc", Some("abc"));
+        check("BeArEr abc", Some("abc"));
+        check("  Bearer   abc  ", Some("abc"));
+        check("Bearer\tabc", Some("abc"));
+        check("Bearer abc\r\n", Some("abc"));
+
+        check("", None);
+        check("Bearer", None);
+        check("Bearer ", None);
+        check("Bearer    ", None);
+        check("Bearerabc", None);
+        check("Basic YWRtaW46cGFzcw==", None);
+        check("Token abc", None);
+        check("abc.def.ghi", None);
+        check("Bearer abc def", None);
+        // Multi-byte text where the scheme would be must not panic.
+        check("Beaéer abc", None);
+        check("ééé", None);
+    }
+}
