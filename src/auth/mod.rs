@@ -14,6 +14,7 @@ pub mod jwt;
 pub mod key;
 pub mod password;
 pub mod scope;
+pub mod store;
 
 pub use jwt::{random_id, sign, verify, Claims, JwtError};
 pub use key::{KeyError, SigningKey};

@@ -201,7 +201,7 @@ fn load_or_create(kube: &kube::Client, namespace: &str) -> Result<SigningKey, St
     {
         return key_from_secret(namespace, &secret.data);
     }
-    let fresh = SigningKey::generate();
+    let fresh = SigningKey::generate().map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let new = kube::NewSecret {
         name: SIGNING_KEY_SECRET.into(),
         labels: BTreeMap::from([("app.kubernetes.io/name".into(), "joinery".into())]),
