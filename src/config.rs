@@ -35,9 +35,19 @@ pub struct Config {
     pub password_hash_file: Option<PathBuf>,
     pub signing_key_file: Option<PathBuf>,
     pub node_name: Option<String>,
+    /// `--ec-config`, `--license`, `--artifacts-dir`: all three, or none (joins off).
+    pub join: Option<JoinInputs>,
     pub max_connections: usize,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+}
+
+/// The files joins are made from.
+#[derive(Debug, Clone)]
+pub struct JoinInputs {
+    pub ec_config: PathBuf,
+    pub license: PathBuf,
+    pub artifacts_dir: PathBuf,
 }
 
 /// One flag of `joinery serve`: its name, environment variable, default and meaning.
@@ -115,6 +125,24 @@ pub const FLAGS: &[Flag] = &[
         env: "JOINERY_NODE_NAME",
         default: "the host name",
         help: "This controller's Kubernetes node name.",
+    },
+    Flag {
+        name: "--ec-config",
+        env: "JOINERY_EC_CONFIG",
+        default: "none (joins off)",
+        help: "Embedded Cluster Config YAML: the roles nodes can join with.",
+    },
+    Flag {
+        name: "--license",
+        env: "JOINERY_LICENSE",
+        default: "none (joins off)",
+        help: "KOTS License YAML: app slug and multi-node entitlement.",
+    },
+    Flag {
+        name: "--artifacts-dir",
+        env: "JOINERY_ARTIFACTS_DIR",
+        default: "none (joins off)",
+        help: "Directory of files every join bundle carries (the app binary first).",
     },
     Flag {
         name: "--max-connections",
@@ -256,6 +284,25 @@ impl Config {
         let password_hash_file = src.path("--password-hash-file")?;
         let signing_key_file = src.path("--signing-key-file")?;
         let node_name = src.raw("--node-name")?;
+        let join = match (
+            src.path("--ec-config")?,
+            src.path("--license")?,
+            src.path("--artifacts-dir")?,
+        ) {
+            (Some(ec_config), Some(license), Some(artifacts_dir)) => Some(JoinInputs {
+                ec_config,
+                license,
+                artifacts_dir,
+            }),
+            (None, None, None) => None,
+            _ => {
+                return Err(ConfigError(
+                    "--ec-config, --license and --artifacts-dir go together: give all three \
+                     to serve joins, or none"
+                        .into(),
+                ))
+            }
+        };
         let max_connections = src.number("--max-connections", 512usize, (1, 65_536))?;
         let idle_timeout = Duration::from_secs(src.number("--idle-timeout", 30u64, (1, 3600))?);
         let shutdown_grace =
@@ -272,6 +319,7 @@ impl Config {
             password_hash_file,
             signing_key_file,
             node_name,
+            join,
             max_connections,
             idle_timeout,
             shutdown_grace,
@@ -358,6 +406,7 @@ mod tests {
             (vec!["--namespace", "Bad_NS"], vec![], "--namespace"),
             (vec!["--max-connections", "0"], vec![], "--max-connections"),
             (vec!["--api-prot", "1"], vec![], "unexpected argument"),
+            (vec!["--license", "/l"], vec![], "--artifacts-dir"),
         ] {
             let err = parse(&args, &env).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");

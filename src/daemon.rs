@@ -9,10 +9,11 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use crate::api::{Api, Context};
+use crate::api::{Api, Context, ServerInfo};
 use crate::auth::store::{PasswordHashes, SigningKeys};
 use crate::config::{Config, KubeSource};
 use crate::http::{self, tls};
+use crate::join::JoinService;
 use crate::kube;
 use crate::log;
 
@@ -95,11 +96,27 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         );
     }
 
-    let ctx = Arc::new(Context {
-        kube,
-        passwords,
-        keys,
-    });
+    let join = match &cfg.join {
+        None => {
+            log::info(
+                "joins are off: --ec-config, --license and --artifacts-dir not given",
+                &[],
+            );
+            None
+        }
+        Some(j) => Some(
+            JoinService::load(
+                &j.ec_config,
+                &j.license,
+                &j.artifacts_dir,
+                &cfg.data_dir,
+                kube.clone(),
+                &cfg.namespace,
+            )
+            .map_err(StartError)?,
+        ),
+    };
+
     let limits = http::Limits {
         max_connections: cfg.max_connections,
         idle_timeout: cfg.idle_timeout,
@@ -109,6 +126,33 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     let addr = SocketAddr::new(bind_ip, cfg.api_port);
     let server = http::Server::bind(addr, identity.server_config.clone(), limits)
         .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+    let ctx = Arc::new(Context {
+        kube,
+        passwords,
+        keys,
+        server: ServerInfo {
+            bind_ip,
+            port: server.local_addr().port(),
+            node_name,
+            pin: identity.pin.clone(),
+            self_signed: cfg.tls_cert.is_none(),
+        },
+        join,
+    });
+    if ctx.join.is_some() {
+        // Compress and hash the artifacts once, so joins are served from cache. The
+        // thread ends by itself; the process may exit while it runs (the cache only
+        // ever holds complete, renamed files).
+        let warm = ctx.clone();
+        std::thread::Builder::new()
+            .name("bundle-cache".into())
+            .spawn(move || {
+                if let Some(j) = &warm.join {
+                    j.warm_cache();
+                }
+            })
+            .map_err(|e| StartError(format!("cannot start the cache thread: {e}")))?;
+    }
     http::install_signal_handlers(server.shutdown_handle());
     log::info(
         "listening",

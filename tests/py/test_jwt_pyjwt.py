@@ -5,12 +5,8 @@ with the daemon's signing key (audience and issuer "joinery", subject and scope 
 valid 24 hours), and three tampered copies (payload changed, signature changed, alg
 switched to "none") are refused both by PyJWT and by the daemon (401 on GET /v1/nodes).
 
-Requires `pip install pyjwt pytest` and these environment variables:
-  JOINERY_URL               base URL, e.g. https://127.0.0.1:30081
-  JOINERY_CA                PEM file of the CA (or self-signed certificate) the server presents
-  JOINERY_PASSWORD          the installer password
-  JOINERY_SIGNING_KEY_FILE  the daemon's signing key: 32 raw bytes or base64 text of 32 bytes
-Nothing is skipped: without them every test fails with a message naming what is missing.
+The daemon is the real binary on the fake Kubernetes API server (see conftest.py), started
+with --signing-key-file so the test holds the key PyJWT needs.
 """
 
 import base64
@@ -24,7 +20,8 @@ import urllib.request
 import jwt
 import pytest
 
-ENV_VARS = ("JOINERY_URL", "JOINERY_CA", "JOINERY_PASSWORD", "JOINERY_SIGNING_KEY_FILE")
+from conftest import PASSWORD, Daemon, Fake
+
 AUDIENCE = "joinery"
 ISSUER = "joinery"
 SESSION_SECONDS = 86400
@@ -58,20 +55,20 @@ def read_signing_key(path: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def env():
-    missing = [name for name in ENV_VARS if not os.environ.get(name)]
-    if missing:
-        pytest.fail(
-            "this test runs against a live joinery daemon; set "
-            + ", ".join(missing)
-            + " (see the docstring of tests/py/test_jwt_pyjwt.py)",
-            pytrace=False,
-        )
-    return {
-        "url": os.environ["JOINERY_URL"].rstrip("/"),
-        "tls": ssl.create_default_context(cafile=os.environ["JOINERY_CA"]),
-        "password": os.environ["JOINERY_PASSWORD"],
-        "key": read_signing_key(os.environ["JOINERY_SIGNING_KEY_FILE"]),
+    """A daemon on the fake cluster, started with a signing key file the test also reads."""
+    fake = Fake(nodes=2)
+    key_file = os.path.join(fake.dir, "signing.key")
+    with open(key_file, "w") as f:
+        f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+    daemon = Daemon(fake, extra=["--signing-key-file", key_file])
+    yield {
+        "url": daemon.url,
+        "tls": ssl.create_default_context(cafile=daemon.ca),
+        "password": PASSWORD,
+        "key": read_signing_key(key_file),
     }
+    daemon.stop()
+    fake.stop()
 
 
 def call(env, method, path, token=None, body=None):

@@ -1,0 +1,76 @@
+//! The join service: the validated inputs of joins and the state they share (ticket
+//! book, bundle cache), assembled once at start-up.
+
+use std::path::Path;
+
+use super::cache::BundleCache;
+use super::entry::Entry;
+use super::inputs::{self, Artifact, License, Roles};
+use super::ticket::Tickets;
+use crate::kube;
+
+/// Everything `create-join-command` and `join-bundle` need besides the request.
+pub struct JoinService {
+    pub roles: Roles,
+    pub license: License,
+    pub artifacts: Vec<Artifact>,
+    pub cache: BundleCache,
+    pub tickets: Tickets,
+}
+
+impl JoinService {
+    /// Reads and checks `--ec-config`, `--license` and `--artifacts-dir`; the error names
+    /// the flag and the problem.
+    pub fn load(
+        ec_config: &Path,
+        license: &Path,
+        artifacts_dir: &Path,
+        data_dir: &Path,
+        kube: kube::Client,
+        namespace: &str,
+    ) -> Result<JoinService, String> {
+        let roles = inputs::load_roles(ec_config)?;
+        let license = inputs::load_license(license)?;
+        let artifacts = inputs::scan_artifacts(artifacts_dir, &license.app_slug)?;
+        let cache_dir = data_dir.join("bundle-cache");
+        let cache = BundleCache::new(cache_dir.clone())
+            .map_err(|e| format!("--data-dir: cannot create {}: {e}", cache_dir.display()))?;
+        Ok(JoinService {
+            roles,
+            license,
+            artifacts,
+            cache,
+            tickets: Tickets::new(kube, namespace),
+        })
+    }
+
+    /// The artifacts as bundle entries, in name order.
+    pub fn artifact_entries(&self) -> Vec<Entry> {
+        self.artifacts
+            .iter()
+            .map(|a| Entry::file(a.name.clone(), a.path.clone(), a.mode))
+            .collect()
+    }
+
+    /// Compresses and hashes every artifact into the cache, then drops stale cache
+    /// files. Run from a background thread at start-up so the first join is served
+    /// from cache; it ends by itself.
+    pub fn warm_cache(&self) {
+        let entries = self.artifact_entries();
+        let started = std::time::Instant::now();
+        match self.cache.prepare(&entries).and_then(|_| self.cache.prune(&entries)) {
+            Ok(pruned) => crate::log::info(
+                "bundle cache ready",
+                &[
+                    ("artifacts", entries.len().into()),
+                    ("pruned", pruned.into()),
+                    ("seconds", started.elapsed().as_secs_f64().into()),
+                ],
+            ),
+            Err(e) => crate::log::warn(
+                "bundle cache warm-up failed; bundles will build it as they go",
+                &[("error", e.to_string().into())],
+            ),
+        }
+    }
+}
