@@ -136,7 +136,7 @@ fn nodes_in_the_seed_shape() {
     fake.control(
         "POST",
         "/_fake/node-ready",
-        Some(json!({"name": "worker-2", "ready": false})),
+        Some(json!({"name": "node-3", "ready": false})),
     );
     let d = Daemon::start(&fake);
     let token = d.login();
@@ -146,7 +146,7 @@ fn nodes_in_the_seed_shape() {
     let nodes = v["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 4);
     let by_name = |n: &str| nodes.iter().find(|x| x["name"] == n).cloned().unwrap();
-    let c = by_name("controller-0");
+    let c = by_name("node-1");
     let keys: Vec<&String> = c.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
@@ -167,8 +167,8 @@ fn nodes_in_the_seed_shape() {
         .unwrap()
         .contains_key("node-role.kubernetes.io/control-plane"));
     assert!(c["annotations"].is_object());
-    assert_eq!(by_name("worker-1")["roles"], json!(["worker"]));
-    assert_eq!(by_name("worker-2")["ready"], false);
+    assert_eq!(by_name("node-2")["roles"], json!(["worker"]));
+    assert_eq!(by_name("node-3")["ready"], false);
     // A node without Embedded Cluster role labels has no roles.
     assert!(nodes.iter().any(|n| n["roles"] == json!([])), "{v}");
 }

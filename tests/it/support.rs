@@ -249,7 +249,7 @@ impl Daemon {
             "--data-dir".into(),
             data_dir.path().display().to_string(),
             "--node-name".into(),
-            "controller-0".into(),
+            "node-1".into(),
         ];
         if opts.password_file {
             let f = data_dir.path().join("password.hash");
