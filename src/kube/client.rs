@@ -591,6 +591,13 @@ impl Client {
 fn transport_error(e: ureq::Error) -> Error {
     match e {
         ureq::Error::Timeout(t) => Error::Unavailable(format!("timed out ({t})")),
+        // rustls reports handshake failures (an untrusted server certificate) as io errors.
+        ureq::Error::Io(e)
+            if e.get_ref()
+                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some()) =>
+        {
+            Error::Unavailable(format!("tls: {e}"))
+        }
         ureq::Error::Io(e) => Error::Unavailable(e.to_string()),
         ureq::Error::HostNotFound => Error::Unavailable("host not found".into()),
         ureq::Error::ConnectionFailed => Error::Unavailable("connection failed".into()),
@@ -615,3 +622,5 @@ fn load(m: &Material, what: &str) -> Result<Vec<u8>, String> {
     }
 }
 
+#[cfg(test)]
+mod tests;
