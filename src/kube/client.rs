@@ -593,10 +593,14 @@ fn transport_error(e: ureq::Error) -> Error {
         ureq::Error::Timeout(t) => Error::Unavailable(format!("timed out ({t})")),
         // rustls reports handshake failures (an untrusted server certificate) as io errors.
         ureq::Error::Io(e)
-            if e.get_ref()
-                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some()) =>
+            if e.kind() != std::io::ErrorKind::UnexpectedEof
+                && e.get_ref()
+                    .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some()) =>
         {
             Error::Unavailable(format!("tls: {e}"))
+        }
+        ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Error::Unavailable("connection closed before the response was complete".into())
         }
         ureq::Error::Io(e) => Error::Unavailable(e.to_string()),
         ureq::Error::HostNotFound => Error::Unavailable("host not found".into()),

@@ -294,6 +294,12 @@ fn node(name: &str) -> String {
 }
 
 #[test]
+fn client_is_shareable() {
+    fn check<T: Clone + Send + Sync + 'static>() {}
+    check::<Client>();
+}
+
+#[test]
 fn lists_nodes_across_pages_with_bearer_token() {
     let pki = pki();
     let server = Server::start(
