@@ -69,6 +69,8 @@ impl fmt::Debug for Client {
 /// A bearer token, re-read from its file when stale or refused.
 struct Token {
     path: Option<PathBuf>,
+    /// [`TOKEN_MAX_AGE`]; a field so tests need not wait a minute.
+    max_age: Duration,
     state: Mutex<TokenState>,
 }
 
@@ -82,7 +84,7 @@ impl Token {
     fn current(&self) -> String {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(path) = &self.path {
-            if st.read_at.elapsed() >= TOKEN_MAX_AGE {
+            if st.read_at.elapsed() >= self.max_age {
                 self.reread(path, &mut st);
             }
         }
@@ -115,7 +117,7 @@ impl Token {
 
 /// Read a token file: trimmed, non-empty, usable in a header. The error never quotes it.
 fn read_token(path: &Path) -> Result<String, String> {
-    let bytes = read_capped(path, FILE_LIMIT).map_err(|e| e.to_string())?;
+    let bytes = read_capped(path, 64 << 10).map_err(|e| e.to_string())?;
     let text = String::from_utf8(bytes).map_err(|_| "token file is not UTF-8".to_string())?;
     let t = text.trim();
     if t.is_empty() {
@@ -255,6 +257,7 @@ impl Client {
             None => None,
             Some(TokenSource::Static(v)) => Some(Token {
                 path: None,
+                max_age: TOKEN_MAX_AGE,
                 state: Mutex::new(TokenState {
                     value: v.clone(),
                     read_at: Instant::now(),
@@ -265,6 +268,7 @@ impl Client {
                     .map_err(|e| cfg(format!("cannot read token file {}: {e}", p.display())))?;
                 Some(Token {
                     path: Some(p.clone()),
+                    max_age: TOKEN_MAX_AGE,
                     state: Mutex::new(TokenState {
                         value: v,
                         read_at: Instant::now(),

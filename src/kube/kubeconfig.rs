@@ -38,7 +38,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Target, Error> {
         ));
     }
 
-    let current = string(&doc, "current-context", "current-context").map_err(&err)?;
+    let current = string(&doc, "current-context", "").map_err(&err)?;
     let Some(current) = current else {
         return Err(err(
             "current-context is not set; pick one with `kubectl config use-context NAME` \
@@ -177,6 +177,7 @@ fn string<'a>(m: &'a Value, key: &str, at: &str) -> Result<Option<&'a str>, Stri
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) if at.is_empty() => Err(format!("{key} must be a string")),
         Some(_) => Err(format!("{at}.{key} must be a string")),
     }
 }
@@ -385,6 +386,8 @@ mod tests {
         let e = fails(&kc(&server_ca(), "    token: \"bad\\ntoken-sekrit\""));
         assert!(e.contains("not allowed in an HTTP header"), "{e}");
         assert!(!e.contains("sekrit"), "{e}");
+        let e = fails("current-context: [sekrit]");
+        assert!(e.contains(": current-context must be a string"), "{e}");
         let e = fails("token: sekrit: : [");
         assert!(e.contains("not valid YAML"), "{e}");
         assert!(!e.contains("sekrit"), "{e}");

@@ -376,6 +376,33 @@ fn rotated_token_file_is_reread_after_401() {
 }
 
 #[test]
+fn stale_token_file_is_reread_before_sending() {
+    let pki = pki();
+    let dir = TempDir::new();
+    let tok = dir.file("token", "first");
+    let server = Server::start(&pki, false, Box::new(|_, _| json(200, &node("n1"))));
+    let mut c = token_client(&server, &pki, TokenSource::File(tok.clone()));
+    c.get_node("n1").unwrap();
+    std::fs::write(&tok, "second").unwrap();
+    // Within the minute the cached token is used...
+    c.get_node("n1").unwrap();
+    // ...and once it is stale, the file is read again before the request goes out.
+    Arc::get_mut(&mut c.inner)
+        .unwrap()
+        .token
+        .as_mut()
+        .unwrap()
+        .max_age = Duration::ZERO;
+    c.get_node("n1").unwrap();
+    let auth: Vec<String> = server
+        .seen()
+        .iter()
+        .map(|s| s.headers["authorization"].clone())
+        .collect();
+    assert_eq!(auth, ["Bearer first", "Bearer first", "Bearer second"]);
+}
+
+#[test]
 fn unauthorized_with_unchanged_token_is_not_resent() {
     let pki = pki();
     let server = Server::start(
