@@ -1,1 +1,26 @@
-//! placeholder
+//! The Kubernetes client: the only code in joinery that speaks to the API server.
+//!
+//! Synchronous HTTPS through ureq 3 and rustls (ring), always verifying the server against
+//! the cluster CA. The rest of the crate sees [`Client`], the plain domain structs
+//! ([`Node`], [`Secret`], ...) and one [`Error`]; the JSON wire types stay private here.
+//!
+//! Map:
+//! - `target.rs`: where the server is and which credentials to use (in-cluster env; pure).
+//! - `kubeconfig.rs`: kubeconfig YAML → target (pure).
+//! - `wire.rs`: JSON wire types ↔ domain structs (pure).
+//! - `status.rs`: non-2xx `Status` → [`Error`], `Retry-After` (pure).
+//! - `paging.rs`: list paging decisions, path and query encoding (pure).
+//! - `client.rs`: all I/O: files, TLS, the request loop, the typed calls.
+
+mod client;
+mod error;
+mod kubeconfig;
+mod paging;
+mod status;
+mod target;
+mod types;
+mod wire;
+
+pub use client::Client;
+pub use error::Error;
+pub use types::{Address, Condition, NewSecret, Node, NodeInfo, Secret, Source, Taint, Timeouts};

@@ -1,0 +1,546 @@
+//! The Kubernetes JSON wire format (core/v1 Node, Secret, ConfigMap, lists) and its
+//! conversion to the domain structs in `types.rs`. Only this file knows field names.
+//!
+//! Pure: bytes in, domain values out. Every field is optional on the way in, because the
+//! API server omits empty ones (`spec.unschedulable`, `labels`, ...). JSON errors are
+//! reported by position only: serde's message may quote a value, and a value may be secret.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::types::{Address, Condition, NewSecret, Node, NodeInfo, Secret, Taint};
+use super::Error;
+
+type Map = BTreeMap<String, String>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    creation_timestamp: Option<String>,
+    labels: Option<Map>,
+    annotations: Option<Map>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListMeta {
+    #[serde(rename = "continue")]
+    continue_: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(bound = "T: DeserializeOwned")]
+struct List<T> {
+    metadata: Option<ListMeta>,
+    items: Option<Vec<T>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct WireNode {
+    metadata: Option<ObjectMeta>,
+    spec: Option<NodeSpec>,
+    status: Option<NodeStatus>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeSpec {
+    unschedulable: Option<bool>,
+    taints: Option<Vec<WireTaint>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireTaint {
+    key: Option<String>,
+    value: Option<String>,
+    effect: Option<String>,
+    time_added: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeStatus {
+    capacity: Option<Map>,
+    conditions: Option<Vec<WireCondition>>,
+    addresses: Option<Vec<WireAddress>>,
+    node_info: Option<WireNodeInfo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireCondition {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    status: Option<String>,
+    reason: Option<String>,
+    message: Option<String>,
+    last_heartbeat_time: Option<String>,
+    last_transition_time: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct WireAddress {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    address: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireNodeInfo {
+    #[serde(rename = "machineID")]
+    machine_id: Option<String>,
+    #[serde(rename = "systemUUID")]
+    system_uuid: Option<String>,
+    #[serde(rename = "bootID")]
+    boot_id: Option<String>,
+    kernel_version: Option<String>,
+    os_image: Option<String>,
+    container_runtime_version: Option<String>,
+    kubelet_version: Option<String>,
+    kube_proxy_version: Option<String>,
+    operating_system: Option<String>,
+    architecture: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+pub(crate) struct WireSecret {
+    metadata: Option<ObjectMeta>,
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    data: Option<BTreeMap<String, Option<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct WireConfigMap {
+    data: Option<Map>,
+}
+
+/// One page of a list: the converted items and the `continue` token, if any.
+#[derive(Debug)]
+pub(crate) struct Page<T> {
+    pub items: Vec<T>,
+    pub continue_token: Option<String>,
+}
+
+/// Decode JSON without letting serde's message (which may quote a value) escape.
+fn decode<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| {
+        let kind = match e.classify() {
+            serde_json::error::Category::Io => "unreadable",
+            serde_json::error::Category::Syntax => "not valid JSON",
+            serde_json::error::Category::Data => "JSON of the wrong shape",
+            serde_json::error::Category::Eof => "truncated JSON",
+        };
+        Error::Protocol(format!(
+            "{what}: {kind} at line {} column {}",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+/// Decode a list page and convert each item.
+fn page<W: DeserializeOwned, T>(
+    body: &[u8],
+    what: &str,
+    convert: impl Fn(W) -> Result<T, Error>,
+) -> Result<Page<T>, Error> {
+    let list: List<W> = decode(body, what)?;
+    let items = list
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .map(convert)
+        .collect::<Result<Vec<T>, Error>>()?;
+    let continue_token = list
+        .metadata
+        .and_then(|m| m.continue_)
+        .filter(|c| !c.is_empty());
+    Ok(Page {
+        items,
+        continue_token,
+    })
+}
+
+pub(crate) fn parse_node(body: &[u8]) -> Result<Node, Error> {
+    node_from_wire(decode(body, "node")?)
+}
+
+pub(crate) fn parse_node_page(body: &[u8]) -> Result<Page<Node>, Error> {
+    page(body, "node list", node_from_wire)
+}
+
+pub(crate) fn parse_secret(body: &[u8]) -> Result<Secret, Error> {
+    secret_from_wire(decode(body, "secret")?)
+}
+
+pub(crate) fn parse_secret_page(body: &[u8]) -> Result<Page<Secret>, Error> {
+    page(body, "secret list", secret_from_wire)
+}
+
+pub(crate) fn parse_configmap_data(body: &[u8]) -> Result<Map, Error> {
+    let cm: WireConfigMap = decode(body, "configmap")?;
+    Ok(cm.data.unwrap_or_default())
+}
+
+pub(crate) fn node_from_wire(w: WireNode) -> Result<Node, Error> {
+    let meta = w.metadata.unwrap_or_default();
+    let name = meta
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| Error::Protocol("node without metadata.name".into()))?;
+    let spec = w.spec.unwrap_or_default();
+    let status = w.status.unwrap_or_default();
+
+    let conditions: Vec<Condition> = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| Condition {
+            type_: c.type_.unwrap_or_default(),
+            status: c.status.unwrap_or_default(),
+            reason: c.reason,
+            message: c.message,
+            last_heartbeat_time: c.last_heartbeat_time,
+            last_transition_time: c.last_transition_time,
+        })
+        .collect();
+    let addresses: Vec<Address> = status
+        .addresses
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| Address {
+            type_: a.type_.unwrap_or_default(),
+            address: a.address.unwrap_or_default(),
+        })
+        .collect();
+    let ready = conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let internal_ip = addresses
+        .iter()
+        .find(|a| a.type_ == "InternalIP" && !a.address.is_empty())
+        .map(|a| a.address.clone());
+    let info = status.node_info.unwrap_or_default();
+    let mut capacity = status.capacity.unwrap_or_default();
+
+    Ok(Node {
+        name,
+        uid: meta.uid.unwrap_or_default(),
+        labels: meta.labels.unwrap_or_default(),
+        annotations: meta.annotations.unwrap_or_default(),
+        internal_ip,
+        ready,
+        unschedulable: spec.unschedulable.unwrap_or(false),
+        taints: spec
+            .taints
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| Taint {
+                key: t.key.unwrap_or_default(),
+                value: t.value,
+                effect: t.effect.unwrap_or_default(),
+                time_added: t.time_added,
+            })
+            .collect(),
+        conditions,
+        addresses,
+        node_info: NodeInfo {
+            machine_id: info.machine_id.unwrap_or_default(),
+            system_uuid: info.system_uuid.unwrap_or_default(),
+            boot_id: info.boot_id.unwrap_or_default(),
+            kernel_version: info.kernel_version.unwrap_or_default(),
+            os_image: info.os_image.unwrap_or_default(),
+            container_runtime_version: info.container_runtime_version.unwrap_or_default(),
+            kubelet_version: info.kubelet_version.unwrap_or_default(),
+            kube_proxy_version: info.kube_proxy_version.unwrap_or_default(),
+            operating_system: info.operating_system.unwrap_or_default(),
+            architecture: info.architecture.unwrap_or_default(),
+        },
+        capacity_cpu: capacity.remove("cpu"),
+        capacity_memory: capacity.remove("memory"),
+        created: meta.creation_timestamp,
+    })
+}
+
+pub(crate) fn secret_from_wire(w: WireSecret) -> Result<Secret, Error> {
+    let meta = w.metadata.unwrap_or_default();
+    let name = meta
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| Error::Protocol("secret without metadata.name".into()))?;
+    let mut data = BTreeMap::new();
+    for (key, value) in w.data.unwrap_or_default() {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value.unwrap_or_default())
+            .map_err(|_| {
+                Error::Protocol(format!(
+                    "secret {name}: data key {key:?} is not valid base64"
+                ))
+            })?;
+        data.insert(key, decoded);
+    }
+    Ok(Secret {
+        name,
+        namespace: meta.namespace.unwrap_or_default(),
+        uid: meta.uid.unwrap_or_default(),
+        resource_version: meta.resource_version.unwrap_or_default(),
+        type_: w.type_,
+        labels: meta.labels.unwrap_or_default(),
+        annotations: meta.annotations.unwrap_or_default(),
+        data,
+        created: meta.creation_timestamp,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewSecretWire<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: NewMeta<'a>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    type_: Option<&'a str>,
+    data: BTreeMap<&'a str, String>,
+}
+
+#[derive(Serialize)]
+struct NewMeta<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a Map,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: &'a Map,
+}
+
+/// The JSON body of a Secret create.
+pub(crate) fn new_secret_body(s: &NewSecret) -> Vec<u8> {
+    let wire = NewSecretWire {
+        api_version: "v1",
+        kind: "Secret",
+        metadata: NewMeta {
+            name: &s.name,
+            labels: &s.labels,
+            annotations: &s.annotations,
+        },
+        type_: s.type_.as_deref(),
+        data: s
+            .data
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    base64::engine::general_purpose::STANDARD.encode(v),
+                )
+            })
+            .collect(),
+    };
+    // Serialising maps of strings cannot fail.
+    serde_json::to_vec(&wire).unwrap_or_default()
+}
+
+/// The JSON body of a DELETE carrying a uid precondition.
+pub(crate) fn delete_options_body(uid: &str) -> Vec<u8> {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "preconditions": { "uid": uid },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIND_LIST: &str = include_str!("testdata/kind_nodelist.json");
+    const MINIKUBE_NODE: &str = include_str!("testdata/minikube_node.json");
+
+    #[test]
+    fn kind_node_list_converts() {
+        let page = parse_node_page(KIND_LIST.as_bytes()).unwrap();
+        assert_eq!(page.continue_token, None);
+        assert_eq!(page.items.len(), 1);
+        let n = &page.items[0];
+        assert_eq!(n.name, "onprem-control-plane");
+        assert_eq!(n.uid, "d9c2edc6-d34e-437f-96ff-24cff807df21");
+        assert!(n.ready);
+        assert!(!n.unschedulable);
+        assert_eq!(n.internal_ip.as_deref(), Some("172.18.0.2"));
+        // kubeadm marks the role with an empty value: the key is what matters.
+        assert_eq!(
+            n.labels.get("node-role.kubernetes.io/control-plane"),
+            Some(&String::new())
+        );
+        assert_eq!(
+            n.annotations
+                .get("node.alpha.kubernetes.io/ttl")
+                .map(String::as_str),
+            Some("0")
+        );
+        assert_eq!(n.conditions.len(), 4);
+        assert_eq!(n.addresses.len(), 2);
+        assert!(n.taints.is_empty());
+        assert_eq!(n.node_info.kubelet_version, "v1.25.3");
+        assert_eq!(n.node_info.architecture, "arm64");
+        assert_eq!(n.node_info.machine_id, "a38b913a7769497f97b9b76ac75aba12");
+        assert_eq!(n.node_info.boot_id, "affd12b5-dd4e-4981-b46b-bcb322754471");
+        assert_eq!(n.capacity_cpu.as_deref(), Some("6"));
+        assert_eq!(n.capacity_memory.as_deref(), Some("8039820Ki"));
+        assert_eq!(n.created.as_deref(), Some("2023-03-30T21:30:05Z"));
+    }
+
+    #[test]
+    fn minikube_node_converts() {
+        let n = parse_node(MINIKUBE_NODE.as_bytes()).unwrap();
+        assert_eq!(n.name, "minikube");
+        assert!(n.ready);
+        assert!(
+            !n.unschedulable,
+            "spec is {{}}: unschedulable absent means false"
+        );
+        assert_eq!(n.internal_ip.as_deref(), Some("192.168.64.107"));
+        assert_eq!(n.capacity_cpu.as_deref(), Some("4"));
+        assert_eq!(n.capacity_memory.as_deref(), Some("8165556Ki"));
+        assert_eq!(n.node_info.kubelet_version, "v1.15.2");
+    }
+
+    fn node_json(spec: &str, conditions: &str, addresses: &str) -> String {
+        format!(
+            r#"{{"metadata":{{"name":"n1"}},"spec":{spec},"status":{{"conditions":{conditions},"addresses":{addresses}}}}}"#
+        )
+    }
+
+    #[test]
+    fn ready_only_when_ready_condition_is_true() {
+        let cases = [
+            (r#"[{"type":"Ready","status":"True"}]"#, true),
+            (r#"[{"type":"Ready","status":"False"}]"#, false),
+            (r#"[{"type":"Ready","status":"Unknown"}]"#, false),
+            (r#"[{"type":"MemoryPressure","status":"True"}]"#, false),
+            (r#"[{"type":"Ready","status":"true"}]"#, false),
+            ("[]", false),
+            ("null", false),
+        ];
+        for (conds, want) in cases {
+            let n = parse_node(node_json("{}", conds, "[]").as_bytes()).unwrap();
+            assert_eq!(n.ready, want, "{conds}");
+        }
+    }
+
+    #[test]
+    fn internal_ip_cordon_and_taints() {
+        let n = parse_node(
+            node_json(
+                r#"{"unschedulable":true,"taints":[{"key":"node.kubernetes.io/unschedulable","effect":"NoSchedule","timeAdded":"2024-01-01T00:00:00Z"},{"key":"k","value":"v","effect":"NoExecute"}]}"#,
+                "[]",
+                r#"[{"type":"Hostname","address":"h"},{"type":"ExternalIP","address":"1.2.3.4"},{"type":"InternalIP","address":"10.0.0.7"},{"type":"InternalIP","address":"fd00::7"}]"#,
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert!(n.unschedulable);
+        assert_eq!(n.internal_ip.as_deref(), Some("10.0.0.7"));
+        assert_eq!(n.taints.len(), 2);
+        assert_eq!(n.taints[0].effect, "NoSchedule");
+        assert_eq!(n.taints[0].value, None);
+        assert_eq!(n.taints[1].value.as_deref(), Some("v"));
+        let n =
+            parse_node(node_json("{}", "[]", r#"[{"type":"Hostname","address":"h"}]"#).as_bytes())
+                .unwrap();
+        assert_eq!(n.internal_ip, None);
+    }
+
+    #[test]
+    fn node_without_name_is_a_protocol_error() {
+        assert!(matches!(
+            parse_node(br#"{"metadata":{}}"#),
+            Err(Error::Protocol(_))
+        ));
+        assert!(matches!(parse_node(b"[1,2]"), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn secret_round_trip_and_base64() {
+        let mut new = NewSecret {
+            name: "bootstrap-token-abcdef".into(),
+            type_: Some("bootstrap.kubernetes.io/token".into()),
+            ..Default::default()
+        };
+        new.data
+            .insert("token-secret".into(), b"0123456789abcdef".to_vec());
+        new.labels.insert("app".into(), "joinery".into());
+        let body: serde_json::Value = serde_json::from_slice(&new_secret_body(&new)).unwrap();
+        assert_eq!(body["kind"], "Secret");
+        assert_eq!(body["apiVersion"], "v1");
+        assert_eq!(body["type"], "bootstrap.kubernetes.io/token");
+        assert_eq!(body["metadata"]["name"], "bootstrap-token-abcdef");
+        assert_eq!(body["metadata"]["labels"]["app"], "joinery");
+        assert_eq!(body["data"]["token-secret"], "MDEyMzQ1Njc4OWFiY2RlZg==");
+        assert!(body["metadata"].get("annotations").is_none());
+
+        let read = format!(
+            r#"{{"kind":"Secret","metadata":{{"name":"s","namespace":"kube-system","uid":"u1","resourceVersion":"9"}},"type":"Opaque","data":{}}}"#,
+            body["data"]
+        );
+        let s = parse_secret(read.as_bytes()).unwrap();
+        assert_eq!(s.data["token-secret"], b"0123456789abcdef");
+        assert_eq!((s.uid.as_str(), s.resource_version.as_str()), ("u1", "9"));
+        assert_eq!(s.type_.as_deref(), Some("Opaque"));
+    }
+
+    #[test]
+    fn secret_bad_base64_names_key_not_value() {
+        let e = parse_secret(br#"{"metadata":{"name":"s"},"data":{"k":"not base64 SEKRIT!"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"k\"") && !e.contains("SEKRIT"), "{e}");
+        // A shape error must not quote the value either.
+        let e = parse_secret(br#"{"metadata":{"name":"s"},"data":{"k":["SEKRIT"]}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("SEKRIT"), "{e}");
+    }
+
+    #[test]
+    fn list_pages_carry_continue() {
+        let p = parse_secret_page(
+            br#"{"kind":"SecretList","metadata":{"continue":"abc"},"items":[{"metadata":{"name":"a"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.continue_token.as_deref(), Some("abc"));
+        assert_eq!(p.items.len(), 1);
+        let p = parse_secret_page(br#"{"metadata":{"continue":""},"items":null}"#).unwrap();
+        assert_eq!(p.continue_token, None);
+        assert!(p.items.is_empty());
+    }
+
+    #[test]
+    fn configmap_data() {
+        let d = parse_configmap_data(
+            br#"{"kind":"ConfigMap","metadata":{"name":"kube-root-ca.crt"},"data":{"ca.crt":"PEM"}}"#,
+        )
+        .unwrap();
+        assert_eq!(d["ca.crt"], "PEM");
+        assert!(parse_configmap_data(br#"{"metadata":{"name":"x"}}"#)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn delete_options_carry_uid() {
+        let v: serde_json::Value = serde_json::from_slice(&delete_options_body("u-1")).unwrap();
+        assert_eq!(v["preconditions"]["uid"], "u-1");
+        assert_eq!(v["kind"], "DeleteOptions");
+    }
+}
