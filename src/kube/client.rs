@@ -404,6 +404,12 @@ impl Client {
         }
     }
 
+    /// The uid of a namespace; `kube-system`'s serves as the cluster's identity.
+    pub fn namespace_uid(&self, name: &str) -> Result<String, Error> {
+        let path = format!("/api/v1/namespaces/{}", segment(name, "namespace")?);
+        wire::parse_object_uid(&self.fetch(Method::GET, &path, None, OBJECT_BODY_LIMIT)?)
+    }
+
     /// Readiness: `GET /readyz` (open to any caller by default RBAC), falling back to
     /// `GET /version` on servers without it.
     pub fn ping(&self) -> Result<(), Error> {

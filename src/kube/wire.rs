@@ -187,6 +187,24 @@ pub(crate) fn parse_secret_page(body: &[u8]) -> Result<Page<Secret>, Error> {
     page(body, "secret list", secret_from_wire)
 }
 
+/// `metadata.uid` of any object.
+pub(crate) fn parse_object_uid(body: &[u8]) -> Result<String, Error> {
+    #[derive(Deserialize)]
+    struct Meta {
+        #[serde(default)]
+        uid: String,
+    }
+    #[derive(Deserialize)]
+    struct Object {
+        metadata: Meta,
+    }
+    let o: Object = decode(body, "object")?;
+    if o.metadata.uid.is_empty() {
+        return Err(Error::Protocol("object has no metadata.uid".into()));
+    }
+    Ok(o.metadata.uid)
+}
+
 pub(crate) fn parse_configmap_data(body: &[u8]) -> Result<Map, Error> {
     let cm: WireConfigMap = decode(body, "configmap")?;
     Ok(cm.data.unwrap_or_default())
