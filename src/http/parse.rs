@@ -719,7 +719,7 @@ mod tests {
         ok(
             "3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n",
             "abcde",
-            37,
+            34,
         );
         ok("A\r\n0123456789\r\n000\r\n\r\n", "0123456789", 22);
         let partial = dechunk(b"5\r\nhel", 100).unwrap();
