@@ -439,13 +439,17 @@ mod readme {
     fn readme_documents_every_flag() {
         let readme = include_str!("../README.md");
         for f in super::FLAGS {
-            let row = format!("| `{}` | `{}` | {} | {} |", f.name, f.env, f.default, f.help);
+            let row = format!(
+                "| `{}` | `{}` | {} | {} |",
+                f.name, f.env, f.default, f.help
+            );
             assert!(readme.contains(&row), "README lacks or misstates:\n{row}");
         }
-        let rows = readme
-            .lines()
-            .filter(|l| l.starts_with("| `--"))
-            .count();
-        assert_eq!(rows, super::FLAGS.len(), "README documents flags serve lacks");
+        let rows = readme.lines().filter(|l| l.starts_with("| `--")).count();
+        assert_eq!(
+            rows,
+            super::FLAGS.len(),
+            "README documents flags serve lacks"
+        );
     }
 }

@@ -36,7 +36,8 @@ pub fn check_dns_subdomain(s: &str) -> Result<(), Problem> {
         let b = part.as_bytes();
         let valid = !b.is_empty()
             && b.len() <= 63
-            && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            && b.iter()
+                .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
             && b[0] != b'-'
             && b[b.len() - 1] != b'-';
         if !valid {
@@ -95,7 +96,13 @@ mod tests {
 
     #[test]
     fn values() {
-        for (v, ok) in [("", true), ("true", true), ("total-2", true), ("a b", false), ("$(x)", false)] {
+        for (v, ok) in [
+            ("", true),
+            ("true", true),
+            ("total-2", true),
+            ("a b", false),
+            ("$(x)", false),
+        ] {
             assert_eq!(check_value(v).is_ok(), ok, "{v:?}");
         }
     }

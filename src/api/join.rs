@@ -65,8 +65,12 @@ fn invalid_roles(message: String) -> ApiError {
 /// Whether a node is a controller: it holds the configured controller role, or k0s
 /// marks it as control plane.
 fn is_controller(node: &kube::Node, controller_role: &str) -> bool {
-    roles_from_labels(&node.labels).iter().any(|r| r == controller_role)
-        || node.labels.contains_key("node-role.kubernetes.io/control-plane")
+    roles_from_labels(&node.labels)
+        .iter()
+        .any(|r| r == controller_role)
+        || node
+            .labels
+            .contains_key("node-role.kubernetes.io/control-plane")
 }
 
 /// The address joining hosts reach this daemon at: the bind address when it is a
@@ -158,7 +162,10 @@ pub fn create_command(
             ("result", "issued".into()),
         ],
     );
-    Ok(json_response(200, &serde_json::json!({ "joinSteps": steps })))
+    Ok(json_response(
+        200,
+        &serde_json::json!({ "joinSteps": steps }),
+    ))
 }
 
 /// Who is downloading: an admin session, or a join token (with its ticket id).
@@ -202,12 +209,11 @@ fn authenticate_download(
                     ),
                 ));
             }
-            Ok(Downloader::Join {
-                ticket: claims.jti,
-            })
+            Ok(Downloader::Join { ticket: claims.jti })
         }
         Err(JwtError::Audience) => {
-            let claims = jwt::verify(key.as_bytes(), token, SESSION_AUDIENCE, now).map_err(refused)?;
+            let claims =
+                jwt::verify(key.as_bytes(), token, SESSION_AUDIENCE, now).map_err(refused)?;
             match Scope::parse(&claims.scope) {
                 Some(Scope::Admin) => Ok(Downloader::Admin(claims.sub)),
                 _ => Err(ApiError::new(
@@ -240,26 +246,31 @@ pub fn bundle(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Resp
         internal_ip: n.internal_ip.clone().unwrap_or_default(),
     };
     let joins_controller = roles.iter().any(|r| r == ctl_role);
-    let kind = if joins_controller { k0s::Kind::Controller } else { k0s::Kind::Worker };
+    let kind = if joins_controller {
+        k0s::Kind::Controller
+    } else {
+        k0s::Kind::Worker
+    };
     let cluster_id = ctx
         .kube
         .namespace_uid(k0s::NAMESPACE)
         .map_err(|e| ApiError::from_kube(&e))?;
     let expiration = rfc3339(now + JOIN_TTL_SECS);
     let description = format!("joinery: join with roles {}", roles.join(","));
-    let k0s_token = k0s::create(&ctx.kube, address, kind, &expiration, &description).map_err(|e| match e {
-        k0s::CreateError::Kube(e) => ApiError::from_kube(&e),
-        k0s::CreateError::NoCa => {
-            crate::log::error("ConfigMap kube-system/kube-root-ca.crt has no ca.crt", &[]);
-            ApiError::new(
-                502,
-                "kubernetes_error",
-                "the cluster CA (ConfigMap kube-system/kube-root-ca.crt) is missing; the \
+    let k0s_token =
+        k0s::create(&ctx.kube, address, kind, &expiration, &description).map_err(|e| match e {
+            k0s::CreateError::Kube(e) => ApiError::from_kube(&e),
+            k0s::CreateError::NoCa => {
+                crate::log::error("ConfigMap kube-system/kube-root-ca.crt has no ca.crt", &[]);
+                ApiError::new(
+                    502,
+                    "kubernetes_error",
+                    "the cluster CA (ConfigMap kube-system/kube-root-ca.crt) is missing; the \
                  daemon's log has the details",
-            )
-        }
-        k0s::CreateError::Random(_) => ApiError::internal(),
-    })?;
+                )
+            }
+            k0s::CreateError::Random(_) => ApiError::internal(),
+        })?;
 
     let subject = match &who {
         Downloader::Admin(sub) => sub.clone(),
@@ -287,7 +298,11 @@ pub fn bundle(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Resp
 
     let mut versions = std::collections::BTreeMap::new();
     versions.insert("joinery".to_string(), crate::version::VERSION.to_string());
-    if let Some(k) = controllers.iter().map(|n| n.node_info.kubelet_version.clone()).find(|v| !v.is_empty()) {
+    if let Some(k) = controllers
+        .iter()
+        .map(|n| n.node_info.kubelet_version.clone())
+        .find(|v| !v.is_empty())
+    {
         versions.insert("kubernetes".to_string(), k);
     }
     let controller_eps: Vec<Endpoint> = controllers.iter().map(endpoint).collect();
@@ -297,7 +312,10 @@ pub fn bundle(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Resp
         versions,
         connections: seed::connections(&controller_eps, &worker_eps, joins_controller),
         controllers: controller_eps,
-        roles: seed::ordered_roles(&svc.roles, &roles).into_iter().map(String::from).collect(),
+        roles: seed::ordered_roles(&svc.roles, &roles)
+            .into_iter()
+            .map(String::from)
+            .collect(),
         node_labels: seed::node_labels(&svc.roles, &roles),
         issued_at: now,
         expires_at: now + JOIN_TTL_SECS,
@@ -305,15 +323,29 @@ pub fn bundle(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Resp
     let key = ctx.keys.get().map_err(|e| e.to_api_error())?;
     let mut entries = svc.artifact_entries();
     entries.push(Entry::bytes("license.yaml", svc.license.raw.clone(), 0o644));
-    entries.push(Entry::bytes("cluster-seed.json", seed::sign(key.as_bytes(), &seed), 0o644));
-    entries.push(Entry::bytes("k0s-join-token", format!("{k0s_token}\n"), 0o600));
+    entries.push(Entry::bytes(
+        "cluster-seed.json",
+        seed::sign(key.as_bytes(), &seed),
+        0o644,
+    ));
+    entries.push(Entry::bytes(
+        "k0s-join-token",
+        format!("{k0s_token}\n"),
+        0o600,
+    ));
     let sums = svc.cache.sha256sums(&entries).map_err(|e| {
-        crate::log::error("hashing artifacts failed", &[("error", e.to_string().into())]);
+        crate::log::error(
+            "hashing artifacts failed",
+            &[("error", e.to_string().into())],
+        );
         ApiError::internal()
     })?;
     entries.push(Entry::bytes("SHA256SUMS", sums, 0o644));
     let stream = crate::join::stream(entries, &svc.cache).map_err(|e| {
-        crate::log::error("starting the bundle failed", &[("error", e.to_string().into())]);
+        crate::log::error(
+            "starting the bundle failed",
+            &[("error", e.to_string().into())],
+        );
         ApiError::internal()
     })?;
     let file = command::bundle_file_name(&svc.license.app_slug, &roles, &stamp(now));
@@ -330,7 +362,10 @@ pub fn bundle(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Resp
         status: 200,
         headers: vec![
             ("Content-Type".into(), "application/gzip".into()),
-            ("Content-Disposition".into(), format!("attachment; filename=\"{file}\"")),
+            (
+                "Content-Disposition".into(),
+                format!("attachment; filename=\"{file}\""),
+            ),
             ("Cache-Control".into(), "no-store".into()),
         ],
         body: Body::Stream {

@@ -71,7 +71,10 @@ impl StoreError {
 enum HashSource {
     /// Read once at start-up from `--password-hash-file`.
     Fixed(String),
-    Secret { kube: kube::Client, namespace: String },
+    Secret {
+        kube: kube::Client,
+        namespace: String,
+    },
 }
 
 /// The installer password's bcrypt hash.
@@ -142,7 +145,10 @@ impl PasswordHashes {
 
 enum KeySource {
     Fixed,
-    Secret { kube: kube::Client, namespace: String },
+    Secret {
+        kube: kube::Client,
+        namespace: String,
+    },
 }
 
 /// The token signing key, loaded (or created) once and then kept.

@@ -7,6 +7,23 @@
 use std::io::Read;
 use std::net::SocketAddr;
 
+mod conn;
+mod limits;
+pub mod parse;
+mod response;
+mod server;
+mod signals;
+mod sys;
+pub mod tls;
+
+#[cfg(test)]
+mod tests;
+
+pub use limits::Limits;
+pub use response::{http_date, reason};
+pub use server::{Server, Stats};
+pub use signals::{install_signal_handlers, ShutdownHandle};
+
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peer {
@@ -68,4 +85,19 @@ pub struct Response {
 /// What the server calls for each request. Implementations never see a socket.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request) -> Response;
+}
+
+/// Replace the default panic hook (which prints the panic message, and a message may
+/// quote a secret) with one that logs only where the panic happened. Call once at start.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()));
+        let thread = std::thread::current().name().map(str::to_string);
+        crate::log::error(
+            "panic",
+            &[("location", location.into()), ("thread", thread.into())],
+        );
+    }));
 }

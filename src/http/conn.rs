@@ -1,0 +1,487 @@
+//! One connection's life: TLS handshake, then requests until close, each under deadlines.
+//!
+//! Generic over [`Transport`] (any `Read + Write` stream that can take timeouts), so TLS
+//! over TCP and plain Unix sockets share every line of framing. Deadlines are totals: each
+//! read gets the time left until the deadline as its socket timeout, so trickling bytes
+//! cannot stretch them. EOF (including a TLS close_notify) always ends the connection.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+use super::parse::{parse_head, ChunkedDecoder, Framing, Reject, Version};
+use super::response::{reject_response, wants_close, write_response, WriteError};
+use super::sys::{self, Wake};
+use super::{Handler, Limits, Peer, Request, ShutdownHandle};
+
+/// After an error response we keep reading (and discarding) for a moment so the client's
+/// TCP stack does not reset the connection and drop our answer before it reads it.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// A byte stream the connection loop can serve.
+pub(crate) trait Transport: Read + Write {
+    /// The socket, for poll(2).
+    fn fd(&self) -> RawFd;
+    /// Is there input already buffered above the socket (decrypted TLS data, or a
+    /// close_notify) that poll(2) on the socket would not report?
+    fn has_buffered_input(&mut self) -> bool;
+    fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()>;
+    fn set_write_timeout(&mut self, t: Option<Duration>) -> io::Result<()>;
+    /// End cleanly (TLS close_notify, then shut the write side). Best effort.
+    fn finish(&mut self);
+}
+
+/// TLS over TCP.
+pub(crate) struct TlsTransport(StreamOwned<ServerConnection, TcpStream>);
+
+impl Read for TlsTransport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for TlsTransport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Transport for TlsTransport {
+    fn fd(&self) -> RawFd {
+        self.0.sock.as_raw_fd()
+    }
+    fn has_buffered_input(&mut self) -> bool {
+        match self.0.conn.process_new_packets() {
+            Ok(st) => st.plaintext_bytes_to_read() > 0 || st.peer_has_closed(),
+            // Let the next read report the error.
+            Err(_) => true,
+        }
+    }
+    fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        self.0.sock.set_read_timeout(t)
+    }
+    fn set_write_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        self.0.sock.set_write_timeout(t)
+    }
+    fn finish(&mut self) {
+        self.0.conn.send_close_notify();
+        while self.0.conn.wants_write() {
+            if self.0.conn.write_tls(&mut self.0.sock).is_err() {
+                break;
+            }
+        }
+        let _ = self.0.sock.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// A plain Unix socket (local clients; no TLS).
+pub(crate) struct UnixTransport(pub UnixStream);
+
+impl Read for UnixTransport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for UnixTransport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Transport for UnixTransport {
+    fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+    fn has_buffered_input(&mut self) -> bool {
+        false
+    }
+    fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        self.0.set_read_timeout(t)
+    }
+    fn set_write_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        self.0.set_write_timeout(t)
+    }
+    fn finish(&mut self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "deadline passed")
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Run the TLS handshake by hand so `deadline` bounds the whole of it (rustls's
+/// `complete_io` would loop on a trickling client with only per-read timeouts).
+/// Anything that is not TLS (say, plain HTTP on this port) fails here and is just closed.
+pub(crate) fn tls_accept(
+    config: Arc<ServerConfig>,
+    mut sock: TcpStream,
+    deadline: Instant,
+) -> io::Result<TlsTransport> {
+    let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
+    let left = |d: Instant| {
+        let t = d.saturating_duration_since(Instant::now());
+        if t.is_zero() {
+            Err(timed_out())
+        } else {
+            Ok(t)
+        }
+    };
+    while conn.is_handshaking() {
+        while conn.wants_write() {
+            sock.set_write_timeout(Some(left(deadline)?))?;
+            conn.write_tls(&mut sock)?;
+        }
+        if !conn.is_handshaking() {
+            break;
+        }
+        sock.set_read_timeout(Some(left(deadline)?))?;
+        match conn.read_tls(&mut sock) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        conn.process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    }
+    while conn.wants_write() {
+        sock.set_write_timeout(Some(left(deadline)?))?;
+        conn.write_tls(&mut sock)?;
+    }
+    Ok(TlsTransport(StreamOwned::new(conn, sock)))
+}
+
+/// What every connection worker shares.
+pub(crate) struct Ctx {
+    pub handler: Arc<dyn Handler>,
+    pub limits: Limits,
+    pub shutdown: ShutdownHandle,
+}
+
+enum Next {
+    KeepAlive,
+    /// End cleanly.
+    Close,
+    /// Drop without a clean end (torn response, dead client).
+    Abort,
+}
+
+/// Serve requests on `t` until the client leaves, a deadline passes, or shutdown.
+pub(crate) fn serve<T: Transport>(t: &mut T, peer: &Peer, ctx: &Ctx) {
+    let limits = &ctx.limits;
+    if t.set_write_timeout(Some(limits.write_timeout)).is_err() {
+        return;
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    // The first request's head deadline runs from the end of the handshake; later ones
+    // get `idle_timeout` to start and then `head_timeout` from their first byte.
+    let mut head_deadline = Some(Instant::now() + limits.head_timeout);
+    loop {
+        if buf.is_empty() && !t.has_buffered_input() {
+            let wait = match head_deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => limits.idle_timeout,
+            };
+            match sys::wait_readable(Some(t.fd()), ctx.shutdown.fd(), Some(wait)) {
+                Wake::Ready => {}
+                Wake::Timeout | Wake::Shutdown => {
+                    t.finish();
+                    return;
+                }
+            }
+        }
+        let deadline = head_deadline.unwrap_or_else(|| Instant::now() + limits.head_timeout);
+        match one_request(t, peer, ctx, &mut buf, deadline) {
+            Next::KeepAlive => head_deadline = None,
+            Next::Close => {
+                t.finish();
+                return;
+            }
+            Next::Abort => return,
+        }
+    }
+}
+
+/// Read into `buf` (at most `room` more bytes) before `deadline`. `Ok(0)` is EOF.
+fn read_some<T: Transport>(
+    t: &mut T,
+    buf: &mut Vec<u8>,
+    room: usize,
+    deadline: Instant,
+) -> io::Result<usize> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        t.set_read_timeout(Some(left))?;
+        let old = buf.len();
+        buf.resize(old + room, 0);
+        let got = t.read(&mut buf[old..]);
+        buf.truncate(old + *got.as_ref().unwrap_or(&0));
+        match got {
+            Ok(n) => return Ok(n),
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn one_request<T: Transport>(
+    t: &mut T,
+    peer: &Peer,
+    ctx: &Ctx,
+    buf: &mut Vec<u8>,
+    head_deadline: Instant,
+) -> Next {
+    let limits = &ctx.limits;
+    let started = Instant::now();
+
+    let (head, head_len) = loop {
+        match parse_head(buf, limits) {
+            Ok(Some(h)) => break h,
+            Ok(None) => {}
+            Err(r) => return reject(t, ctx, peer, None, r, started),
+        }
+        // parse_head rejects a full buffer, so there is room here.
+        let room = limits.max_head.saturating_sub(buf.len()).max(1);
+        match read_some(t, buf, room, head_deadline) {
+            // The client closed between requests (or mid-head: nothing to answer).
+            Ok(0) => {
+                return if buf.is_empty() {
+                    Next::Close
+                } else {
+                    Next::Abort
+                }
+            }
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) && !buf.is_empty() => {
+                return reject(t, ctx, peer, None, Reject::Timeout, started)
+            }
+            Err(e) if is_timeout(&e) => return Next::Close,
+            Err(_) => return Next::Abort,
+        }
+    };
+    buf.drain(..head_len);
+    let route = Some((head.method.as_str(), head.path.as_str()));
+
+    let body_deadline = Instant::now() + limits.body_timeout;
+    let mut body = Vec::new();
+    match head.framing {
+        Framing::None => {}
+        Framing::Length(n) => {
+            if n > limits.max_body as u64 {
+                return reject(t, ctx, peer, route, Reject::BodyTooLarge, started);
+            }
+            let n = n as usize;
+            if head.expect_continue && buf.len() < n && continue_100(t).is_err() {
+                return Next::Abort;
+            }
+            body.reserve_exact(n);
+            let take = n.min(buf.len());
+            body.extend(buf.drain(..take));
+            while body.len() < n {
+                let room = n - body.len();
+                match read_some(t, &mut body, room, body_deadline) {
+                    Ok(0) => return Next::Abort,
+                    Ok(_) => {}
+                    Err(e) if is_timeout(&e) => {
+                        return reject(t, ctx, peer, route, Reject::Timeout, started)
+                    }
+                    Err(_) => return Next::Abort,
+                }
+            }
+        }
+        Framing::Chunked => {
+            let mut dec = ChunkedDecoder::new(limits.max_body);
+            let mut asked = false;
+            loop {
+                match dec.feed(buf, &mut body) {
+                    Ok(used) => {
+                        buf.drain(..used);
+                    }
+                    Err(r) => return reject(t, ctx, peer, route, r, started),
+                }
+                if dec.is_done() {
+                    break;
+                }
+                if head.expect_continue && !asked {
+                    asked = true;
+                    if continue_100(t).is_err() {
+                        return Next::Abort;
+                    }
+                }
+                match read_some(t, buf, 16 * 1024, body_deadline) {
+                    Ok(0) => return Next::Abort,
+                    Ok(_) => {}
+                    Err(e) if is_timeout(&e) => {
+                        return reject(t, ctx, peer, route, Reject::Timeout, started)
+                    }
+                    Err(_) => return Next::Abort,
+                }
+            }
+        }
+    }
+
+    let method = head.method;
+    let path = head.path;
+    let is_head = method == "HEAD";
+    let http11 = head.version == Version::Http11;
+    let req = Request {
+        method: method.clone(),
+        path: path.clone(),
+        query: head.query,
+        headers: head.headers,
+        body,
+        peer: peer.clone(),
+    };
+    let (resp, panicked) = match catch_unwind(AssertUnwindSafe(|| ctx.handler.handle(req))) {
+        Ok(resp) => (resp, false),
+        Err(_payload) => {
+            // The payload may quote secrets; the path is ours to log, the query is not.
+            crate::log::error("handler panicked", &[("path", path.clone().into())]);
+            (reject_response(&Reject::Internal, limits), true)
+        }
+    };
+    let keep_alive =
+        head.keep_alive && !panicked && !wants_close(&resp) && !ctx.shutdown.is_shutdown();
+    let status = resp.status;
+    let subject = resp.subject.clone();
+    let result = write_response(t, resp, http11, is_head, keep_alive);
+    let bytes = match &result {
+        Ok(w) => w.bytes,
+        Err(WriteError::Source { written, .. }) => *written,
+        Err(WriteError::Client) => 0,
+    };
+    access_log(
+        peer,
+        Some((&method, &path)),
+        status,
+        bytes,
+        started,
+        subject,
+    );
+    match result {
+        Ok(_) if keep_alive => Next::KeepAlive,
+        Ok(_) => Next::Close,
+        Err(WriteError::Client) => Next::Abort,
+        Err(WriteError::Source { detail, .. }) => {
+            crate::log::warn(
+                "response body failed mid-stream; connection aborted",
+                &[("path", path.into()), ("error", detail.into())],
+            );
+            Next::Abort
+        }
+    }
+}
+
+fn continue_100<T: Transport>(t: &mut T) -> io::Result<()> {
+    t.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    t.flush()
+}
+
+/// Answer a rejection with the JSON envelope, then close with a short linger.
+fn reject<T: Transport>(
+    t: &mut T,
+    ctx: &Ctx,
+    peer: &Peer,
+    route: Option<(&str, &str)>,
+    r: Reject,
+    started: Instant,
+) -> Next {
+    let resp = reject_response(&r, &ctx.limits);
+    let status = resp.status;
+    let written = write_response(t, resp, true, false, false);
+    access_log(peer, route, status, 0, started, None);
+    if written.is_err() {
+        return Next::Abort;
+    }
+    t.finish();
+    linger(t);
+    Next::Abort
+}
+
+/// Read and discard what the client is still sending, briefly and boundedly, so our
+/// answer is not destroyed by a TCP reset when we close with unread input.
+pub(crate) fn linger<T: Transport>(t: &mut T) {
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut scratch = Vec::with_capacity(16 * 1024);
+    let mut total = 0;
+    while total < LINGER_BYTES {
+        scratch.clear();
+        match read_some(t, &mut scratch, 16 * 1024, deadline) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
+    }
+}
+
+/// The one access-log line per request. Never headers, never the query.
+fn access_log(
+    peer: &Peer,
+    route: Option<(&str, &str)>,
+    status: u16,
+    bytes: u64,
+    started: Instant,
+    subject: Option<String>,
+) {
+    let remote = match peer {
+        Peer::Tcp(addr) => addr.to_string(),
+        Peer::Unix { uid: Some(uid) } => format!("unix:uid={uid}"),
+        Peer::Unix { uid: None } => "unix".to_string(),
+    };
+    let (method, path) = match route {
+        Some((m, p)) => (m.into(), p.into()),
+        None => (serde_json::Value::Null, serde_json::Value::Null),
+    };
+    let mut f = serde_json::Map::new();
+    f.insert("msg".into(), "request".into());
+    f.insert("remote".into(), remote.into());
+    f.insert("method".into(), method);
+    f.insert("path".into(), path);
+    f.insert("status".into(), status.into());
+    f.insert("bytes".into(), bytes.into());
+    f.insert(
+        "durationMs".into(),
+        (started.elapsed().as_micros() as f64 / 1000.0).into(),
+    );
+    f.insert(
+        "subject".into(),
+        subject.map_or(serde_json::Value::Null, Into::into),
+    );
+    crate::log::emit("info", f);
+}
+
+/// Peer of an accepted TCP connection; kept here so `Peer` stays a plain data type.
+pub(crate) fn tcp_peer(addr: SocketAddr) -> Peer {
+    Peer::Tcp(addr)
+}
+
+/// Peer of an accepted Unix connection, with the uid from SO_PEERCRED.
+pub(crate) fn unix_peer(s: &UnixStream) -> Peer {
+    Peer::Unix {
+        uid: sys::peer_uid(s.as_raw_fd()),
+    }
+}

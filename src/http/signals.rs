@@ -1,0 +1,113 @@
+//! Shutdown requests: the [`ShutdownHandle`] and the SIGTERM/SIGINT bridge to it.
+//!
+//! A shutdown is one byte written to a self-pipe that nobody ever drains, so it stays
+//! readable: the accept loop and every idle keep-alive connection poll it beside their
+//! socket and wake at once, with no polling interval. The same pipe makes the signal
+//! handler trivial and async-signal-safe: it only calls write(2). (A poll timeout loop
+//! would also work but wakes every thread periodically and delays shutdown by a tick.)
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::sys;
+
+/// Asks a running [`Server`](super::Server) to stop accepting, finish in-flight requests
+/// and return from `run`. Cheap to clone and send to other threads.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<Inner>);
+
+struct Inner {
+    flag: AtomicBool,
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl std::fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownHandle")
+            .field("shutdown", &self.is_shutdown())
+            .finish()
+    }
+}
+
+impl ShutdownHandle {
+    pub(crate) fn new() -> io::Result<ShutdownHandle> {
+        let (read, write) = sys::pipe()?;
+        Ok(ShutdownHandle(Arc::new(Inner {
+            flag: AtomicBool::new(false),
+            read,
+            write,
+        })))
+    }
+
+    /// Request shutdown. Idempotent; returns at once.
+    pub fn shutdown(&self) {
+        self.0.flag.store(true, Ordering::SeqCst);
+        sys::poke(self.0.write.as_raw_fd());
+    }
+
+    /// Has shutdown been requested (by [`shutdown`](Self::shutdown) or a signal)?
+    pub fn is_shutdown(&self) -> bool {
+        if self.0.flag.load(Ordering::SeqCst) {
+            return true;
+        }
+        // A signal handler can only write the pipe, so look there too.
+        if sys::readable_now(self.fd()) {
+            self.0.flag.store(true, Ordering::SeqCst);
+            return true;
+        }
+        false
+    }
+
+    /// The read end of the pipe, readable once shutdown is requested.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.0.read.as_raw_fd()
+    }
+}
+
+/// The pipe the signal handler writes to; -1 until installed.
+static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+/// Keeps the handle (and so the pipe) alive for as long as the handler may fire.
+static INSTALLED: Mutex<Option<ShutdownHandle>> = Mutex::new(None);
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    let fd = SIGNAL_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        // write(2) may clobber errno, which the interrupted code may be about to read.
+        // SAFETY: __errno_location returns this thread's errno slot.
+        let saved = unsafe { *libc::__errno_location() };
+        sys::poke(fd);
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = saved };
+    }
+}
+
+/// Route SIGTERM and SIGINT to `h.shutdown()`: the server stops accepting, lets in-flight
+/// requests finish within `Limits::grace`, and `run` returns. Calling it again points the
+/// signals at the new handle.
+pub fn install_signal_handlers(h: ShutdownHandle) -> io::Result<()> {
+    let fd = h.0.write.as_raw_fd();
+    let mut slot = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    SIGNAL_FD.store(fd, Ordering::SeqCst);
+    // A handler running right now may still hold the old descriptor: never close it.
+    if let Some(old) = slot.replace(h) {
+        std::mem::forget(old);
+    }
+    drop(slot);
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: a zeroed sigaction is valid; we set the handler, an empty mask and
+        // SA_RESTART so interrupted blocking calls resume instead of failing.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}

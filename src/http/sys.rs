@@ -1,0 +1,125 @@
+//! The few system calls std has no safe way to make: poll(2), pipe2(2), SO_PEERCRED.
+//!
+//! Every `unsafe` block of the server lives here, each with its reason.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// What [`wait_readable`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// The socket is readable (or hung up: the next read says which).
+    Ready,
+    Timeout,
+    /// The shutdown pipe is readable: a shutdown was requested.
+    Shutdown,
+}
+
+/// A pipe with both ends non-blocking and close-on-exec.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the array we own.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Write one byte to a non-blocking pipe; async-signal-safe (used from the signal
+/// handler). A full pipe already holds a wake-up, so EAGAIN is ignored.
+pub(crate) fn poke(fd: RawFd) {
+    let byte = 1u8;
+    // SAFETY: writes one byte from a live stack variable; write(2) is async-signal-safe.
+    unsafe {
+        libc::write(fd, (&byte as *const u8).cast(), 1);
+    }
+}
+
+/// Wait until `fd` is readable, `shutdown_fd` is readable, or `timeout` passes (`None`:
+/// no timeout). `fd` may be `None` to just sleep unless shut down. Shutdown wins ties.
+pub(crate) fn wait_readable(
+    fd: Option<RawFd>,
+    shutdown_fd: RawFd,
+    timeout: Option<Duration>,
+) -> Wake {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Wake::Timeout;
+                }
+                // Round up so we never wake a hair early and spin.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+            }
+        };
+        let mut fds = [
+            libc::pollfd {
+                fd: shutdown_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: fd.unwrap_or(-1), // poll ignores negative descriptors
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: the array is live for the call and its length is passed with it.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // poll only fails on EFAULT/EINVAL/ENOMEM; treat as ready so the read reports it.
+            return Wake::Ready;
+        }
+        if fds[0].revents != 0 {
+            return Wake::Shutdown;
+        }
+        if fds[1].revents != 0 {
+            return Wake::Ready;
+        }
+        if rc == 0 && deadline.is_none() {
+            continue;
+        }
+    }
+}
+
+/// Is `fd` readable right now?
+pub(crate) fn readable_now(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd, length 1.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents != 0 }
+}
+
+/// The uid of the process on the other end of a Unix socket (SO_PEERCRED).
+pub(crate) fn peer_uid(fd: RawFd) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the ucred we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len as usize == std::mem::size_of::<libc::ucred>()).then_some(cred.uid)
+}
