@@ -1,1 +1,73 @@
-//! placeholder
+//! The join bundle: the `.tar.gz` a joining node fetches from `GET /v1/join-bundle`
+//! and unpacks with `curl ... | tar xzf -`. This module produces it as a stream; the
+//! HTTP layer only pulls bytes from it.
+//!
+//! # Layout
+//!
+//! A gzip file may hold several members back to back, and every `gunzip`/`tar xz` reads
+//! them as one stream. The bundle uses that:
+//!
+//! ```text
+//! [member: tar entry of artifact 1]      <- m-<key>.gz from the cache, copied verbatim
+//! [member: tar entry of artifact 2]      <- idem
+//! [member: small entries ... + 2 zero blocks]  <- compressed fresh for this join
+//! ```
+//!
+//! Each file over [`CACHE_THRESHOLD`] (1 MiB) is a member of its own holding exactly
+//! its tar header(s), data and padding to 512 bytes: no end-of-archive blocks and no
+//! record padding, so members can be concatenated in any number. Runs of smaller
+//! entries (license, seed, join token, `SHA256SUMS`) share a member compressed for
+//! each request; the last member ends with the two zero blocks. Entries keep the order
+//! the caller gave. Headers are GNU format with owner root (0/0), the mode the caller
+//! gave, and the file's mtime (in-memory entries: the time of the request), so a
+//! member's bytes depend only on the artifact and its name and mode. Directories have
+//! no entries of their own; tar creates them.
+//!
+//! Artifacts that are already gzip, zstd or xz are stored (deflate level 0); the rest
+//! use level [`LEVEL`] (1). On the 2-vCPU build machine, single thread, the first
+//! build of a 256 MiB binary-like file ran at about 150 MB/s at level 1 against
+//! 60 MB/s at level 6 (a 1 Gbit/s link carries 119 MB/s), stored members at about
+//! 1 GB/s, and cached members at disk speed.
+//!
+//! # Cache
+//!
+//! [`BundleCache`] lives in `<data-dir>/bundle-cache`. A member is built the first time
+//! a bundle (or [`BundleCache::prepare`]) needs it: the compressed output goes to the
+//! client and to `m-<key>.gz.tmp-<random>`, which is fsynced and renamed to
+//! `m-<key>.gz` once the whole file was read and seen unchanged; a failed build or a
+//! client that goes away deletes the temp file. Only renamed files are read, and their
+//! gzip magic and trailer size are checked on open, so a torn file is never served.
+//! The key covers the absolute path, size, mtime (ns), inode, device, entry name and
+//! mode, so replacing an artifact simply makes a new key; [`BundleCache::prune`]
+//! removes what the current artifacts no longer use.
+//!
+//! Concurrent builds: within the process the first stream to need a member builds and
+//! caches it; others needing it meanwhile compress their own copy without caching it
+//! (identical bytes; nobody waits on another client's download speed). Across
+//! processes each build has its own temp file and the last rename wins, which is
+//! harmless since the bytes are identical.
+//!
+//! # Hashes
+//!
+//! The first build of a member also hashes the artifact and stores `s-<key>.sha256`.
+//! [`BundleCache::sha256_of`] reads that, or hashes the file in one streaming pass
+//! and stores it. The daemon should call [`BundleCache::prepare`] on its artifacts from a
+//! background thread at start-up (and [`BundleCache::prune`] after it), so every bundle
+//! is served from cache and `SHA256SUMS` ([`BundleCache::sha256sums`]) costs no reads.
+//!
+//! # Invariants
+//!
+//! - Memory per stream is bounded by a few 64 KiB buffers ([`BundleStream::buffered_bytes`]).
+//! - A file that shrinks, grows or is modified while read fails the stream; after an
+//!   error every `read` fails, so a corrupt archive never ends cleanly.
+//! - Entry names are validated ([`validate_name`]) before any byte is produced.
+
+mod bundle;
+mod cache;
+mod entry;
+#[cfg(test)]
+mod tests;
+
+pub use bundle::{stream, BundleStream, LEVEL};
+pub use cache::{BundleCache, CACHE_THRESHOLD, FORMAT};
+pub use entry::{validate_name, Entry, Source, MAX_NAME_LEN};
