@@ -184,7 +184,7 @@ pub struct Sources<'a> {
 
 impl Sources<'_> {
     /// The raw value of a flag, from the command line or its environment variable.
-    fn raw(&mut self, flag: &str) -> Result<Option<String>, ConfigError> {
+    fn raw(&mut self, flag: &'static str) -> Result<Option<String>, ConfigError> {
         let from_args: Option<String> = self
             .args
             .opt_value_from_str(flag)
@@ -200,13 +200,13 @@ impl Sources<'_> {
         Ok((self.env)(env).filter(|v| !v.is_empty()))
     }
 
-    fn path(&mut self, flag: &str) -> Result<Option<PathBuf>, ConfigError> {
+    fn path(&mut self, flag: &'static str) -> Result<Option<PathBuf>, ConfigError> {
         Ok(self.raw(flag)?.map(PathBuf::from))
     }
 
     fn number<T: std::str::FromStr>(
         &mut self,
-        flag: &str,
+        flag: &'static str,
         default: T,
         range: (T, T),
     ) -> Result<T, ConfigError>

@@ -29,6 +29,7 @@ impl std::fmt::Display for StartError {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn serve(cfg: Config) -> Result<(), StartError> {
+    http::install_panic_hook();
     create_data_dir(&cfg.data_dir)?;
     let source = match &cfg.kube {
         KubeSource::Kubeconfig(p) => kube::Source::Kubeconfig(p.clone()),
@@ -124,15 +125,18 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         ..http::Limits::default()
     };
     let addr = SocketAddr::new(bind_ip, cfg.api_port);
-    let server = http::Server::bind(addr, identity.server_config.clone(), limits)
+    let server = http::Server::bind(addr, identity.config.clone(), limits)
         .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+    let local = server
+        .local_addr()
+        .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
     let ctx = Arc::new(Context {
         kube,
         passwords,
         keys,
         server: ServerInfo {
             bind_ip,
-            port: server.local_addr().port(),
+            port: local.port(),
             node_name,
             pin: identity.pin.clone(),
             self_signed: cfg.tls_cert.is_none(),
@@ -153,11 +157,12 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
             })
             .map_err(|e| StartError(format!("cannot start the cache thread: {e}")))?;
     }
-    http::install_signal_handlers(server.shutdown_handle());
+    http::install_signal_handlers(server.shutdown_handle())
+        .map_err(|e| StartError(format!("cannot install signal handlers: {e}")))?;
     log::info(
         "listening",
         &[
-            ("address", format!("https://{}", server.local_addr()).into()),
+            ("address", format!("https://{local}").into()),
             ("pin", identity.pin.clone().into()),
         ],
     );

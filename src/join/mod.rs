@@ -64,10 +64,17 @@
 
 mod bundle;
 mod cache;
+pub mod command;
 mod entry;
+pub mod inputs;
+pub mod k0s;
+pub mod seed;
+mod service;
 #[cfg(test)]
 mod tests;
+pub mod ticket;
 
 pub use bundle::{stream, BundleStream, LEVEL};
 pub use cache::{BundleCache, CACHE_THRESHOLD, FORMAT};
 pub use entry::{validate_name, Entry, Source, MAX_NAME_LEN};
+pub use service::JoinService;
