@@ -57,6 +57,7 @@ import hmac
 import ipaddress
 import json
 import os
+import queue
 import random
 import re
 import secrets
@@ -547,7 +548,8 @@ class Store:
         try:
             c = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
             rv, start = int(c["rv"]), c["start"]
-            assert c["v"] == "meta.k8s.io/v1" and start.endswith("\x00")
+            if c["v"] != "meta.k8s.io/v1" or not start.endswith("\x00"):
+                raise ValueError
         except Exception:
             raise bad_request("continue key is not valid: incorrect encoded start resourceVersion "
                               "(version meta.k8s.io/v1)") from None
@@ -583,7 +585,8 @@ class Store:
             if res.namespaced and ("", ns) not in self.objs["namespaces"]:
                 raise not_found(RES["namespaces"], ns)
             if (meta.get("namespace", ""), meta["name"]) in self.objs[res.plural]:
-                return self._already_exists(res, meta["name"])
+                raise ApiError(409, "AlreadyExists", f'{res.qualified} "{meta["name"]}" already exists',
+                               res.details(meta["name"]))
             for k in ("uid", "resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
                 meta.pop(k, None)
             meta["uid"] = str(uuid.uuid4())
@@ -594,10 +597,6 @@ class Store:
                 body.pop("status", None)
             self._defaults(res, body)
             return wire(res, self._store(res, body))
-
-    @staticmethod
-    def _already_exists(res: Res, name: str):
-        raise ApiError(409, "AlreadyExists", f'{res.qualified} "{name}" already exists', res.details(name))
 
     def _validate(self, res: Res, body: dict) -> None:
         name = body["metadata"].get("name") or ""
@@ -811,7 +810,9 @@ class Store:
                 pdb = pdbs[0]
                 ps = pdb.get("status") or {}
                 healthy, desired = ps.get("currentHealthy", 0), ps.get("desiredHealthy", 0)
-                if not (not pod_ready(pod) and healthy >= desired > 0):
+                unhealthy_ok = not pod_ready(pod) and (
+                    healthy >= desired > 0 or (pdb.get("spec") or {}).get("unhealthyPodEvictionPolicy") == "AlwaysAllow")
+                if not unhealthy_ok:
                     if ps.get("disruptionsAllowed", 0) <= 0:
                         err = ApiError(429, "TooManyRequests",
                                        "Cannot evict pod as it would violate the pod's disruption budget.",
@@ -1160,6 +1161,27 @@ def kubeconfig(server: str, ca_pem: str, user: dict) -> str:
 # HTTP: routing, authentication, authorisation, faults, control API
 # ---------------------------------------------------------------------------------------
 
+LOG_QUEUE: queue.Queue = queue.Queue(maxsize=10000)
+
+
+def log(line: str) -> None:
+    """Never blocks a request: if nobody drains our stderr pipe, lines are dropped instead."""
+    try:
+        LOG_QUEUE.put_nowait(line)
+    except queue.Full:
+        pass
+
+
+def _log_writer() -> None:
+    while True:
+        line = LOG_QUEUE.get()
+        try:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+
 class Abort(Exception):
     """Close the connection without an answer (drop) or with an RST (reset)."""
 
@@ -1233,9 +1255,13 @@ class Fake:
             return False  # RBAC is never consulted for system:masters
         with self.lock:
             rules = list(self.deny)
+        want = {"verb": verb, "resource": res.plural, "subresource": sub, "namespace": ns, "name": name,
+                "user": user, "group": res.group}
         for r in rules:
-            want = {"verb": verb, "resource": res.plural, "subresource": sub, "namespace": ns, "name": name,
-                    "user": user, "group": res.group}
+            r = dict(r)
+            if "/" in r.get("resource", ""):
+                r["resource"], r["subresource"] = r["resource"].split("/", 1)
+            r.setdefault("subresource", None)  # like RBAC: "pods" does not cover "pods/eviction"
             if all(r[k] in ("*", want[k]) for k in want if k in r):
                 return True
         return False
@@ -1359,7 +1385,7 @@ class Handler(BaseHTTPRequestHandler):
         except (ConnectionError, ssl.SSLError, TimeoutError):
             raise
         except Exception as e:  # a bug in the fake: answer like the apiserver does, and say so on stderr
-            print(f"fake_kube: internal error: {e!r}", file=sys.stderr, flush=True)
+            log(f"fake_kube: internal error: {e!r}")
             self._send(500, ApiError(500, "InternalError", f"Internal error occurred: {e}", {}).status())
         finally:
             if not path.startswith("/_fake/"):
@@ -1372,8 +1398,7 @@ class Handler(BaseHTTPRequestHandler):
                         entry["body"] = None
                 fake.requests.append(entry)
                 ms = (time.monotonic() - started) * 1000
-                print(f"{self.command} {self.path} {self.status_sent} {ms:.1f}ms user={user or '-'}",
-                      file=sys.stderr, flush=True)
+                log(f"{self.command} {self.path} {self.status_sent} {ms:.1f}ms user={user or '-'}")
 
     def _fault(self, f: dict):
         kind = f.get("kind", "status")
@@ -1384,10 +1409,10 @@ class Handler(BaseHTTPRequestHandler):
             raise Abort(kind == "reset")
         code = int(f.get("code", 503))
         reason, msg = FAULT_DEFAULTS.get(code, ("", f"injected fault {code}"))
-        details, headers = {}, []
+        details, headers = None, []
         if f.get("retryAfter") is not None or code == 429:
             ra = int(f.get("retryAfter", 1))
-            details["retryAfterSeconds"] = ra
+            details = {"retryAfterSeconds": ra}
             headers.append(("Retry-After", str(ra)))
         raise ApiError(code, f.get("reason", reason), f.get("message", msg), details, headers)
 
@@ -1413,6 +1438,8 @@ class Handler(BaseHTTPRequestHandler):
         if user == "system:anonymous" or fake.denied(user, groups, verb, res, sub, ns, name):
             raise forbidden(user, verb, res, sub, ns, name)
         st = fake.store
+        if q.get("watch") in ("1", "true"):
+            raise bad_request("watch is not supported by this fake API server")
         if m == "GET" and name is None:
             return self._send(200, st.list(res, ns, q))
         if m == "GET" and sub in (None, "status"):
@@ -1559,7 +1586,10 @@ def main(argv=None) -> int:
                     help="graceful pod deletion: pods linger, terminating, this long")
     ap.add_argument("--seed-pods", action="store_true", help="a kube-proxy DaemonSet pod on every node")
     ap.add_argument("--no-anonymous", action="store_true", help="no credentials -> 401 instead of anonymous")
+    ap.add_argument("--quiet", action="store_true", help="no request log on stderr")
     args = ap.parse_args(argv)
+    if not args.quiet:
+        threading.Thread(target=_log_writer, daemon=True).start()
 
     os.makedirs(args.dir, exist_ok=True)
     ensure_certs(args.dir)

@@ -582,6 +582,25 @@ def test_eviction_edge_cases(fake):
     assert status == 500 and "more than one PodDisruptionBudget" in err["message"]
 
 
+def test_unready_pods_may_be_evicted_when_the_budget_is_met_or_always_allowed(fake):
+    fake.call("POST", "/api/v1/namespaces/default/pods", pod_body("r1", "node-2", {"app": "r"}))
+    fake.call("POST", "/api/v1/namespaces/default/pods", pod_body("r2", "node-2", {"app": "r"}))
+    fake.control("POST", "objects", {"apiVersion": "v1", "kind": "Pod",
+                                     "metadata": {"name": "sick", "namespace": "default", "labels": {"app": "r"}},
+                                     "spec": {"nodeName": "node-3"},
+                                     "status": {"phase": "Running", "conditions": [{"type": "Ready",
+                                                                                    "status": "False"}]}})
+    pdbs = "/apis/policy/v1/namespaces/default/poddisruptionbudgets"
+    fake.call("POST", pdbs, {"metadata": {"name": "r"},
+                             "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "r"}}}})
+    # 2 healthy of 3 wanted: nothing may go, not even the sick pod under the default policy.
+    assert fake.call("POST", "/api/v1/namespaces/default/pods/sick/eviction", eviction("sick"))[0] == 429
+    fake.call("PATCH", f"{pdbs}/r", {"spec": {"unhealthyPodEvictionPolicy": "AlwaysAllow"}},
+              ctype="application/merge-patch+json")
+    assert fake.call("POST", "/api/v1/namespaces/default/pods/sick/eviction", eviction("sick"))[0] == 201
+    assert fake.call("POST", "/api/v1/namespaces/default/pods/r1/eviction", eviction("r1"))[0] == 429
+
+
 def test_manual_pdb_status_is_honoured_and_decremented(fake):
     fake.call("POST", "/api/v1/namespaces/default/pods", pod_body("m1", "node-2", {"app": "m"}))
     fake.call("POST", "/api/v1/namespaces/default/pods", pod_body("m2", "node-3", {"app": "m"}))
@@ -627,6 +646,18 @@ def test_deny_list_answers_like_rbac(fake, schema):
     assert fake.get("/api/v1/nodes/node-1")[0] == 200  # get is still allowed
     fake.control("POST", "deny", [])
     assert fake.get("/api/v1/nodes")[0] == 200
+
+
+def test_deny_on_pods_does_not_cover_eviction_and_vice_versa(fake):
+    fake.call("POST", "/api/v1/namespaces/default/pods", pod_body("p", "node-2"))
+    fake.control("POST", "deny", [{"verb": "create", "resource": "pods/eviction"}])
+    status, _, err = fake.call("POST", "/api/v1/namespaces/default/pods/p/eviction", eviction("p"))
+    assert (status, err["message"]) == (403, 'pods "p" is forbidden: User "system:serviceaccount:kotsadm:joinery" '
+                                             'cannot create resource "pods/eviction" in API group "" in the '
+                                             'namespace "default"')
+    assert fake.call("POST", "/api/v1/namespaces/default/pods", pod_body("q", "node-2"))[0] == 201
+    fake.control("POST", "deny", [{"verb": "create", "resource": "pods"}])
+    assert fake.call("POST", "/api/v1/namespaces/default/pods/p/eviction", eviction("p"))[0] == 201
 
 
 def cert_context(fake: Fake, tmp_path) -> ssl.SSLContext:
