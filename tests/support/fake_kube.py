@@ -7,8 +7,15 @@ objects on every error, opaque continue tokens), same reasons and codes.
 
 Usage:
     python3 tests/support/fake_kube.py --port 0 --dir DIR [--nodes N | --nodes-file F.json]
-        [--controllers C] [--token T] [--password-bcrypt HASH | --password P]
-        [--latency-ms MS] [--pod-delete-delay-ms MS] [--seed-pods] [--no-anonymous]
+        [--controllers C] [--token T] [--token-user U] [--password-bcrypt HASH | --password P]
+        [--latency-ms MS] [--pod-delete-delay-ms MS] [--seed-pods] [--no-anonymous] [--quiet]
+
+--nodes N (default 3) makes node-1..node-N with InternalIPs 10.0.0.11 onwards, all Ready;
+the first C (--controllers, default 1) are k0s controllers with Embedded Cluster's
+controller role labels, the rest workers, and with N >= 3 the last one has no role labels.
+Controllers also get an EtcdMember and kube-node-lease/k0s-ctrl-<name> Leases, the first
+one holding kube-node-lease/k0s-endpoint-reconciler. Namespaces default, kube-system,
+kube-public, kube-node-lease and kotsadm each hold ConfigMap kube-root-ca.crt (the CA).
 
 Once ready it prints exactly one line `listening on https://127.0.0.1:PORT` to stdout and
 then logs one line per request to stderr. DIR receives (certificates are made once with
@@ -29,6 +36,9 @@ Authentication: `Authorization: Bearer <token>` or a client certificate signed b
 all means system:anonymous, who may only read /version, /healthz, /livez, /readyz (the real
 default); --no-anonymous turns that into 401. A wrong token is always 401.
 
+Not modelled: watch (answered 400), consistent snapshots for continued lists (a later page
+shows current data), managedFields, admission beyond "the namespace must exist".
+
 Control API (same port, no auth, never faulted), all JSON:
     POST   /_fake/faults        append rules [{method?, path (regex on path?query), kind:
                                 status|latency|drop|reset, code?, reason?, message?,
@@ -37,10 +47,12 @@ Control API (same port, no auth, never faulted), all JSON:
     POST   /_fake/rotate-token  {"token"?} -> {"token"}; the old token gets 401 from now on
     POST   /_fake/objects       upsert objects (apiVersion+kind, or {"path","object"}) as given
     DELETE /_fake/objects       remove objects at once [{apiVersion, kind, metadata}]
-    GET    /_fake/requests      recent requests [{method, path, query, status, user, body?}]
+    GET    /_fake/requests      the last 2000 API requests [{method, path, query, status,
+                                user, body?}]; status is "drop"/"reset" for those faults
     DELETE /_fake/requests      clear that log
     POST   /_fake/deny          replace the deny list [{verb?, resource?, subresource?,
-                                namespace?, name?, user?}]
+                                namespace?, name?, user?, group?}]; absent = any, "*" = any,
+                                but "pods" does not cover "pods/eviction" (as in RBAC)
     POST   /_fake/node-ready    {"name", "ready": true|false|"Unknown"}
     POST   /_fake/compact       expire every continue token issued so far (next use: 410)
     GET|POST /_fake/config      {"latencyMs", "podDeleteDelayMs", "etcdLeaveDelayMs"}
@@ -619,12 +631,12 @@ class Store:
                                                    "'KEY_NAME',  or 'key-name', regex used for validation is "
                                                    "'[-._a-zA-Z0-9]+')")])
         if res.plural == "secrets":
-            for k, v in (body.get("data") or {}).items():
+            for v in (body.get("data") or {}).values():
                 try:
                     base64.b64decode(v, validate=True)
                 except Exception:
-                    raise bad_request(f'Secret in version "v1" cannot be handled as a Secret: illegal base64 '
-                                      f'data at input byte 0') from None
+                    raise bad_request('Secret in version "v1" cannot be handled as a Secret: illegal base64 '
+                                      'data at input byte 0') from None
             for k, v in (body.pop("stringData", None) or {}).items():
                 body.setdefault("data", {})[k] = b64(str(v))
             body.setdefault("type", "Opaque")
@@ -1313,9 +1325,11 @@ class Handler(BaseHTTPRequestHandler):
                 out += self.rfile.read(size)
                 self.rfile.readline()
                 if len(out) > 16 << 20:
+                    self.close_connection = True
                     raise ApiError(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
         n = int(self.headers.get("Content-Length") or 0)
         if n > 16 << 20:
+            self.close_connection = True  # the unread body would be taken for the next request
             raise ApiError(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
         return self.rfile.read(n) if n else b""
 
