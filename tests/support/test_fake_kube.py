@@ -183,6 +183,15 @@ def fake(start):
     return start("--nodes", "5")
 
 
+def wait_for(cond, timeout=5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def names(lst):
     return [i["metadata"]["name"] for i in lst["items"]]
 
@@ -519,8 +528,7 @@ def test_pod_delete_returns_the_pod_and_graceful_deletion_lingers(start):
     assert status == 200 and pod["kind"] == "Pod" and pod["metadata"]["deletionTimestamp"]
     status, _, still = f.get("/api/v1/namespaces/default/pods/web")
     assert status == 200 and still["metadata"]["deletionGracePeriodSeconds"] == 30
-    time.sleep(0.6)
-    assert f.get("/api/v1/namespaces/default/pods/web")[0] == 404
+    assert wait_for(lambda: f.get("/api/v1/namespaces/default/pods/web")[0] == 404)
 
 
 # ---------------------------------------------------------------------------------------
@@ -801,14 +809,11 @@ def test_etcd_member_leave_and_leader_leases(start):
     assert (status, err["reason"]) == (415, "UnsupportedMediaType")
     status, _, m = f.call("PATCH", f"{path}/node-2", {"spec": {"leave": True}}, ctype="application/merge-patch+json")
     assert status == 200 and m["spec"]["leave"] is True and m["metadata"]["generation"] == 2
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+    def joined():
         m = f.get(f"{path}/node-2")[2]
-        joined = next(c for c in m["status"]["conditions"] if c["type"] == "Joined")
-        if joined["status"] == "False":
-            break
-        time.sleep(0.05)
-    assert joined["status"] == "False"
+        return next(c for c in m["status"]["conditions"] if c["type"] == "Joined")["status"]
+    assert joined() == "True"  # leaving takes the etcd controller a moment
+    assert wait_for(lambda: joined() == "False")
     leases = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
     holder = f.get(f"{leases}/k0s-endpoint-reconciler")[2]["spec"]["holderIdentity"]
     assert holder == f.get(f"{leases}/k0s-ctrl-node-1")[2]["spec"]["holderIdentity"]
