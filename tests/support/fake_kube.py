@@ -7,8 +7,15 @@ objects on every error, opaque continue tokens), same reasons and codes.
 
 Usage:
     python3 tests/support/fake_kube.py --port 0 --dir DIR [--nodes N | --nodes-file F.json]
-        [--controllers C] [--token T] [--password-bcrypt HASH | --password P]
-        [--latency-ms MS] [--pod-delete-delay-ms MS] [--seed-pods] [--no-anonymous]
+        [--controllers C] [--token T] [--token-user U] [--password-bcrypt HASH | --password P]
+        [--latency-ms MS] [--pod-delete-delay-ms MS] [--seed-pods] [--no-anonymous] [--quiet]
+
+--nodes N (default 3) makes node-1..node-N with InternalIPs 10.0.0.11 onwards, all Ready;
+the first C (--controllers, default 1) are k0s controllers with Embedded Cluster's
+controller role labels, the rest workers, and with N >= 3 the last one has no role labels.
+Controllers also get an EtcdMember and kube-node-lease/k0s-ctrl-<name> Leases, the first
+one holding kube-node-lease/k0s-endpoint-reconciler. Namespaces default, kube-system,
+kube-public, kube-node-lease and kotsadm each hold ConfigMap kube-root-ca.crt (the CA).
 
 Once ready it prints exactly one line `listening on https://127.0.0.1:PORT` to stdout and
 then logs one line per request to stderr. DIR receives (certificates are made once with
@@ -29,6 +36,9 @@ Authentication: `Authorization: Bearer <token>` or a client certificate signed b
 all means system:anonymous, who may only read /version, /healthz, /livez, /readyz (the real
 default); --no-anonymous turns that into 401. A wrong token is always 401.
 
+Not modelled: watch (answered 400), consistent snapshots for continued lists (a later page
+shows current data), managedFields, admission beyond "the namespace must exist".
+
 Control API (same port, no auth, never faulted), all JSON:
     POST   /_fake/faults        append rules [{method?, path (regex on path?query), kind:
                                 status|latency|drop|reset, code?, reason?, message?,
@@ -37,10 +47,12 @@ Control API (same port, no auth, never faulted), all JSON:
     POST   /_fake/rotate-token  {"token"?} -> {"token"}; the old token gets 401 from now on
     POST   /_fake/objects       upsert objects (apiVersion+kind, or {"path","object"}) as given
     DELETE /_fake/objects       remove objects at once [{apiVersion, kind, metadata}]
-    GET    /_fake/requests      recent requests [{method, path, query, status, user, body?}]
+    GET    /_fake/requests      the last 2000 API requests [{method, path, query, status,
+                                user, body?}]; status is "drop"/"reset" for those faults
     DELETE /_fake/requests      clear that log
     POST   /_fake/deny          replace the deny list [{verb?, resource?, subresource?,
-                                namespace?, name?, user?}]
+                                namespace?, name?, user?, group?}]; absent = any, "*" = any,
+                                but "pods" does not cover "pods/eviction" (as in RBAC)
     POST   /_fake/node-ready    {"name", "ready": true|false|"Unknown"}
     POST   /_fake/compact       expire every continue token issued so far (next use: 410)
     GET|POST /_fake/config      {"latencyMs", "podDeleteDelayMs", "etcdLeaveDelayMs"}
@@ -57,6 +69,7 @@ import hmac
 import ipaddress
 import json
 import os
+import queue
 import random
 import re
 import secrets
@@ -547,7 +560,8 @@ class Store:
         try:
             c = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
             rv, start = int(c["rv"]), c["start"]
-            assert c["v"] == "meta.k8s.io/v1" and start.endswith("\x00")
+            if c["v"] != "meta.k8s.io/v1" or not start.endswith("\x00"):
+                raise ValueError
         except Exception:
             raise bad_request("continue key is not valid: incorrect encoded start resourceVersion "
                               "(version meta.k8s.io/v1)") from None
@@ -583,7 +597,8 @@ class Store:
             if res.namespaced and ("", ns) not in self.objs["namespaces"]:
                 raise not_found(RES["namespaces"], ns)
             if (meta.get("namespace", ""), meta["name"]) in self.objs[res.plural]:
-                return self._already_exists(res, meta["name"])
+                raise ApiError(409, "AlreadyExists", f'{res.qualified} "{meta["name"]}" already exists',
+                               res.details(meta["name"]))
             for k in ("uid", "resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
                 meta.pop(k, None)
             meta["uid"] = str(uuid.uuid4())
@@ -594,10 +609,6 @@ class Store:
                 body.pop("status", None)
             self._defaults(res, body)
             return wire(res, self._store(res, body))
-
-    @staticmethod
-    def _already_exists(res: Res, name: str):
-        raise ApiError(409, "AlreadyExists", f'{res.qualified} "{name}" already exists', res.details(name))
 
     def _validate(self, res: Res, body: dict) -> None:
         name = body["metadata"].get("name") or ""
@@ -620,12 +631,12 @@ class Store:
                                                    "'KEY_NAME',  or 'key-name', regex used for validation is "
                                                    "'[-._a-zA-Z0-9]+')")])
         if res.plural == "secrets":
-            for k, v in (body.get("data") or {}).items():
+            for v in (body.get("data") or {}).values():
                 try:
                     base64.b64decode(v, validate=True)
                 except Exception:
-                    raise bad_request(f'Secret in version "v1" cannot be handled as a Secret: illegal base64 '
-                                      f'data at input byte 0') from None
+                    raise bad_request('Secret in version "v1" cannot be handled as a Secret: illegal base64 '
+                                      'data at input byte 0') from None
             for k, v in (body.pop("stringData", None) or {}).items():
                 body.setdefault("data", {})[k] = b64(str(v))
             body.setdefault("type", "Opaque")
@@ -811,7 +822,9 @@ class Store:
                 pdb = pdbs[0]
                 ps = pdb.get("status") or {}
                 healthy, desired = ps.get("currentHealthy", 0), ps.get("desiredHealthy", 0)
-                if not (not pod_ready(pod) and healthy >= desired > 0):
+                unhealthy_ok = not pod_ready(pod) and (
+                    healthy >= desired > 0 or (pdb.get("spec") or {}).get("unhealthyPodEvictionPolicy") == "AlwaysAllow")
+                if not unhealthy_ok:
                     if ps.get("disruptionsAllowed", 0) <= 0:
                         err = ApiError(429, "TooManyRequests",
                                        "Cannot evict pod as it would violate the pod's disruption budget.",
@@ -1160,6 +1173,27 @@ def kubeconfig(server: str, ca_pem: str, user: dict) -> str:
 # HTTP: routing, authentication, authorisation, faults, control API
 # ---------------------------------------------------------------------------------------
 
+LOG_QUEUE: queue.Queue = queue.Queue(maxsize=10000)
+
+
+def log(line: str) -> None:
+    """Never blocks a request: if nobody drains our stderr pipe, lines are dropped instead."""
+    try:
+        LOG_QUEUE.put_nowait(line)
+    except queue.Full:
+        pass
+
+
+def _log_writer() -> None:
+    while True:
+        line = LOG_QUEUE.get()
+        try:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+
 class Abort(Exception):
     """Close the connection without an answer (drop) or with an RST (reset)."""
 
@@ -1233,9 +1267,13 @@ class Fake:
             return False  # RBAC is never consulted for system:masters
         with self.lock:
             rules = list(self.deny)
+        want = {"verb": verb, "resource": res.plural, "subresource": sub, "namespace": ns, "name": name,
+                "user": user, "group": res.group}
         for r in rules:
-            want = {"verb": verb, "resource": res.plural, "subresource": sub, "namespace": ns, "name": name,
-                    "user": user, "group": res.group}
+            r = dict(r)
+            if "/" in r.get("resource", ""):
+                r["resource"], r["subresource"] = r["resource"].split("/", 1)
+            r.setdefault("subresource", None)  # like RBAC: "pods" does not cover "pods/eviction"
             if all(r[k] in ("*", want[k]) for k in want if k in r):
                 return True
         return False
@@ -1287,9 +1325,11 @@ class Handler(BaseHTTPRequestHandler):
                 out += self.rfile.read(size)
                 self.rfile.readline()
                 if len(out) > 16 << 20:
+                    self.close_connection = True
                     raise ApiError(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
         n = int(self.headers.get("Content-Length") or 0)
         if n > 16 << 20:
+            self.close_connection = True  # the unread body would be taken for the next request
             raise ApiError(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
         return self.rfile.read(n) if n else b""
 
@@ -1359,7 +1399,7 @@ class Handler(BaseHTTPRequestHandler):
         except (ConnectionError, ssl.SSLError, TimeoutError):
             raise
         except Exception as e:  # a bug in the fake: answer like the apiserver does, and say so on stderr
-            print(f"fake_kube: internal error: {e!r}", file=sys.stderr, flush=True)
+            log(f"fake_kube: internal error: {e!r}")
             self._send(500, ApiError(500, "InternalError", f"Internal error occurred: {e}", {}).status())
         finally:
             if not path.startswith("/_fake/"):
@@ -1372,8 +1412,7 @@ class Handler(BaseHTTPRequestHandler):
                         entry["body"] = None
                 fake.requests.append(entry)
                 ms = (time.monotonic() - started) * 1000
-                print(f"{self.command} {self.path} {self.status_sent} {ms:.1f}ms user={user or '-'}",
-                      file=sys.stderr, flush=True)
+                log(f"{self.command} {self.path} {self.status_sent} {ms:.1f}ms user={user or '-'}")
 
     def _fault(self, f: dict):
         kind = f.get("kind", "status")
@@ -1384,10 +1423,10 @@ class Handler(BaseHTTPRequestHandler):
             raise Abort(kind == "reset")
         code = int(f.get("code", 503))
         reason, msg = FAULT_DEFAULTS.get(code, ("", f"injected fault {code}"))
-        details, headers = {}, []
+        details, headers = None, []
         if f.get("retryAfter") is not None or code == 429:
             ra = int(f.get("retryAfter", 1))
-            details["retryAfterSeconds"] = ra
+            details = {"retryAfterSeconds": ra}
             headers.append(("Retry-After", str(ra)))
         raise ApiError(code, f.get("reason", reason), f.get("message", msg), details, headers)
 
@@ -1413,6 +1452,8 @@ class Handler(BaseHTTPRequestHandler):
         if user == "system:anonymous" or fake.denied(user, groups, verb, res, sub, ns, name):
             raise forbidden(user, verb, res, sub, ns, name)
         st = fake.store
+        if q.get("watch") in ("1", "true"):
+            raise bad_request("watch is not supported by this fake API server")
         if m == "GET" and name is None:
             return self._send(200, st.list(res, ns, q))
         if m == "GET" and sub in (None, "status"):
@@ -1559,7 +1600,10 @@ def main(argv=None) -> int:
                     help="graceful pod deletion: pods linger, terminating, this long")
     ap.add_argument("--seed-pods", action="store_true", help="a kube-proxy DaemonSet pod on every node")
     ap.add_argument("--no-anonymous", action="store_true", help="no credentials -> 401 instead of anonymous")
+    ap.add_argument("--quiet", action="store_true", help="no request log on stderr")
     args = ap.parse_args(argv)
+    if not args.quiet:
+        threading.Thread(target=_log_writer, daemon=True).start()
 
     os.makedirs(args.dir, exist_ok=True)
     ensure_certs(args.dir)
