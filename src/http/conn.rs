@@ -447,6 +447,20 @@ fn access_log(
     started: Instant,
     subject: Option<String>,
 ) {
+    crate::log::emit(
+        "info",
+        access_fields(peer, route, status, bytes, started, subject),
+    );
+}
+
+fn access_fields(
+    peer: &Peer,
+    route: Option<(&str, &str)>,
+    status: u16,
+    bytes: u64,
+    started: Instant,
+    subject: Option<String>,
+) -> serde_json::Map<String, serde_json::Value> {
     let remote = match peer {
         Peer::Tcp(addr) => addr.to_string(),
         Peer::Unix { uid: Some(uid) } => format!("unix:uid={uid}"),
@@ -471,7 +485,7 @@ fn access_log(
         "subject".into(),
         subject.map_or(serde_json::Value::Null, Into::into),
     );
-    crate::log::emit("info", f);
+    f
 }
 
 /// Peer of an accepted TCP connection; kept here so `Peer` stays a plain data type.
@@ -483,5 +497,54 @@ pub(crate) fn tcp_peer(addr: SocketAddr) -> Peer {
 pub(crate) fn unix_peer(s: &UnixStream) -> Peer {
     Peer::Unix {
         uid: sys::peer_uid(s.as_raw_fd()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_log_has_exactly_the_agreed_fields() {
+        let peer = Peer::Tcp("10.0.0.5:4000".parse().unwrap());
+        let f = access_fields(
+            &peer,
+            Some(("GET", "/v1/nodes")),
+            200,
+            42,
+            Instant::now(),
+            Some("admin".into()),
+        );
+        let keys: Vec<&str> = f.keys().map(String::as_str).collect();
+        let mut want = vec![
+            "msg",
+            "remote",
+            "method",
+            "path",
+            "status",
+            "bytes",
+            "durationMs",
+            "subject",
+        ];
+        want.sort();
+        assert_eq!(keys, want);
+        assert_eq!(f["remote"], "10.0.0.5:4000");
+        assert_eq!(f["subject"], "admin");
+        let f = access_fields(
+            &Peer::Unix { uid: Some(7) },
+            None,
+            400,
+            0,
+            Instant::now(),
+            None,
+        );
+        assert_eq!(
+            (&f["remote"], &f["method"], &f["subject"]),
+            (
+                &"unix:uid=7".into(),
+                &serde_json::Value::Null,
+                &serde_json::Value::Null
+            )
+        );
     }
 }

@@ -3,6 +3,18 @@
 //! This is the only code that touches sockets. It knows nothing about Kubernetes or the
 //! API's routes: it parses a request, hands it to a [`Handler`], and writes the
 //! [`Response`] back.
+//!
+//! Map: `server` (listener, accept loop, worker pool, shutdown) → `conn` (one connection:
+//! handshake, deadlines, request loop; generic over the stream) → `parse` (pure framing,
+//! fuzzable) and `response` (writing). `limits` holds every bound, `tls` the rustls
+//! configuration and certificate files, `signals` the shutdown handle and SIGTERM/SIGINT,
+//! `sys` the few raw system calls.
+//!
+//! Invariants: every read runs under a total deadline; every buffer has a cap; at most
+//! `Limits::max_connections` connections hold a thread; EOF (TLS close_notify included)
+//! ends a connection; no error ends the accept loop; a handler panic costs one 500;
+//! server-generated errors are the JSON envelope `{"error","message"}` with
+//! `Connection: close`; logs never carry headers, query strings or bodies.
 
 use std::io::Read;
 use std::net::SocketAddr;

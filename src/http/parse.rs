@@ -215,10 +215,8 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(Head, usize)>, 
     let mut expect_continue = false;
     for (name, value) in &out_headers {
         match name.as_str() {
-            "connection" => {
-                if tokens(value).any(|t| t.eq_ignore_ascii_case("close")) {
-                    keep_alive = false;
-                }
+            "connection" if tokens(value).any(|t| t.eq_ignore_ascii_case("close")) => {
+                keep_alive = false;
             }
             // RFC 9110: an HTTP/1.0 server must ignore 100-continue.
             "expect" if version == Version::Http11 => {

@@ -186,7 +186,7 @@ pub(crate) fn write_response<W: Write>(
 
     // Unsized streams to HTTP/1.0 clients are delimited by closing the connection.
     let unsized_stream = matches!(resp.body, Body::Stream { len: None, .. });
-    let keep_alive = keep_alive && !(unsized_stream && !http11);
+    let keep_alive = keep_alive && (http11 || !unsized_stream);
     let length = match &resp.body {
         Body::Empty => Some(0),
         Body::Bytes(b) => Some(b.len() as u64),

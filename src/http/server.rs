@@ -513,3 +513,71 @@ impl RateLimit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    fn err(code: i32) -> io::Error {
+        io::Error::from_raw_os_error(code)
+    }
+
+    /// Run `accept_next` over a scripted sequence of accept results, recording pauses.
+    fn drive(
+        script: &mut VecDeque<io::Result<u32>>,
+        backoff: &mut AcceptBackoff,
+        shutdown_on_sleep: bool,
+    ) -> (Option<u32>, Vec<Duration>) {
+        let sleeps = RefCell::new(Vec::new());
+        let mut accept = || script.pop_front().expect("script ran out");
+        let mut wait = |w: WaitFor| match w {
+            WaitFor::Readable => false,
+            WaitFor::Sleep(d) => {
+                sleeps.borrow_mut().push(d);
+                shutdown_on_sleep
+            }
+        };
+        let got = accept_next(&mut accept, &mut wait, backoff);
+        (got, sleeps.into_inner())
+    }
+
+    #[test]
+    fn emfile_backs_off_doubling_to_a_second_and_never_ends_the_loop() {
+        // tiny_http's accept loop ended for good on the first EMFILE.
+        let mut script: VecDeque<_> = (0..9).map(|_| Err(err(libc::EMFILE))).collect();
+        script.push_back(Ok(1));
+        script.push_back(Err(err(libc::ENFILE)));
+        script.push_back(Ok(2));
+        let mut backoff = AcceptBackoff::default();
+        let (got, sleeps) = drive(&mut script, &mut backoff, false);
+        assert_eq!(got, Some(1));
+        let ms: Vec<u128> = sleeps.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        // A success resets the back-off.
+        let (got, sleeps) = drive(&mut script, &mut backoff, false);
+        assert_eq!((got, sleeps), (Some(2), vec![Duration::from_millis(10)]));
+    }
+
+    #[test]
+    fn per_connection_accept_errors_are_retried_without_pause() {
+        let mut script: VecDeque<_> = [
+            Err(err(libc::ECONNABORTED)),
+            Err(err(libc::EPROTO)),
+            Err(err(libc::EINTR)),
+            Err(err(libc::EAGAIN)),
+            Ok(3),
+        ]
+        .into_iter()
+        .collect();
+        let (got, sleeps) = drive(&mut script, &mut AcceptBackoff::default(), false);
+        assert_eq!((got, sleeps), (Some(3), vec![]));
+    }
+
+    #[test]
+    fn shutdown_during_a_back_off_ends_the_loop() {
+        let mut script: VecDeque<_> = [Err(err(libc::EMFILE)), Ok(4)].into_iter().collect();
+        let (got, sleeps) = drive(&mut script, &mut AcceptBackoff::default(), true);
+        assert_eq!((got, sleeps.len()), (None, 1));
+    }
+}

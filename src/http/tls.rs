@@ -339,3 +339,128 @@ fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
     }
     result.map_err(werr)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::tests::temp_dir;
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+
+    fn names() -> Vec<String> {
+        vec!["localhost".into(), "10.0.0.11".into()]
+    }
+
+    fn sh(script: &str) -> String {
+        let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+        assert!(out.status.success(), "{script}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn spki_pin_matches_openssl() {
+        let dir = temp_dir("pin");
+        let loaded = load_or_generate(&dir, &names()).unwrap();
+        let want = sh(&format!(
+            "openssl x509 -in {} -pubkey -noout | openssl pkey -pubin -outform der \
+             | openssl dgst -sha256 -binary | base64",
+            dir.join("tls.crt").display()
+        ));
+        assert_eq!(loaded.pin, format!("sha256//{}", want.trim()));
+        assert_eq!(spki_pin(&loaded.cert_der).unwrap(), loaded.pin);
+    }
+
+    #[test]
+    fn generated_pair_is_kept_private_and_reused() {
+        let dir = temp_dir("reuse");
+        let first = load_or_generate(&dir, &names()).unwrap();
+        assert!(first.generated);
+        let mode = fs::metadata(dir.join("tls.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = load_or_generate(&dir, &names()).unwrap();
+        assert!(!again.generated);
+        assert_eq!(again.pin, first.pin);
+        // The certificate names the requested host and IP.
+        let text = sh(&format!(
+            "openssl x509 -in {} -noout -ext subjectAltName",
+            dir.join("tls.crt").display()
+        ));
+        assert!(text.contains("DNS:localhost") && text.contains("IP Address:10.0.0.11"));
+        // No temporary files left behind.
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn interrupted_generation_is_redone_but_a_lone_certificate_is_an_error() {
+        let dir = temp_dir("partial");
+        let first = load_or_generate(&dir, &names()).unwrap();
+        fs::remove_file(dir.join("tls.crt")).unwrap();
+        let second = load_or_generate(&dir, &names()).unwrap();
+        assert!(second.generated);
+        assert_ne!(second.pin, first.pin);
+        fs::remove_file(dir.join("tls.key")).unwrap();
+        let e = load_or_generate(&dir, &names()).unwrap_err();
+        assert!(matches!(e, TlsError::Incomplete { .. }), "{e}");
+    }
+
+    #[test]
+    fn pkcs1_and_sec1_keys_load() {
+        let dir = temp_dir("keyformats");
+        let d = dir.display();
+        sh(&format!(
+            "openssl genrsa -traditional -out {d}/rsa.key 2048 2>/dev/null && \
+             openssl req -x509 -new -key {d}/rsa.key -subj /CN=x -days 1 -out {d}/rsa.crt && \
+             openssl ecparam -name prime256v1 -genkey -noout -out {d}/ec.key && \
+             openssl req -x509 -new -key {d}/ec.key -subj /CN=x -days 1 -out {d}/ec.crt"
+        ));
+        let rsa_key = fs::read_to_string(dir.join("rsa.key")).unwrap();
+        assert!(rsa_key.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+        let ec_key = fs::read_to_string(dir.join("ec.key")).unwrap();
+        assert!(ec_key.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        load(&dir.join("rsa.crt"), &dir.join("rsa.key")).unwrap();
+        load(&dir.join("ec.crt"), &dir.join("ec.key")).unwrap();
+    }
+
+    #[test]
+    fn bad_inputs_give_clear_errors_without_key_material() {
+        let a = temp_dir("bad-a");
+        let b = temp_dir("bad-b");
+        load_or_generate(&a, &names()).unwrap();
+        load_or_generate(&b, &names()).unwrap();
+        let (a_crt, a_key) = pair_paths(&a);
+        let (b_crt, b_key) = pair_paths(&b);
+        let check = |got: Result<LoadedTls, TlsError>, want: &str| {
+            let e = got.unwrap_err();
+            let text = e.to_string();
+            assert!(text.starts_with("tls: "), "{text}");
+            assert!(text.contains(want), "{text} lacks {want:?}");
+            assert!(!text.contains("-----") && !text.contains("MIG"), "{text}");
+        };
+        check(load(&a.join("nope.crt"), &a_key), "cannot read");
+        check(load(&a_key, &a_key), "no PEM certificate");
+        check(load(&a_crt, &a_crt), "no PEM private key");
+        check(load(&a_crt, &b_key), "does not match");
+        let _ = b_crt;
+        let garbled = a.join("garbled.key");
+        fs::write(
+            &garbled,
+            "-----BEGIN PRIVATE KEY-----\nMIG!!!notbase64\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        check(load(&a_crt, &garbled), "damaged PEM");
+        let junk_cert = a.join("junk.crt");
+        fs::write(
+            &junk_cert,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        check(load(&junk_cert, &a_key), "invalid certificate");
+    }
+}

@@ -154,7 +154,10 @@ mod tests {
         assert!(check_roles(&s(&["worker", "gpu"]), &r).is_ok());
         for (req, needle) in [
             (vec![], "at least one"),
-            (vec!["nope"], "unknown role \"nope\"; valid roles: controller, worker, gpu"),
+            (
+                vec!["nope"],
+                "unknown role \"nope\"; valid roles: controller, worker, gpu",
+            ),
             (vec!["gpu", "gpu"], "twice"),
             (vec!["a b"], "not a role name"),
             (vec![""], "not a role name"),
@@ -166,7 +169,10 @@ mod tests {
 
     #[test]
     fn roles_query() {
-        assert_eq!(roles_from_query("roles=controller").unwrap(), ["controller"]);
+        assert_eq!(
+            roles_from_query("roles=controller").unwrap(),
+            ["controller"]
+        );
         assert_eq!(roles_from_query("x=1&roles=a,b").unwrap(), ["a", "b"]);
         assert_eq!(roles_from_query("roles=a%2Cb").unwrap(), ["a", "b"]);
         assert_eq!(roles_from_query("roles=a,,b").unwrap(), ["a", "", "b"]);
@@ -206,7 +212,10 @@ mod tests {
             "curl --fail --proto =https -k --pinnedpubkey 'sha256//abc=' -H 'Authorization: Bearer eyJ.x.y' \
              'https://10.0.0.11:30081/v1/join-bundle?roles=controller,gpu' -o 'my-app-join-controller-gpu-20260115-120000.tar.gz'"
         );
-        assert_eq!(steps[1].command, "tar xzf 'my-app-join-controller-gpu-20260115-120000.tar.gz'");
+        assert_eq!(
+            steps[1].command,
+            "tar xzf 'my-app-join-controller-gpu-20260115-120000.tar.gz'"
+        );
         assert_eq!(steps[2].command, "sudo ./'my-app' node join");
     }
 }

@@ -163,7 +163,8 @@ fn check_slug(slug: &str) -> Result<(), String> {
     let b = slug.as_bytes();
     let ok = !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-';
     if ok {
@@ -223,7 +224,12 @@ pub fn scan_artifacts(dir: &Path, app_slug: &str) -> Result<Vec<Artifact>, Strin
         ));
     };
     app.mode = 0o755;
-    let reserved = ["license.yaml", "cluster-seed.json", "k0s-join-token", "SHA256SUMS"];
+    let reserved = [
+        "license.yaml",
+        "cluster-seed.json",
+        "k0s-join-token",
+        "SHA256SUMS",
+    ];
     if let Some(a) = out.iter().find(|a| reserved.contains(&a.name.as_str())) {
         return Err(format!(
             "--artifacts-dir {}: {:?} is a name joinery writes into every bundle; rename it",
@@ -250,9 +256,18 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<Artifact>) -> Result<(), String> 
                 .strip_prefix(root)
                 .ok()
                 .and_then(|p| p.to_str())
-                .ok_or_else(|| format!("--artifacts-dir: {} has a name that is not UTF-8", path.display()))?
+                .ok_or_else(|| {
+                    format!(
+                        "--artifacts-dir: {} has a name that is not UTF-8",
+                        path.display()
+                    )
+                })?
                 .to_string();
-            let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
             out.push(Artifact { name, path, mode });
         } else {
             return Err(format!(
@@ -290,7 +305,8 @@ spec:
         assert_eq!(r.names(), ["management", "app", "gpu"]);
         assert_eq!(r.get("app").unwrap().labels["app"], "true");
         assert!(r.get("nope").is_none());
-        let minimal = "apiVersion: embeddedcluster.replicated.com/v1beta1\nkind: Config\nspec: {}\n";
+        let minimal =
+            "apiVersion: embeddedcluster.replicated.com/v1beta1\nkind: Config\nspec: {}\n";
         assert_eq!(parse_roles(minimal).unwrap().names(), ["controller"]);
     }
 
@@ -317,11 +333,19 @@ spec:
         .unwrap();
         assert_eq!(l.app_slug, "my-app");
         assert!(l.multi_node);
-        let single = parse_license("apiVersion: kots.io/v1beta1\nkind: License\nspec:\n  appSlug: x\n").unwrap();
+        let single =
+            parse_license("apiVersion: kots.io/v1beta1\nkind: License\nspec:\n  appSlug: x\n")
+                .unwrap();
         assert!(!single.multi_node);
         for (text, needle) in [
-            ("apiVersion: kots.io/v1beta1\nkind: License\nspec:\n  appSlug: \"$(reboot)\"\n", "appSlug"),
-            ("apiVersion: kots.io/v1beta1\nkind: License\nspec: {}\n", "appSlug is missing"),
+            (
+                "apiVersion: kots.io/v1beta1\nkind: License\nspec:\n  appSlug: \"$(reboot)\"\n",
+                "appSlug",
+            ),
+            (
+                "apiVersion: kots.io/v1beta1\nkind: License\nspec: {}\n",
+                "appSlug is missing",
+            ),
             ("apiVersion: v1\nkind: Secret\n", "kind License"),
         ] {
             let err = parse_license(text).unwrap_err();
@@ -339,8 +363,12 @@ spec:
         let names: Vec<&str> = a.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["images/air.tar", "my-app"]);
         assert_eq!(a[1].mode, 0o755);
-        assert!(scan_artifacts(dir.path(), "other").unwrap_err().contains("\"other\""));
+        assert!(scan_artifacts(dir.path(), "other")
+            .unwrap_err()
+            .contains("\"other\""));
         std::fs::write(dir.path().join("SHA256SUMS"), b"x").unwrap();
-        assert!(scan_artifacts(dir.path(), "my-app").unwrap_err().contains("SHA256SUMS"));
+        assert!(scan_artifacts(dir.path(), "my-app")
+            .unwrap_err()
+            .contains("SHA256SUMS"));
     }
 }

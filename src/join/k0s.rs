@@ -58,7 +58,13 @@ fn random_token_chars(n: usize) -> Result<String, String> {
 }
 
 /// The bootstrap-token Secret for a token, valid until `expiration` (RFC 3339 UTC).
-pub fn bootstrap_secret(id: &str, secret: &str, kind: Kind, expiration: &str, description: &str) -> kube::NewSecret {
+pub fn bootstrap_secret(
+    id: &str,
+    secret: &str,
+    kind: Kind,
+    expiration: &str,
+    description: &str,
+) -> kube::NewSecret {
     let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::from([
         ("token-id".to_string(), id.as_bytes().to_vec()),
         ("token-secret".to_string(), secret.as_bytes().to_vec()),
@@ -131,9 +137,17 @@ pub fn create(
     let id = random_token_chars(6).map_err(CreateError::Random)?;
     let secret = random_token_chars(16).map_err(CreateError::Random)?;
     client
-        .create_secret(NAMESPACE, &bootstrap_secret(&id, &secret, kind, expiration, description))
+        .create_secret(
+            NAMESPACE,
+            &bootstrap_secret(&id, &secret, kind, expiration, description),
+        )
         .map_err(CreateError::Kube)?;
-    Ok(encode(&kubeconfig(&ca, controller, kind, &format!("{id}.{secret}"))))
+    Ok(encode(&kubeconfig(
+        &ca,
+        controller,
+        kind,
+        &format!("{id}.{secret}"),
+    )))
 }
 
 /// Why no k0s token could be made.
@@ -152,17 +166,32 @@ mod tests {
 
     #[test]
     fn token_decodes_to_the_kubeconfig() {
-        let kc = kubeconfig("-----BEGIN CERTIFICATE-----\nX\n", "10.0.0.11".parse().unwrap(), Kind::Worker, "abcdef.0123456789abcdef");
+        let kc = kubeconfig(
+            "-----BEGIN CERTIFICATE-----\nX\n",
+            "10.0.0.11".parse().unwrap(),
+            Kind::Worker,
+            "abcdef.0123456789abcdef",
+        );
         let token = encode(&kc);
         assert!(token.starts_with("H4sI"), "{token}");
-        let gz = base64::engine::general_purpose::STANDARD.decode(&token).unwrap();
+        let gz = base64::engine::general_purpose::STANDARD
+            .decode(&token)
+            .unwrap();
         let mut text = String::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut text).unwrap();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .unwrap();
         assert_eq!(text, kc);
         let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
-        assert_eq!(v["clusters"][0]["cluster"]["server"].as_str(), Some("https://10.0.0.11:6443"));
+        assert_eq!(
+            v["clusters"][0]["cluster"]["server"].as_str(),
+            Some("https://10.0.0.11:6443")
+        );
         assert_eq!(v["users"][0]["name"].as_str(), Some("kubelet-bootstrap"));
-        assert_eq!(v["users"][0]["user"]["token"].as_str(), Some("abcdef.0123456789abcdef"));
+        assert_eq!(
+            v["users"][0]["user"]["token"].as_str(),
+            Some("abcdef.0123456789abcdef")
+        );
         assert_eq!(v["current-context"].as_str(), Some("k0s"));
     }
 
@@ -175,7 +204,13 @@ mod tests {
 
     #[test]
     fn bootstrap_secret_usages() {
-        let w = bootstrap_secret("abcdef", "0123456789abcdef", Kind::Worker, "2026-01-15T13:00:00Z", "d");
+        let w = bootstrap_secret(
+            "abcdef",
+            "0123456789abcdef",
+            Kind::Worker,
+            "2026-01-15T13:00:00Z",
+            "d",
+        );
         assert_eq!(w.name, "bootstrap-token-abcdef");
         assert_eq!(w.type_.as_deref(), Some("bootstrap.kubernetes.io/token"));
         assert_eq!(w.data["usage-bootstrap-authentication"], b"true");
@@ -190,6 +225,8 @@ mod tests {
     fn random_chars_follow_the_grammar() {
         let s = random_token_chars(16).unwrap();
         assert_eq!(s.len(), 16);
-        assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert!(s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
     }
 }

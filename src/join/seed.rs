@@ -66,26 +66,54 @@ pub fn node_labels(roles: &Roles, requested: &[String]) -> BTreeMap<String, Stri
 /// The requested roles with the controller role moved first.
 pub fn ordered_roles<'a>(roles: &Roles, requested: &'a [String]) -> Vec<&'a str> {
     let ctl = roles.controller.name.as_str();
-    let mut out: Vec<&str> = requested.iter().map(String::as_str).filter(|r| *r == ctl).collect();
+    let mut out: Vec<&str> = requested
+        .iter()
+        .map(String::as_str)
+        .filter(|r| *r == ctl)
+        .collect();
     out.extend(requested.iter().map(String::as_str).filter(|r| *r != ctl));
     out
 }
 
 /// The connections a node needs: every node reaches controllers on 6443 and 9443;
 /// a controller also reaches other controllers on 2380 and 10250, and workers on 10250.
-pub fn connections(controllers: &[Endpoint], workers: &[Endpoint], is_controller: bool) -> Vec<Connection> {
+pub fn connections(
+    controllers: &[Endpoint],
+    workers: &[Endpoint],
+    is_controller: bool,
+) -> Vec<Connection> {
     let mut out = Vec::new();
     for c in controllers {
-        out.push(Connection { to: c.internal_ip.clone(), port: 6443, purpose: "kubernetes api" });
-        out.push(Connection { to: c.internal_ip.clone(), port: 9443, purpose: "k0s join api" });
+        out.push(Connection {
+            to: c.internal_ip.clone(),
+            port: 6443,
+            purpose: "kubernetes api",
+        });
+        out.push(Connection {
+            to: c.internal_ip.clone(),
+            port: 9443,
+            purpose: "k0s join api",
+        });
         if is_controller {
-            out.push(Connection { to: c.internal_ip.clone(), port: 2380, purpose: "etcd peers" });
-            out.push(Connection { to: c.internal_ip.clone(), port: 10250, purpose: "kubelet" });
+            out.push(Connection {
+                to: c.internal_ip.clone(),
+                port: 2380,
+                purpose: "etcd peers",
+            });
+            out.push(Connection {
+                to: c.internal_ip.clone(),
+                port: 10250,
+                purpose: "kubelet",
+            });
         }
     }
     if is_controller {
         for w in workers {
-            out.push(Connection { to: w.internal_ip.clone(), port: 10250, purpose: "kubelet" });
+            out.push(Connection {
+                to: w.internal_ip.clone(),
+                port: 10250,
+                purpose: "kubelet",
+            });
         }
     }
     out
@@ -138,10 +166,20 @@ mod tests {
 
     #[test]
     fn connection_matrix() {
-        let c = vec![Endpoint { name: "c0".into(), internal_ip: "10.0.0.11".into() }];
-        let w = vec![Endpoint { name: "w1".into(), internal_ip: "10.0.0.12".into() }];
-        let ports = |v: Vec<Connection>| v.iter().map(|c| (c.to.clone(), c.port)).collect::<Vec<_>>();
-        assert_eq!(ports(connections(&c, &w, false)), [("10.0.0.11".into(), 6443), ("10.0.0.11".into(), 9443)]);
+        let c = vec![Endpoint {
+            name: "c0".into(),
+            internal_ip: "10.0.0.11".into(),
+        }];
+        let w = vec![Endpoint {
+            name: "w1".into(),
+            internal_ip: "10.0.0.12".into(),
+        }];
+        let ports =
+            |v: Vec<Connection>| v.iter().map(|c| (c.to.clone(), c.port)).collect::<Vec<_>>();
+        assert_eq!(
+            ports(connections(&c, &w, false)),
+            [("10.0.0.11".into(), 6443), ("10.0.0.11".into(), 9443)]
+        );
         assert_eq!(
             ports(connections(&c, &w, true)),
             [
@@ -168,8 +206,15 @@ mod tests {
             expires_at: 2,
         };
         let doc: serde_json::Value = serde_json::from_slice(&sign(&key, &seed)).unwrap();
-        let input = format!("{}.{}", doc["protected"].as_str().unwrap(), doc["payload"].as_str().unwrap());
-        assert_eq!(doc["signature"].as_str().unwrap(), crate::auth::jwt::sign_input(&key, &input));
+        let input = format!(
+            "{}.{}",
+            doc["protected"].as_str().unwrap(),
+            doc["payload"].as_str().unwrap()
+        );
+        assert_eq!(
+            doc["signature"].as_str().unwrap(),
+            crate::auth::jwt::sign_input(&key, &input)
+        );
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(doc["payload"].as_str().unwrap())
             .unwrap();

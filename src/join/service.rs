@@ -58,7 +58,11 @@ impl JoinService {
     pub fn warm_cache(&self) {
         let entries = self.artifact_entries();
         let started = std::time::Instant::now();
-        match self.cache.prepare(&entries).and_then(|_| self.cache.prune(&entries)) {
+        match self
+            .cache
+            .prepare(&entries)
+            .and_then(|_| self.cache.prune(&entries))
+        {
             Ok(pruned) => crate::log::info(
                 "bundle cache ready",
                 &[

@@ -52,7 +52,10 @@ pub fn new_id() -> Result<String, String> {
 
 /// Whether `id` has the shape [`new_id`] gives (checked before it names a Secret).
 pub fn valid_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Tickets {
@@ -65,7 +68,13 @@ impl Tickets {
     }
 
     /// Records a ticket; the token may be handed out only once this returned Ok.
-    pub fn issue(&self, id: &str, roles: &[String], expires_at: i64, now: i64) -> Result<(), kube::Error> {
+    pub fn issue(
+        &self,
+        id: &str,
+        roles: &[String],
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), kube::Error> {
         self.sweep(now);
         let new = kube::NewSecret {
             name: format!("{PREFIX}{id}"),
@@ -95,7 +104,10 @@ impl Tickets {
             Err(e) => return Err(ConsumeError::Kube(e)),
         };
         let expired = expiry(&secret).is_none_or(|at| at <= now);
-        match self.kube.delete_secret(&self.namespace, &name, Some(&secret.uid)) {
+        match self
+            .kube
+            .delete_secret(&self.namespace, &name, Some(&secret.uid))
+        {
             Ok(()) if expired => Err(ConsumeError::Expired),
             Ok(()) => Ok(()),
             // Someone else's DELETE won the race.
@@ -113,12 +125,17 @@ impl Tickets {
             }
             *last = Some(Instant::now());
         }
-        let Ok(list) = self.kube.list_secrets(&self.namespace, &format!("{LABEL}=true")) else {
+        let Ok(list) = self
+            .kube
+            .list_secrets(&self.namespace, &format!("{LABEL}=true"))
+        else {
             return;
         };
         for s in list {
             if expiry(&s).is_none_or(|at| at <= now) {
-                let _ = self.kube.delete_secret(&self.namespace, &s.name, Some(&s.uid));
+                let _ = self
+                    .kube
+                    .delete_secret(&self.namespace, &s.name, Some(&s.uid));
             }
         }
     }
@@ -135,7 +152,12 @@ mod tests {
         let a = super::new_id().unwrap();
         assert!(super::valid_id(&a), "{a}");
         assert_ne!(a, super::new_id().unwrap());
-        for bad in ["", "ABCDEF0123456789abcdef0123456789", "../x", &"a".repeat(33)] {
+        for bad in [
+            "",
+            "ABCDEF0123456789abcdef0123456789",
+            "../x",
+            &"a".repeat(33),
+        ] {
             assert!(!super::valid_id(bad), "{bad}");
         }
     }
