@@ -204,14 +204,14 @@ impl Sources<'_> {
         Ok(self.raw(flag)?.map(PathBuf::from))
     }
 
-    fn number<T: std::str::FromStr>(
+    fn number<T>(
         &mut self,
         flag: &'static str,
         default: T,
         range: (T, T),
     ) -> Result<T, ConfigError>
     where
-        T: PartialOrd + std::fmt::Display + Copy,
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
     {
         let Some(raw) = self.raw(flag)? else {
             return Ok(default);
@@ -231,7 +231,7 @@ impl Sources<'_> {
         if let Some(first) = rest.first() {
             let word = first.to_string_lossy();
             let hint = if word.starts_with("--") {
-                format!("; run `joinery help` for the flags `serve` takes")
+                "; run `joinery help` for the flags `serve` takes".to_string()
             } else {
                 String::new()
             };

@@ -223,7 +223,7 @@ fn past_max_connections_a_new_client_gets_503() {
     std::thread::sleep(Duration::from_millis(200));
     let r = d.curl("GET", "/v1/health", &[]);
     assert_eq!(r.status, 503, "{r:?}");
-    assert_eq!(r.json()["error"], "too_many_connections");
+    assert_eq!(r.json()["error"], "server_busy");
     drop(held);
     let t = Instant::now();
     while !healthy(&d) {

@@ -27,7 +27,7 @@ fn self_signed_certificate_is_made_once_and_pinned() {
     let fake = FakeKube::start(1, &[]);
     let d = Daemon::start(&fake);
     assert_eq!(d.pin, openssl_pin(&d.cert()));
-    let key = d.data_dir.path().join("tls.key");
+    let key = d.data_dir.join("tls.key");
     let mode = std::fs::metadata(&key).unwrap().permissions();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(mode.mode() & 0o777, 0o600);
@@ -52,11 +52,10 @@ fn self_signed_certificate_is_made_once_and_pinned() {
 
     // A restart on the same data dir reuses the certificate.
     let first_pin = d.pin.clone();
-    let data = d.data_dir.path().to_path_buf();
     let d2 = Daemon::start_with(
         &fake,
         DaemonOpts {
-            args: vec!["--data-dir".into(), data.display().to_string()],
+            data_dir: Some(d.data_dir.clone()),
             ..Default::default()
         },
     );

@@ -203,7 +203,10 @@ impl Drop for FakeKube {
 /// A running `joinery serve`.
 pub struct Daemon {
     child: Option<Child>,
-    pub data_dir: tempfile::TempDir,
+    /// Owns the temporary directory (removed on drop).
+    _tmp: tempfile::TempDir,
+    /// The daemon's `--data-dir`.
+    pub data_dir: PathBuf,
     pub url: String,
     pub port: u16,
     pub pin: String,
@@ -217,6 +220,8 @@ pub struct DaemonOpts {
     pub env: Vec<(String, String)>,
     /// Runs the daemon under `sh -c 'ulimit -n N; exec ...'`.
     pub nofile: Option<u32>,
+    /// Reuse this data directory (e.g. a previous daemon's) instead of a fresh one.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for DaemonOpts {
@@ -226,6 +231,7 @@ impl Default for DaemonOpts {
             args: Vec::new(),
             env: Vec::new(),
             nofile: None,
+            data_dir: None,
         }
     }
 }
@@ -238,6 +244,10 @@ impl Daemon {
 
     pub fn start_with(fake: &FakeKube, opts: DaemonOpts) -> Daemon {
         let data_dir = tempfile::tempdir().unwrap();
+        let data_path = opts
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.path().to_path_buf());
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--api-port".into(),
@@ -247,7 +257,7 @@ impl Daemon {
             "--kubeconfig".into(),
             fake.kubeconfig().display().to_string(),
             "--data-dir".into(),
-            data_dir.path().display().to_string(),
+            data_path.display().to_string(),
             "--node-name".into(),
             "node-1".into(),
         ];
@@ -273,10 +283,10 @@ impl Daemon {
             .envs(opts.env.iter().cloned())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        Daemon::spawn(cmd, data_dir)
+        Daemon::spawn(cmd, data_dir, data_path)
     }
 
-    fn spawn(mut cmd: Command, data_dir: tempfile::TempDir) -> Daemon {
+    fn spawn(mut cmd: Command, data_dir: tempfile::TempDir, data_path: PathBuf) -> Daemon {
         let mut child = cmd.spawn().expect("start joinery");
         let output = Output::default();
         let (tx, rx) = mpsc::channel();
@@ -304,7 +314,8 @@ impl Daemon {
         let pin = v["pin"].as_str().unwrap().to_string();
         Daemon {
             child: Some(child),
-            data_dir,
+            _tmp: data_dir,
+            data_dir: data_path,
             url,
             port,
             pin,
@@ -314,7 +325,7 @@ impl Daemon {
 
     /// The daemon's self-signed certificate, usable as curl's `--cacert`.
     pub fn cert(&self) -> PathBuf {
-        self.data_dir.path().join("tls.crt")
+        self.data_dir.join("tls.crt")
     }
 
     pub fn pid(&self) -> u32 {
