@@ -47,7 +47,9 @@ fn with_msg(
 
 /// The current UTC time as RFC 3339 with milliseconds, e.g. `2026-01-15T12:00:00.123Z`.
 pub fn rfc3339_now() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let (date, time) = civil(d.as_secs() as i64);
     format!("{date}T{time}.{:03}Z", d.subsec_millis())
 }

@@ -257,7 +257,7 @@ enum State {
 
 impl BundleStream {
     /// Bytes held in this stream's own buffers right now (the compressor's fixed
-    /// internal state aside): bounded by a few times [`CHUNK`] whatever the bundle's
+    /// internal state aside): at most a few 64 KiB buffers whatever the bundle's
     /// size.
     pub fn buffered_bytes(&self) -> usize {
         let out = match &self.state {
