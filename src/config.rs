@@ -204,12 +204,7 @@ impl Sources<'_> {
         Ok(self.raw(flag)?.map(PathBuf::from))
     }
 
-    fn number<T>(
-        &mut self,
-        flag: &'static str,
-        default: T,
-        range: (T, T),
-    ) -> Result<T, ConfigError>
+    fn number<T>(&mut self, flag: &'static str, default: T, range: (T, T)) -> Result<T, ConfigError>
     where
         T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
     {

@@ -190,8 +190,16 @@ impl BundleCache {
     pub fn prepare(&self, entries: &[Entry]) -> io::Result<()> {
         let mut first_err = None;
         for big in &bundle::big_files(entries)? {
-            let have_sha = self.read_sha(&big.content_key).is_some();
-            if have_sha && self.open_member(&big.key, big.isize()).is_some() {
+            if self.open_member(&big.key, big.isize()).is_some() {
+                // Only the sidecar may be missing: a hashing pass is cheaper than a build.
+                if self.read_sha(&big.content_key).is_none() {
+                    match hash_file(&big.abs, &big.id) {
+                        Ok(h) => self.write_sha(&big.content_key, &h),
+                        Err(e) => {
+                            first_err.get_or_insert(e);
+                        }
+                    }
+                }
                 continue;
             }
             if let Err(e) = bundle::build_member_to_sink(big, self) {

@@ -250,7 +250,11 @@ fn unknown_paths_and_methods() {
     // With -I curl prints the headers as its output: a body would follow them.
     let r = d.curl("HEAD", "/v1/health", &["-I"]);
     assert_eq!(r.status, 200);
-    assert!(!r.text().contains("\"status\""), "HEAD sent a body: {}", r.text());
+    assert!(
+        !r.text().contains("\"status\""),
+        "HEAD sent a body: {}",
+        r.text()
+    );
 }
 
 #[test]
