@@ -11,7 +11,9 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use super::{json_body, json_response, now, ApiError, Context, Identity, SESSION_AUDIENCE};
+use super::{
+    json_body, json_response, now, Access, ApiError, Context, Identity, Route, SESSION_AUDIENCE,
+};
 use crate::auth::{self, jwt, JwtError, Scope};
 use crate::http::{Body, Request, Response};
 use crate::join::command::{self, CommandInputs};
@@ -381,3 +383,18 @@ fn rfc3339(secs: i64) -> String {
     let (date, time) = crate::log::civil(secs);
     format!("{date}T{time}Z")
 }
+
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: "POST",
+        path: "/v1/create-join-command",
+        access: Access::Needs(Scope::Admin),
+        handler: create_command,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/join-bundle",
+        access: Access::Handler,
+        handler: bundle,
+    },
+];

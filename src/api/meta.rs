@@ -1,7 +1,7 @@
 //! `GET /v1/health` and `GET /v1/version`: unauthenticated, and independent of Kubernetes
 //! so a liveness probe never fails because the API server is slow.
 
-use super::{json_response, ApiError, Context, Identity};
+use super::{json_response, Access, ApiError, Context, Identity, Route};
 use crate::http::{Request, Response};
 use crate::version;
 
@@ -19,3 +19,18 @@ pub fn version(_: &Context, _: &Request, _: Option<&Identity>) -> Result<Respons
         }),
     ))
 }
+
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/v1/health",
+        access: Access::Public,
+        handler: health,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/version",
+        access: Access::Public,
+        handler: version,
+    },
+];

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{json_response, ApiError, Context, Identity};
+use super::{json_response, Access, ApiError, Context, Identity, Route};
+use crate::auth::Scope;
 use crate::http::{Request, Response};
 use crate::kube;
 use crate::roles::roles_from_labels;
@@ -41,3 +42,10 @@ pub fn list(ctx: &Context, _: &Request, _: Option<&Identity>) -> Result<Response
     let nodes: Vec<NodeSummary> = nodes.into_iter().map(NodeSummary::from_node).collect();
     Ok(json_response(200, &serde_json::json!({ "nodes": nodes })))
 }
+
+pub(super) const ROUTES: &[Route] = &[Route {
+    method: "GET",
+    path: "/v1/nodes",
+    access: Access::Needs(Scope::Read),
+    handler: list,
+}];

@@ -2,7 +2,9 @@
 
 use serde::Deserialize;
 
-use super::{json_body, json_response, now, ApiError, Context, Identity, SESSION_AUDIENCE};
+use super::{
+    json_body, json_response, now, Access, ApiError, Context, Identity, Route, SESSION_AUDIENCE,
+};
 use crate::auth::{jwt, password, Scope};
 use crate::http::{Request, Response};
 
@@ -54,3 +56,10 @@ pub fn session_claims(subject: &str, scope: Scope, now: i64) -> jwt::Claims {
         roles: Vec::new(),
     }
 }
+
+pub(super) const ROUTES: &[Route] = &[Route {
+    method: "POST",
+    path: "/v1/auth/token",
+    access: Access::Public,
+    handler: login,
+}];

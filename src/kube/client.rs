@@ -423,7 +423,7 @@ impl Client {
 
     /// Follow a list through its pages. An expired continue token (410) restarts the
     /// list once from the beginning, as client-go's pager does.
-    fn list<T>(
+    pub(super) fn list<T>(
         &self,
         base: &str,
         selector: &str,
@@ -460,7 +460,7 @@ impl Client {
     }
 
     /// One logical request: 2xx body or the mapped error.
-    fn fetch(
+    pub(super) fn fetch(
         &self,
         method: Method,
         path: &str,
