@@ -75,20 +75,25 @@ fn is_controller(node: &kube::Node, controller_role: &str) -> bool {
             .contains_key("node-role.kubernetes.io/control-plane")
 }
 
+/// This controller's InternalIP, when its node is known.
+fn own_internal_ip(ctx: &Context, nodes: &[kube::Node]) -> Option<IpAddr> {
+    let name = ctx.server.node_name.as_deref()?;
+    nodes
+        .iter()
+        .find(|n| n.name == name)?
+        .internal_ip
+        .as_deref()?
+        .parse()
+        .ok()
+}
+
 /// The address joining hosts reach this daemon at: the bind address when it is a
 /// specific one, else this node's InternalIP.
 fn advertise_address(ctx: &Context, nodes: &[kube::Node]) -> Result<IpAddr, ApiError> {
     if !ctx.server.bind_ip.is_unspecified() {
         return Ok(ctx.server.bind_ip);
     }
-    let own = ctx
-        .server
-        .node_name
-        .as_deref()
-        .and_then(|name| nodes.iter().find(|n| n.name == name))
-        .and_then(|n| n.internal_ip.as_deref())
-        .and_then(|ip| ip.parse().ok());
-    own.ok_or_else(|| {
+    own_internal_ip(ctx, nodes).ok_or_else(|| {
         ApiError::new(
             503,
             "address_unknown",
@@ -259,8 +264,11 @@ pub fn bundle(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Resp
         .map_err(|e| ApiError::from_kube(&e))?;
     let expiration = rfc3339(now + JOIN_TTL_SECS);
     let description = format!("joinery: join with roles {}", roles.join(","));
-    let k0s_token =
-        k0s::create(&ctx.kube, address, kind, &expiration, &description).map_err(|e| match e {
+    // k0s listens on the controller's InternalIP, which may differ from joinery's
+    // bind address (e.g. 0.0.0.0 or a dedicated interface).
+    let k0s_address = own_internal_ip(ctx, &nodes).unwrap_or(address);
+    let k0s_token = k0s::create(&ctx.kube, k0s_address, kind, &expiration, &description).map_err(
+        |e| match e {
             k0s::CreateError::Kube(e) => ApiError::from_kube(&e),
             k0s::CreateError::NoCa => {
                 crate::log::error("ConfigMap kube-system/kube-root-ca.crt has no ca.crt", &[]);
@@ -272,7 +280,8 @@ pub fn bundle(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Resp
                 )
             }
             k0s::CreateError::Random(_) => ApiError::internal(),
-        })?;
+        },
+    )?;
 
     let subject = match &who {
         Downloader::Admin(sub) => sub.clone(),
