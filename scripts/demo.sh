@@ -3,7 +3,7 @@
 # Kubernetes API server with a few nodes and the installer password Secret, starts
 # joinery against it, then calls each endpoint with curl and prints what it answers.
 #
-#   scripts/demo.sh            # uses port 30081 (JOINERY_API_PORT to change it)
+#   scripts/demo.sh            # uses port 30081 (JOINERY_API_PORT to change it; 0 = any)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,15 +32,43 @@ pids+=($!)
 for _ in $(seq 100); do grep -q '^listening on' "$work/kube.out" 2>/dev/null && break; sleep 0.1; done
 grep '^listening on' "$work/kube.out"
 
+# Join inputs: an Embedded Cluster config with two roles, a multi-node license, and an
+# artifacts directory holding a stand-in application binary.
+mkdir -p "$work/artifacts"
+cat >"$work/config.yaml" <<'YAML'
+apiVersion: embeddedcluster.replicated.com/v1beta1
+kind: Config
+spec:
+  roles:
+    controller:
+      name: controller
+    custom:
+    - name: worker
+      labels:
+        tier: app
+YAML
+cat >"$work/license.yaml" <<'YAML'
+apiVersion: kots.io/v1beta1
+kind: License
+spec:
+  appSlug: demo-app
+  licenseID: demo
+  isEmbeddedClusterMultiNodeEnabled: true
+YAML
+printf '#!/bin/sh\necho "demo-app $*: this is where the node would join"\n' >"$work/artifacts/demo-app"
+chmod 755 "$work/artifacts/demo-app"
+
 echo "== starting joinery on 127.0.0.1:$PORT"
 "$bin" serve --api-port "$PORT" --bind-address 127.0.0.1 \
-    --kubeconfig "$work/kube/kubeconfig" --data-dir "$work/joinery" \
-    2>"$work/joinery.log" &
+    --kubeconfig "$work/kube/kubeconfig" --data-dir "$work/joinery" --node-name node-1 \
+    --ec-config "$work/config.yaml" --license "$work/license.yaml" \
+    --artifacts-dir "$work/artifacts" 2>"$work/joinery.log" &
 pids+=($!)
 for _ in $(seq 100); do grep -q '"msg":"listening"' "$work/joinery.log" 2>/dev/null && break; sleep 0.1; done
 grep '"msg":"listening"' "$work/joinery.log" || { cat "$work/joinery.log"; exit 1; }
 
-API="https://127.0.0.1:$PORT"
+# The address as joinery logged it (the port may have been picked by the kernel).
+API=$(grep '"msg":"listening"' "$work/joinery.log" | sed -E 's/.*"address":"([^"]+)".*/\1/')
 CURL=(curl -sS --cacert "$work/joinery/tls.crt")
 show() { if command -v jq >/dev/null; then jq .; else cat; echo; fi; }
 
@@ -61,6 +89,20 @@ echo; echo "\$ curl $API/v1/nodes -H \"Authorization: Bearer \$TOKEN\""
 
 echo; echo "\$ curl $API/v1/nodes   # no token"
 "${CURL[@]}" "$API/v1/nodes" | show
+
+echo; echo "\$ curl -X POST $API/v1/create-join-command -H \"Authorization: Bearer \$TOKEN\" -H 'Content-Type: application/json' -d '{\"roles\":[\"worker\"]}'"
+steps=$("${CURL[@]}" -X POST "$API/v1/create-join-command" -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"roles":["worker"]}')
+echo "$steps" | sed -E 's/(Bearer )([^.]{10})[^'"'"']*/\1\2.../' | show
+
+echo; echo "== running the three join steps in a scratch directory (sudo shimmed)"
+host="$work/new-host"
+mkdir -p "$host/bin"
+printf '#!/bin/sh\nexec "$@"\n' >"$host/bin/sudo"; chmod 755 "$host/bin/sudo"
+echo "$steps" | python3 -c 'import json,sys; [print(s["command"]) for s in json.load(sys.stdin)["joinSteps"]]' \
+    >"$host/steps.sh"
+(cd "$host" && PATH="$host/bin:$PATH" sh -e steps.sh)
+(cd "$host" && ls -l && sha256sum -c SHA256SUMS)
 
 echo; echo "== done; joinery's log:"
 cat "$work/joinery.log"

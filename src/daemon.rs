@@ -68,6 +68,10 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         }
     };
 
+    let cert_path = match &cfg.tls_cert {
+        Some(p) => p.clone(),
+        None => tls::pair_paths(&cfg.data_dir).0,
+    };
     let identity = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(cert), Some(key)) => tls::load(cert, key),
         _ => {
@@ -164,6 +168,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         &[
             ("address", format!("https://{local}").into()),
             ("pin", identity.pin.clone().into()),
+            ("certificate", cert_path.display().to_string().into()),
         ],
     );
     server

@@ -10,13 +10,21 @@ pub fn health(_: &Context, _: &Request, _: Option<&Identity>) -> Result<Response
 }
 
 pub fn version(_: &Context, _: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
+    /// Field order as in the seed document.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Version {
+        version: &'static str,
+        commit: &'static str,
+        build_date: &'static str,
+    }
     Ok(json_response(
         200,
-        &serde_json::json!({
-            "version": version::VERSION,
-            "commit": version::COMMIT,
-            "buildDate": version::BUILD_DATE,
-        }),
+        &Version {
+            version: version::VERSION,
+            commit: version::COMMIT,
+            build_date: version::BUILD_DATE,
+        },
     ))
 }
 

@@ -24,6 +24,12 @@ pub struct NodeSummary {
     pub ready: bool,
 }
 
+/// The body of `GET /v1/nodes` (a struct, so fields keep the seed's order).
+#[derive(Serialize)]
+struct NodeList {
+    nodes: Vec<NodeSummary>,
+}
+
 impl NodeSummary {
     pub fn from_node(node: kube::Node) -> NodeSummary {
         NodeSummary {
@@ -40,7 +46,7 @@ impl NodeSummary {
 pub fn list(ctx: &Context, _: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
     let nodes = ctx.kube.list_nodes().map_err(|e| ApiError::from_kube(&e))?;
     let nodes: Vec<NodeSummary> = nodes.into_iter().map(NodeSummary::from_node).collect();
-    Ok(json_response(200, &serde_json::json!({ "nodes": nodes })))
+    Ok(json_response(200, &NodeList { nodes }))
 }
 
 pub(super) const ROUTES: &[Route] = &[Route {

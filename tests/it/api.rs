@@ -351,3 +351,59 @@ fn every_request_is_logged_without_secrets() {
         assert!(!all.contains(secret), "log leaks {secret:?}");
     }
 }
+
+#[test]
+fn client_certificate_kubeconfig_like_k0s_admin_conf() {
+    let fake = FakeKube::start(2, &[]);
+    let d = Daemon::start_with(
+        &fake,
+        DaemonOpts {
+            kubeconfig: Some(fake.dir.path().join("kubeconfig-cert")),
+            ..Default::default()
+        },
+    );
+    let token = d.login();
+    let r = d.get("/v1/nodes", &token);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let users: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r["path"] == "/api/v1/nodes")
+        .map(|r| r["user"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(users.iter().all(|u| u == "kubernetes-admin"), "{users:?}");
+}
+
+#[test]
+fn in_cluster_service_account_token_is_reread_after_rotation() {
+    let fake = FakeKube::start(2, &[]);
+    // A service-account directory as a pod would have it.
+    let sa = tempfile::tempdir().unwrap();
+    std::fs::copy(fake.dir.path().join("ca.crt"), sa.path().join("ca.crt")).unwrap();
+    std::fs::copy(fake.dir.path().join("token"), sa.path().join("token")).unwrap();
+    std::fs::write(sa.path().join("namespace"), "kotsadm").unwrap();
+    let port = fake.url.rsplit(':').next().unwrap().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let hash = data.path().join("hash");
+    std::fs::write(&hash, password_hash()).unwrap();
+    // No --kubeconfig: the pod's environment decides.
+    let mut cmd = std::process::Command::new(joinery_bin());
+    cmd.args(["serve", "--api-port", "0", "--bind-address", "127.0.0.1"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--password-hash-file")
+        .arg(&hash)
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", &port)
+        .env("JOINERY_SA_DIR", sa.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let d = Daemon::spawn_command(cmd);
+    let token = d.login();
+    assert_eq!(d.get("/v1/nodes", &token).status, 200);
+    // The API server rotates the token; the kubelet writes the new one into the file.
+    let new = fake.control("POST", "/_fake/rotate-token", Some(json!({})));
+    std::fs::write(sa.path().join("token"), new["token"].as_str().unwrap()).unwrap();
+    let r = d.get("/v1/nodes", &token);
+    assert_eq!(r.status, 200, "after rotation: {}", r.text());
+}

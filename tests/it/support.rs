@@ -210,6 +210,8 @@ pub struct Daemon {
     pub url: String,
     pub port: u16,
     pub pin: String,
+    /// The certificate the daemon serves (from its "listening" log line).
+    cert: PathBuf,
     pub output: Output,
 }
 
@@ -222,6 +224,8 @@ pub struct DaemonOpts {
     pub nofile: Option<u32>,
     /// Reuse this data directory (e.g. a previous daemon's) instead of a fresh one.
     pub data_dir: Option<PathBuf>,
+    /// Another kubeconfig than the fake's token one.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl Default for DaemonOpts {
@@ -232,6 +236,7 @@ impl Default for DaemonOpts {
             env: Vec::new(),
             nofile: None,
             data_dir: None,
+            kubeconfig: None,
         }
     }
 }
@@ -255,7 +260,11 @@ impl Daemon {
             "--bind-address".into(),
             "127.0.0.1".into(),
             "--kubeconfig".into(),
-            fake.kubeconfig().display().to_string(),
+            opts.kubeconfig
+                .clone()
+                .unwrap_or_else(|| fake.kubeconfig())
+                .display()
+                .to_string(),
             "--data-dir".into(),
             data_path.display().to_string(),
             "--node-name".into(),
@@ -286,6 +295,14 @@ impl Daemon {
         Daemon::spawn(cmd, data_dir, data_path)
     }
 
+    /// Starts a daemon from a prepared command (its own flags, environment and data
+    /// dir); stderr must be piped.
+    pub fn spawn_command(cmd: Command) -> Daemon {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().to_path_buf();
+        Daemon::spawn(cmd, tmp, path)
+    }
+
     fn spawn(mut cmd: Command, data_dir: tempfile::TempDir, data_path: PathBuf) -> Daemon {
         let mut child = cmd.spawn().expect("start joinery");
         let output = Output::default();
@@ -296,12 +313,9 @@ impl Daemon {
             |l| l.contains("\"msg\":\"listening\""),
             Some(tx),
         );
-        pump(
-            child.stdout.take().unwrap(),
-            output.clone(),
-            |_| false,
-            None,
-        );
+        if let Some(out) = child.stdout.take() {
+            pump(out, output.clone(), |_| false, None);
+        }
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| {
@@ -312,7 +326,9 @@ impl Daemon {
         let url = v["address"].as_str().unwrap().to_string();
         let port = url.rsplit(':').next().unwrap().parse().unwrap();
         let pin = v["pin"].as_str().unwrap().to_string();
+        let cert = PathBuf::from(v["certificate"].as_str().unwrap());
         Daemon {
+            cert,
             child: Some(child),
             _tmp: data_dir,
             data_dir: data_path,
@@ -323,9 +339,9 @@ impl Daemon {
         }
     }
 
-    /// The daemon's self-signed certificate, usable as curl's `--cacert`.
+    /// The daemon's certificate, usable as curl's `--cacert` when self-signed.
     pub fn cert(&self) -> PathBuf {
-        self.data_dir.join("tls.crt")
+        self.cert.clone()
     }
 
     pub fn pid(&self) -> u32 {
