@@ -462,33 +462,13 @@ fn joins_need_their_inputs() {
     // A bad input file is a start-up error naming the flag.
     let inputs = JoinInputs::new(true);
     std::fs::remove_file(inputs.artifacts().join("my-app")).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let out = Command::new(joinery_bin())
-        .args(["serve", "--api-port", "0", "--bind-address", "127.0.0.1"])
-        .arg("--kubeconfig")
-        .arg(fake.kubeconfig())
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(inputs.args())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let args = inputs.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let err = serve_fails(&fake, &args);
     assert!(
         err.contains("--artifacts-dir") && err.contains("my-app"),
         "{err}"
     );
-}
-
-/// Peak resident memory of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
 }
 
 #[test]
@@ -524,6 +504,6 @@ fn a_two_gib_artifact_streams_in_bounded_memory() {
         .map(|e| e.header().size().unwrap())
         .unwrap();
     assert_eq!(size, 2 << 30);
-    let peak = peak_rss_kib(d.pid());
+    let peak = proc_status_kib(d.pid(), "VmHWM");
     assert!(peak < 32 * 1024, "peak RSS {peak} KiB");
 }

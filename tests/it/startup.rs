@@ -115,25 +115,6 @@ fn configured_certificates_in_every_key_format() {
     }
 }
 
-/// Runs `joinery serve` expecting a start-up failure; returns stderr.
-fn serve_fails(fake: &FakeKube, args: &[&str]) -> String {
-    let data = tempfile::tempdir().unwrap();
-    let out = Command::new(joinery_bin())
-        .args(["serve", "--api-port", "0", "--bind-address", "127.0.0.1"])
-        .arg("--kubeconfig")
-        .arg(fake.kubeconfig())
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(args)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "should have failed: {args:?}");
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
 #[test]
 fn bad_start_up_input_is_a_clear_error() {
     let fake = FakeKube::start(1, &[]);

@@ -504,3 +504,33 @@ pub fn curl_at(cert: &Path, url: &str, extra: &[String]) -> Reply {
         exit: out.status.code().unwrap_or(-1),
     }
 }
+
+/// Runs `joinery serve` expecting a start-up failure; returns stderr.
+pub fn serve_fails(fake: &FakeKube, args: &[&str]) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(joinery_bin())
+        .args(["serve", "--api-port", "0", "--bind-address", "127.0.0.1"])
+        .arg("--kubeconfig")
+        .arg(fake.kubeconfig())
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(args)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "should have failed: {args:?}");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// A `/proc/PID/status` figure in KiB (`VmRSS`, `VmHWM`, ...).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
