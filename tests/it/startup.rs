@@ -243,3 +243,74 @@ fn hash_password_output_verifies() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("stdin"));
 }
+
+#[test]
+fn bind_address_falls_back_to_all_addresses_and_says_why() {
+    let fake = FakeKube::start(1, &[]);
+    let data = tempfile::tempdir().unwrap();
+    let hash = data.path().join("hash");
+    std::fs::write(&hash, password_hash()).unwrap();
+    let mut cmd = Command::new(joinery_bin());
+    cmd.args(["serve", "--api-port", "0", "--node-name", "ghost"])
+        .arg("--kubeconfig")
+        .arg(fake.kubeconfig())
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--password-hash-file")
+        .arg(&hash)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stderr(std::process::Stdio::piped());
+    let d = Daemon::spawn_command(cmd);
+    assert!(d.url.starts_with("https://0.0.0.0:"), "{}", d.url);
+    let why = d
+        .output
+        .json_lines()
+        .into_iter()
+        .find(|l| l["msg"] == "listening on all addresses: this node's InternalIP is unknown")
+        .expect("the fallback is logged");
+    assert!(why["reason"].as_str().unwrap().contains("ghost"), "{why}");
+    // Reachable on loopback through the wildcard address.
+    let r = curl_at(
+        &d.cert(),
+        &format!("https://127.0.0.1:{}/v1/health", d.port),
+        &[],
+    );
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn bind_address_defaults_to_this_nodes_internal_ip() {
+    let fake = FakeKube::start(1, &[]);
+    // Any 127/8 address is local on Linux: a node whose InternalIP this host owns.
+    fake.control(
+        "POST",
+        "/_fake/objects",
+        Some(json!([{
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "local-ctl"},
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.5"}],
+                "conditions": [{"type": "Ready", "status": "True"}]
+            }
+        }])),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(joinery_bin());
+    cmd.args(["serve", "--api-port", "0", "--node-name", "local-ctl"])
+        .arg("--kubeconfig")
+        .arg(fake.kubeconfig())
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stderr(std::process::Stdio::piped());
+    let d = Daemon::spawn_command(cmd);
+    assert!(d.url.starts_with("https://127.0.0.5:"), "{}", d.url);
+    assert!(d
+        .output
+        .lines()
+        .iter()
+        .any(|l| l.contains("bind address is this node's InternalIP")));
+    let r = curl_at(&d.cert(), &format!("{}/v1/health", d.url), &[]);
+    assert_eq!(r.status, 200);
+}
