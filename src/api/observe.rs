@@ -128,7 +128,7 @@ mod tests {
                 r.path
             );
             if r.access != Access::Public {
-                for status in ["401"] {
+                for status in ["401", "403"] {
                     assert!(
                         op["responses"][status].is_mapping(),
                         "{} {} does not document {status}",
