@@ -144,6 +144,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
             node_name,
             pin: identity.pin.clone(),
             self_signed: cfg.tls_cert.is_none(),
+            stats: vec![server.stats()],
         },
         join,
     });

@@ -12,5 +12,6 @@ pub mod join;
 pub mod kube;
 pub mod labels;
 pub mod log;
+pub mod metrics;
 pub mod roles;
 pub mod version;

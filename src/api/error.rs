@@ -86,6 +86,7 @@ impl ApiError {
     /// of view of our client.
     pub fn from_kube(err: &kube::Error) -> ApiError {
         use kube::Error as K;
+        crate::metrics::global().kube_error(err);
         crate::log::warn(
             "kubernetes call failed",
             &[("error", err.to_string().into())],

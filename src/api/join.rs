@@ -169,6 +169,7 @@ pub fn create_command(
             ("result", "issued".into()),
         ],
     );
+    crate::metrics::global().join_command_issued();
     Ok(json_response(
         200,
         &serde_json::json!({ "joinSteps": steps }),
@@ -303,6 +304,7 @@ pub fn bundle(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Resp
                     ConsumeError::Kube(e) => ApiError::from_kube(&e),
                 });
             }
+            crate::metrics::global().join_ticket_consumed();
             format!("join:{t}")
         }
     };
@@ -380,7 +382,7 @@ pub fn bundle(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Resp
             ("Cache-Control".into(), "no-store".into()),
         ],
         body: Body::Stream {
-            reader: Box::new(stream),
+            reader: Box::new(crate::metrics::CountingReader::bundle(stream)),
             len: None,
         },
         subject: Some(subject),

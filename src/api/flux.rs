@@ -1,0 +1,324 @@
+//! `GET /v1/flux/nodes`: the nodes as inputs for Flux Operator's
+//! `ResourceSetInputProvider` of type `ExternalService`.
+//!
+//! The operator's contract: a 2xx JSON body with a top-level `inputs` array whose items
+//! each carry a unique string `id`, at most 900 KiB (it refuses anything larger, to stay
+//! under the etcd object size). Node names are unique, so the id is the node name. The
+//! body is built whole and measured before it is sent: past the limit the answer is 422
+//! `inputs_too_large`, naming the filters (`role`, `ready`) that would narrow it, rather
+//! than a body the operator would refuse with a vaguer error.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{Access, ApiError, Context, Identity, Route};
+use crate::auth::Scope;
+use crate::http::{Body, Request, Response};
+use crate::roles::roles_from_labels;
+use crate::{kube, labels};
+
+/// The largest body Flux Operator accepts from an ExternalService (900 KiB).
+pub const MAX_INPUTS_BYTES: usize = 900 * 1024;
+
+/// One node as a Flux input.
+#[derive(Serialize)]
+struct Input<'a> {
+    id: &'a str,
+    name: &'a str,
+    roles: Vec<String>,
+    labels: &'a BTreeMap<String, String>,
+    #[serde(rename = "internalIP")]
+    internal_ip: &'a str,
+    ready: bool,
+}
+
+/// The query's filters; absent ones keep every node.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Filters {
+    role: Option<String>,
+    ready: Option<bool>,
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::bad_request("invalid_filter", message)
+}
+
+/// Reads `role=<role>` and `ready=true|false`; anything else is refused by name, so a
+/// typo (`roles=`, `Ready=`) never silently returns every node.
+fn parse_filters(query: &str) -> Result<Filters, ApiError> {
+    let mut f = Filters::default();
+    let mut unknown: Vec<String> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode(raw_key)
+            .ok_or_else(|| invalid("the query string has a malformed %-escape".into()))?;
+        let value = percent_decode(raw_value)
+            .ok_or_else(|| invalid("the query string has a malformed %-escape".into()))?;
+        match key.as_str() {
+            "role" => {
+                if f.role.is_some() {
+                    return Err(invalid("give role at most once".into()));
+                }
+                labels::check_name(&value).map_err(|p| {
+                    invalid(format!(
+                        "role {:?} is not a role name ({p}); e.g. role=controller",
+                        clip(&value)
+                    ))
+                })?;
+                f.role = Some(value);
+            }
+            "ready" => {
+                if f.ready.is_some() {
+                    return Err(invalid("give ready at most once".into()));
+                }
+                f.ready = Some(match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(invalid(format!(
+                            "ready must be true or false, not {:?}",
+                            clip(&value)
+                        )))
+                    }
+                });
+            }
+            _ => {
+                if unknown.len() < 5 {
+                    unknown.push(format!("{:?}", clip(&key)));
+                }
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(ApiError::bad_request(
+            "unknown_parameter",
+            format!(
+                "unknown query parameter {}; this endpoint takes role=<role> and \
+                 ready=true|false",
+                unknown.join(", ")
+            ),
+        ));
+    }
+    Ok(f)
+}
+
+/// At most 64 characters of client input, for messages.
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// `%XX` and `+` decoding of one query component; `None` when an escape is malformed or
+/// the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The body for these nodes and filters, or 422 when it would exceed `limit` bytes.
+fn render(nodes: &[kube::Node], f: &Filters, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut inputs: Vec<Input> = nodes
+        .iter()
+        .map(|n| Input {
+            id: &n.name,
+            name: &n.name,
+            roles: roles_from_labels(&n.labels),
+            labels: &n.labels,
+            internal_ip: n.internal_ip.as_deref().unwrap_or(""),
+            ready: n.ready,
+        })
+        .filter(|i| f.role.as_ref().is_none_or(|r| i.roles.contains(r)))
+        .filter(|i| f.ready.is_none_or(|r| i.ready == r))
+        .collect();
+    // A stable order: the operator digests the inputs, and a reshuffle would look like
+    // a change.
+    inputs.sort_by(|a, b| a.id.cmp(b.id));
+    let mut body = serde_json::to_vec(&serde_json::json!({ "inputs": inputs }))
+        .map_err(|_| ApiError::internal())?;
+    body.push(b'\n');
+    if body.len() <= limit {
+        return Ok(body);
+    }
+    let mut narrower = Vec::new();
+    if f.role.is_none() {
+        narrower.push("role=<role>");
+    }
+    if f.ready.is_none() {
+        narrower.push("ready=true");
+    }
+    let advice = if narrower.is_empty() {
+        "even with both filters; point several ResourceSetInputProviders at narrower roles, \
+         or keep fewer and shorter labels on the nodes"
+            .to_string()
+    } else {
+        format!(
+            "narrow them with {} (one ResourceSetInputProvider per role, say)",
+            narrower.join(" and ")
+        )
+    };
+    Err(ApiError::new(
+        422,
+        "inputs_too_large",
+        format!(
+            "the inputs for {} nodes take {} bytes, over the {} bytes (900 KiB) Flux \
+             Operator accepts from an ExternalService; {advice}",
+            inputs.len(),
+            body.len(),
+            limit
+        ),
+    ))
+}
+
+pub fn nodes(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
+    let filters = parse_filters(&req.query)?;
+    let nodes = ctx.kube.list_nodes().map_err(|e| ApiError::from_kube(&e))?;
+    let body = render(&nodes, &filters, MAX_INPUTS_BYTES)?;
+    Ok(Response {
+        status: 200,
+        headers: vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("Cache-Control".into(), "no-store".into()),
+        ],
+        body: Body::Bytes(body),
+        subject: None,
+    })
+}
+
+pub(super) const ROUTES: &[Route] = &[Route {
+    method: "GET",
+    path: "/v1/flux/nodes",
+    access: Access::Needs(Scope::Read),
+    handler: nodes,
+}];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, role: Option<&str>, ready: bool) -> kube::Node {
+        let mut n = kube::Node {
+            name: name.into(),
+            ready,
+            internal_ip: Some("10.0.0.1".into()),
+            ..Default::default()
+        };
+        if let Some(r) = role {
+            n.labels
+                .insert("kots.io/embedded-cluster-role-0".into(), r.into());
+            n.labels
+                .insert("kots.io/embedded-cluster-role".into(), "total-1".into());
+        }
+        n
+    }
+
+    fn ids(body: &[u8]) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        v["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn filters_parse_or_say_what_is_wrong() {
+        let ok = |q: &str| parse_filters(q).unwrap();
+        assert_eq!(ok(""), Filters::default());
+        assert_eq!(
+            ok("role=controller&ready=false"),
+            Filters {
+                role: Some("controller".into()),
+                ready: Some(false)
+            }
+        );
+        assert_eq!(ok("ready=true&").ready, Some(true));
+        assert_eq!(ok("role=gpu%2Dnode").role.as_deref(), Some("gpu-node"));
+        for (q, code, needle) in [
+            ("ready=yes", "invalid_filter", "true or false"),
+            ("ready=", "invalid_filter", "true or false"),
+            ("ready=true&ready=false", "invalid_filter", "once"),
+            ("role=", "invalid_filter", "not a role name"),
+            ("role=a%20b", "invalid_filter", "not a role name"),
+            ("role=a&role=b", "invalid_filter", "once"),
+            ("role=%zz", "invalid_filter", "%-escape"),
+            (
+                "roles=a&limit=3",
+                "unknown_parameter",
+                r#""roles", "limit""#,
+            ),
+        ] {
+            let e = parse_filters(q).unwrap_err();
+            assert_eq!((e.status, e.code), (400, code), "{q}");
+            assert!(e.message.contains(needle), "{q}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn inputs_are_filtered_and_sorted() {
+        let nodes = [
+            node("node-3", None, true),
+            node("node-1", Some("controller"), true),
+            node("node-2", Some("worker"), false),
+        ];
+        let all = render(&nodes, &Filters::default(), MAX_INPUTS_BYTES).unwrap();
+        assert_eq!(ids(&all), ["node-1", "node-2", "node-3"]);
+        let v: serde_json::Value = serde_json::from_slice(&all).unwrap();
+        assert_eq!(
+            v["inputs"][0],
+            serde_json::json!({
+                "id": "node-1", "name": "node-1", "roles": ["controller"],
+                "labels": nodes[1].labels, "internalIP": "10.0.0.1", "ready": true
+            })
+        );
+        let f = |role: Option<&str>, ready: Option<bool>| Filters {
+            role: role.map(String::from),
+            ready,
+        };
+        let got = |f: Filters| ids(&render(&nodes, &f, MAX_INPUTS_BYTES).unwrap());
+        assert_eq!(got(f(Some("worker"), None)), ["node-2"]);
+        assert_eq!(got(f(None, Some(true))), ["node-1", "node-3"]);
+        assert_eq!(got(f(Some("worker"), Some(true))), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_size_limit_is_exact_and_names_unused_filters() {
+        let nodes = [node("node-1", Some("controller"), true)];
+        let body = render(&nodes, &Filters::default(), MAX_INPUTS_BYTES).unwrap();
+        // Exactly at the limit is accepted (the operator refuses only more).
+        assert!(render(&nodes, &Filters::default(), body.len()).is_ok());
+        let e = render(&nodes, &Filters::default(), body.len() - 1).unwrap_err();
+        assert_eq!((e.status, e.code), (422, "inputs_too_large"));
+        assert!(
+            e.message.contains("role=<role> and ready=true"),
+            "{}",
+            e.message
+        );
+        let f = Filters {
+            role: Some("controller".into()),
+            ready: None,
+        };
+        let e = render(&nodes, &f, 10).unwrap_err();
+        assert!(e.message.contains("with ready=true"), "{}", e.message);
+        assert!(!e.message.contains("role=<role>"), "{}", e.message);
+    }
+}
