@@ -269,7 +269,7 @@ impl Daemon {
         }
         // Test daemons keep off the host's /run/joinery unless a test asks for a socket.
         if !opts.args.iter().any(|a| a.starts_with("--socket")) {
-            args.push("--socket=".into());
+            args.push("--socket=none".into());
         }
         args.extend(opts.args.iter().cloned());
         let mut cmd = match opts.nofile {
