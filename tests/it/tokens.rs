@@ -53,7 +53,10 @@ fn assert_oauth_error(r: &Reply, status: u16, code: &str) {
     let v = r.json();
     assert_eq!(v["error"], code, "{v}");
     assert!(v["error_description"].as_str().unwrap().len() > 10, "{v}");
-    assert!(v.get("message").is_none(), "OAuth errors are not our envelope: {v}");
+    assert!(
+        v.get("message").is_none(),
+        "OAuth errors are not our envelope: {v}"
+    );
     assert_eq!(r.header("cache-control"), Some("no-store"));
 }
 
@@ -248,7 +251,10 @@ fn oauth_errors_follow_rfc_6749() {
         "invalid_scope",
     );
     assert_oauth_error(
-        &oauth(&d, &[("grant_type", "refresh_token"), ("refresh_token", "nope")]),
+        &oauth(
+            &d,
+            &[("grant_type", "refresh_token"), ("refresh_token", "nope")],
+        ),
         400,
         "invalid_grant",
     );
@@ -322,7 +328,10 @@ fn two_controllers_racing_on_one_refresh_token_cannot_both_win() {
         .unwrap()
         .to_string();
     assert_oauth_error(
-        &oauth(&a, &[("grant_type", "refresh_token"), ("refresh_token", &newer)]),
+        &oauth(
+            &a,
+            &[("grant_type", "refresh_token"), ("refresh_token", &newer)],
+        ),
         400,
         "invalid_grant",
     );
@@ -345,7 +354,9 @@ fn ready_follows_kubernetes_and_health_does_not() {
         "/_fake/faults",
         Some(json!([{"path": "^/(readyz|version)", "kind": "status", "code": 500}])),
     );
-    let msg = d.curl("GET", "/v1/ready", &[]).assert_error(503, "not_ready");
+    let msg = d
+        .curl("GET", "/v1/ready", &[])
+        .assert_error(503, "not_ready");
     assert!(msg.contains("Kubernetes"), "{msg}");
     assert_eq!(d.curl("GET", "/v1/health", &[]).status, 200);
     fake.control("DELETE", "/_fake/faults", None);
@@ -354,13 +365,25 @@ fn ready_follows_kubernetes_and_health_does_not() {
 
 fn uid() -> u32 {
     let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// curl over a Unix socket: (status, body).
 fn unix_curl(socket: &std::path::Path, method: &str, path: &str, extra: &[&str]) -> (u16, Value) {
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}", "-X", method])
+        .args([
+            "-sS",
+            "--max-time",
+            "30",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+        ])
         .arg("--unix-socket")
         .arg(socket)
         .args(extra)
@@ -411,7 +434,10 @@ fn the_local_socket_serves_its_user_as_admin_and_stops_on_sigterm() {
         ],
     );
     assert_eq!(status, 201, "{made}");
-    assert_eq!(d.get("/v1/nodes", made["token"].as_str().unwrap()).status, 200);
+    assert_eq!(
+        d.get("/v1/nodes", made["token"].as_str().unwrap()).status,
+        200
+    );
 
     // A second daemon cannot take over a socket in use.
     let data = tempfile::tempdir().unwrap();
@@ -483,7 +509,15 @@ fn the_token_commands_work_against_the_cluster() {
     let d = Daemon::start(&fake);
     let (code, out, err) = cli(
         &fake,
-        &["create", "--name", "backup job", "--scope", "read", "--expires-in", "3600"],
+        &[
+            "create",
+            "--name",
+            "backup job",
+            "--scope",
+            "read",
+            "--expires-in",
+            "3600",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     let token = out.trim();
