@@ -35,6 +35,7 @@ grep '^listening on' "$work/kube.out"
 echo "== starting joinery on 127.0.0.1:$PORT"
 "$bin" serve --api-port "$PORT" --bind-address 127.0.0.1 \
     --kubeconfig "$work/kube/kubeconfig" --data-dir "$work/joinery" \
+    --socket "$work/joinery.sock" \
     2>"$work/joinery.log" &
 pids+=($!)
 for _ in $(seq 100); do grep -q '"msg":"listening"' "$work/joinery.log" 2>/dev/null && break; sleep 0.1; done
