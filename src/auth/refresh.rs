@@ -93,7 +93,8 @@ fn hash_hex(token: &str) -> String {
 
 fn random(n: usize) -> Result<Vec<u8>, kube::Error> {
     let mut bytes = vec![0u8; n];
-    // Reported as a Kubernetes-side failure would be wrong; Protocol keeps it a 5xx.
+    // A broken OS random source is fatal for this request only; carried as Protocol it
+    // answers a generic 5xx with the detail in the log.
     getrandom::fill(&mut bytes)
         .map_err(|e| kube::Error::Protocol(format!("no randomness from the OS: {e}")))?;
     Ok(bytes)
