@@ -62,7 +62,8 @@ echo "== starting joinery on 127.0.0.1:$PORT"
 "$bin" serve --api-port "$PORT" --bind-address 127.0.0.1 \
     --kubeconfig "$work/kube/kubeconfig" --data-dir "$work/joinery" --node-name node-1 \
     --ec-config "$work/config.yaml" --license "$work/license.yaml" \
-    --artifacts-dir "$work/artifacts" 2>"$work/joinery.log" &
+    --artifacts-dir "$work/artifacts" --socket "$work/joinery.sock" \
+    2>"$work/joinery.log" &
 pids+=($!)
 for _ in $(seq 100); do grep -q '"msg":"listening"' "$work/joinery.log" 2>/dev/null && break; sleep 0.1; done
 grep '"msg":"listening"' "$work/joinery.log" || { cat "$work/joinery.log"; exit 1; }

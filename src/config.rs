@@ -40,6 +40,9 @@ pub struct Config {
     pub max_connections: usize,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// The local Unix socket (plain HTTP, admin for `socket_uid`); `None`: disabled.
+    pub socket: Option<PathBuf>,
+    pub socket_uid: u32,
 }
 
 /// The files joins are made from.
@@ -161,6 +164,18 @@ pub const FLAGS: &[Flag] = &[
         env: "JOINERY_SHUTDOWN_GRACE",
         default: "10",
         help: "Seconds in-flight requests get to finish after SIGTERM.",
+    },
+    Flag {
+        name: "--socket",
+        env: "JOINERY_SOCKET",
+        default: "/run/joinery/joinery.sock",
+        help: "Local Unix socket serving the API without TLS, as admin to --socket-uid (mode 0600); '' or none turns it off.",
+    },
+    Flag {
+        name: "--socket-uid",
+        env: "JOINERY_SOCKET_UID",
+        default: "0",
+        help: "The only user id served on --socket (checked with SO_PEERCRED); others get 403.",
     },
 ];
 
@@ -302,6 +317,18 @@ impl Config {
         let idle_timeout = Duration::from_secs(src.number("--idle-timeout", 30u64, (1, 3600))?);
         let shutdown_grace =
             Duration::from_secs(src.number("--shutdown-grace", 10u64, (0, 600))?);
+        let socket = match src.raw("--socket")? {
+            None => Some(PathBuf::from(DEFAULT_SOCKET)),
+            Some(s) if s.is_empty() || s == "none" => None,
+            Some(s) if !s.starts_with('/') => {
+                return Err(ConfigError(format!(
+                    "--socket: {s:?} is not an absolute path (e.g. {DEFAULT_SOCKET}); '' or \
+                     none turns the socket off"
+                )))
+            }
+            Some(s) => Some(PathBuf::from(s)),
+        };
+        let socket_uid = src.number("--socket-uid", 0u32, (0, u32::MAX - 1))?;
         Ok(Config {
             api_port,
             bind_address,
@@ -318,6 +345,44 @@ impl Config {
             max_connections,
             idle_timeout,
             shutdown_grace,
+            socket,
+            socket_uid,
+        })
+    }
+}
+
+/// Where the local socket is unless `--socket` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/joinery/joinery.sock";
+
+/// What the `joinery token` commands need: the same Kubernetes flags as `serve`
+/// (`--kubeconfig`, `--namespace`, `--kube-timeout` and their variables).
+#[derive(Debug, Clone)]
+pub struct KubeAccess {
+    pub kube: KubeSource,
+    pub namespace: String,
+    pub kube_timeout: Duration,
+}
+
+impl KubeAccess {
+    pub fn from_sources(
+        src: &mut Sources<'_>,
+        kube_default: impl FnOnce() -> Result<KubeSource, ConfigError>,
+    ) -> Result<KubeAccess, ConfigError> {
+        let namespace = src.raw("--namespace")?.unwrap_or_else(|| "kotsadm".into());
+        if !is_dns_label(&namespace) {
+            return Err(ConfigError(format!(
+                "--namespace: {namespace:?} is not a valid namespace name"
+            )));
+        }
+        let kube = match src.path("--kubeconfig")? {
+            Some(p) => KubeSource::Kubeconfig(p),
+            None => kube_default()?,
+        };
+        let kube_timeout = Duration::from_secs(src.number("--kube-timeout", 10u64, (1, 300))?);
+        Ok(KubeAccess {
+            kube,
+            namespace,
+            kube_timeout,
         })
     }
 }
@@ -379,6 +444,24 @@ mod tests {
         assert_eq!(c.max_connections, 512);
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/joinery"));
         assert_eq!(c.kube, KubeSource::InCluster);
+        assert_eq!(c.socket, Some(PathBuf::from("/run/joinery/joinery.sock")));
+        assert_eq!(c.socket_uid, 0);
+    }
+
+    #[test]
+    fn socket_can_be_moved_or_turned_off() {
+        let c = parse(&["--socket", "/tmp/j.sock", "--socket-uid", "1000"], &[]).unwrap();
+        assert_eq!(c.socket, Some(PathBuf::from("/tmp/j.sock")));
+        assert_eq!(c.socket_uid, 1000);
+        assert_eq!(parse(&["--socket", ""], &[]).unwrap().socket, None);
+        assert_eq!(
+            parse(&[], &[("JOINERY_SOCKET", "none")]).unwrap().socket,
+            None
+        );
+        let err = parse(&["--socket", "rel.sock"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--socket"), "{err}");
     }
 
     #[test]

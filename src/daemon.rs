@@ -10,6 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use crate::api::{Api, Context, ServerInfo};
+use crate::auth::apitoken::ApiTokens;
+use crate::auth::refresh::RefreshTokens;
 use crate::auth::store::{PasswordHashes, SigningKeys};
 use crate::config::{Config, KubeSource};
 use crate::http::{self, tls};
@@ -31,15 +33,7 @@ impl std::fmt::Display for StartError {
 pub fn serve(cfg: Config) -> Result<(), StartError> {
     http::install_panic_hook();
     create_data_dir(&cfg.data_dir)?;
-    let source = match &cfg.kube {
-        KubeSource::Kubeconfig(p) => kube::Source::Kubeconfig(p.clone()),
-        KubeSource::InCluster => kube::Source::InCluster,
-    };
-    let timeouts = kube::Timeouts {
-        connect: cfg.kube_timeout.min(std::time::Duration::from_secs(3)),
-        request: cfg.kube_timeout,
-    };
-    let kube = kube::Client::new(&source, timeouts).map_err(|e| StartError(e.to_string()))?;
+    let kube = kube_client(&cfg.kube, cfg.kube_timeout)?;
     log::info("kubernetes api", &[("server", kube.server().into())]);
 
     let node_name = cfg.node_name.clone().or_else(hostname);
@@ -129,22 +123,31 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         ..http::Limits::default()
     };
     let addr = SocketAddr::new(bind_ip, cfg.api_port);
-    let server = http::Server::bind(addr, identity.config.clone(), limits)
+    let server = http::Server::bind(addr, identity.config.clone(), limits.clone())
         .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
-    let local = server
+    let local_addr = server
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
+    let socket = match &cfg.socket {
+        None => None,
+        Some(path) => Some((bind_socket(path, &limits)?, path.clone())),
+    };
+    let mut stats = vec![server.stats()];
+    stats.extend(socket.as_ref().map(|(s, _)| s.stats()));
     let ctx = Arc::new(Context {
+        api_tokens: ApiTokens::new(kube.clone(), &cfg.namespace),
+        refresh: RefreshTokens::new(kube.clone(), &cfg.namespace),
         kube,
         passwords,
         keys,
         server: ServerInfo {
             bind_ip,
-            port: local.port(),
+            port: local_addr.port(),
             node_name,
             pin: identity.pin.clone(),
             self_signed: cfg.tls_cert.is_none(),
-            stats: vec![server.stats()],
+            stats,
+            socket_uid: cfg.socket_uid,
         },
         join,
     });
@@ -162,21 +165,123 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
             })
             .map_err(|e| StartError(format!("cannot start the cache thread: {e}")))?;
     }
-    http::install_signal_handlers(server.shutdown_handle())
+    let tls_shutdown = server.shutdown_handle();
+    http::install_signal_handlers(tls_shutdown.clone())
         .map_err(|e| StartError(format!("cannot install signal handlers: {e}")))?;
+    let api = Arc::new(Api::new(ctx));
+    // The local socket runs on its own thread and stops when the TLS server does (on
+    // SIGTERM, SIGINT, or if it fails); both are joined before `serve` returns.
+    let local = match socket {
+        None => {
+            log::info("local socket off (--socket '')", &[]);
+            None
+        }
+        Some((sock, path)) => Some(start_socket(sock, &path, api.clone(), &tls_shutdown)?),
+    };
     log::info(
         "listening",
         &[
-            ("address", format!("https://{local}").into()),
+            ("address", format!("https://{local_addr}").into()),
             ("pin", identity.pin.clone().into()),
             ("certificate", cert_path.display().to_string().into()),
         ],
     );
-    server
-        .run(Arc::new(Api::new(ctx)))
-        .map_err(|e| StartError(format!("server stopped: {e}")))?;
+    let served = server.run(api);
+    // `run` requests shutdown itself on return; this makes sure the socket follows.
+    tls_shutdown.shutdown();
+    if let Some(threads) = local {
+        threads.join();
+    }
+    served.map_err(|e| StartError(format!("server stopped: {e}")))?;
     log::info("stopped", &[]);
     Ok(())
+}
+
+/// The Kubernetes client for `source`, with `timeout` per call (connect at most 3 s).
+pub fn kube_client(
+    source: &KubeSource,
+    timeout: std::time::Duration,
+) -> Result<kube::Client, StartError> {
+    let source = match source {
+        KubeSource::Kubeconfig(p) => kube::Source::Kubeconfig(p.clone()),
+        KubeSource::InCluster => kube::Source::InCluster,
+    };
+    let timeouts = kube::Timeouts {
+        connect: timeout.min(std::time::Duration::from_secs(3)),
+        request: timeout,
+    };
+    kube::Client::new(&source, timeouts).map_err(|e| StartError(e.to_string()))
+}
+
+/// The local socket's server thread and the thread that stops it with the TLS server.
+struct LocalSocket {
+    server: std::thread::JoinHandle<()>,
+    follower: std::thread::JoinHandle<()>,
+}
+
+impl LocalSocket {
+    fn join(self) {
+        let _ = self.follower.join();
+        let _ = self.server.join();
+    }
+}
+
+/// Binds the local socket (making its directory 0755 if missing) and serves `api` on it.
+/// Binds the local socket (creating its directory 0755 when missing).
+fn bind_socket(path: &std::path::Path, limits: &http::Limits) -> Result<http::Server, StartError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let fail = |what: String| {
+        StartError(format!(
+            "--socket {}: {what}; give another path, or --socket '' to turn it off",
+            path.display()
+        ))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    http::Server::bind_unix(path, limits.clone()).map_err(|e| fail(format!("{e}")))
+}
+
+/// Serves the bound local socket on its own thread until the TLS server stops.
+fn start_socket(
+    server: http::Server,
+    path: &std::path::Path,
+    api: Arc<Api>,
+    tls_shutdown: &http::ShutdownHandle,
+) -> Result<LocalSocket, StartError> {
+    let own = server.shutdown_handle();
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map_err(|e| StartError(format!("cannot start the {name} thread: {e}")))
+    };
+    let watched = tls_shutdown.clone();
+    let stop = own.clone();
+    let follower = spawn(
+        "socket-follower",
+        Box::new(move || {
+            watched.wait();
+            stop.shutdown();
+        }),
+    )?;
+    let server = spawn(
+        "socket-server",
+        Box::new(move || {
+            if let Err(e) = server.run(api) {
+                log::error("local socket stopped", &[("error", e.to_string().into())]);
+            }
+        }),
+    )?;
+    log::info(
+        "local socket ready",
+        &[("path", path.display().to_string().into())],
+    );
+    Ok(LocalSocket { server, follower })
 }
 
 fn create_data_dir(dir: &std::path::Path) -> Result<(), StartError> {

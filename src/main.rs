@@ -3,8 +3,9 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use joinery::config::{self, Config, Sources};
-use joinery::{auth, daemon, version};
+use joinery::auth::apitoken::{self, ApiTokens, TokenError, TokenInfo};
+use joinery::config::{self, Config, KubeAccess, Sources};
+use joinery::{auth, daemon, log, version};
 
 const USAGE: &str = "\
 joinery: the node-management API of an air-gapped embedded Kubernetes cluster
@@ -12,6 +13,12 @@ joinery: the node-management API of an air-gapped embedded Kubernetes cluster
 USAGE:
     joinery serve [FLAGS]        serve the HTTPS API (flags below)
     joinery hash-password        read a password on stdin, print its bcrypt hash
+    joinery token create --name NAME --scope read|admin [--expires-in SECONDS]
+                                 make an API token (printed once, on stdout)
+    joinery token list           list API tokens (id, name, scopes, times, last four)
+    joinery token revoke ID      revoke an API token on every controller
+                                 (token commands take --kubeconfig, --namespace and
+                                 --kube-timeout like serve)
     joinery version              print the version
     joinery help                 print this help
 ";
@@ -22,6 +29,7 @@ fn main() -> ExitCode {
     match sub.as_deref() {
         Some("serve") => serve(args),
         Some("hash-password") => hash_password(args),
+        Some("token") => token(args),
         Some("version") | Some("--version") | Some("-V") => {
             println!(
                 "joinery {} (commit {}, built {})",
@@ -118,4 +126,138 @@ fn hash_password(args: pico_args::Arguments) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `joinery token create|list|revoke`: API tokens from the controller's shell, through
+/// the same Kubernetes Secrets the daemons read.
+fn token(mut args: pico_args::Arguments) -> ExitCode {
+    let usage = |msg: &str| {
+        eprintln!("joinery token: {msg}; run `joinery help`");
+        ExitCode::from(2)
+    };
+    let action = args.subcommand().ok().flatten();
+    let (name, scopes, expires_in) = if action.as_deref() == Some("create") {
+        let name: Option<String> = match args.opt_value_from_str("--name") {
+            Ok(v) => v,
+            Err(e) => return usage(&format!("--name: {e}")),
+        };
+        let scopes: Vec<String> = match args.values_from_str::<_, String>("--scope") {
+            Ok(v) => v
+                .iter()
+                .flat_map(|s| s.split(','))
+                .map(str::to_string)
+                .collect(),
+            Err(e) => return usage(&format!("--scope: {e}")),
+        };
+        let expires_in: u64 = match args.opt_value_from_str("--expires-in") {
+            Ok(v) => v.unwrap_or(0),
+            Err(e) => return usage(&format!("--expires-in: {e} (seconds; 0 = never)")),
+        };
+        let Some(name) = name else {
+            return usage("create needs --name NAME");
+        };
+        let scopes = match apitoken::parse_scopes(&scopes) {
+            Ok(s) => s,
+            Err(e) => return usage(&format!("--scope: {e}")),
+        };
+        (name, scopes, expires_in)
+    } else {
+        (String::new(), Vec::new(), 0)
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let mut src = Sources { args, env: &env };
+    let access = match KubeAccess::from_sources(&mut src, || {
+        config::default_kube_source(&env, &|p| std::path::Path::new(p).exists())
+    }) {
+        Ok(a) => a,
+        Err(e) => return usage(&e.to_string()),
+    };
+    let id: Option<String> = if action.as_deref() == Some("revoke") {
+        match src.args.opt_free_from_str() {
+            Ok(v) => v,
+            Err(e) => return usage(&e.to_string()),
+        }
+    } else {
+        None
+    };
+    if let Err(e) = src.finish() {
+        return usage(&e.to_string());
+    }
+    let client = match daemon::kube_client(&access.kube, access.kube_timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("joinery: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let tokens = ApiTokens::new(client, &access.namespace);
+    let failed = |e: &dyn std::fmt::Display| {
+        eprintln!("joinery token: {e}");
+        ExitCode::FAILURE
+    };
+    match action.as_deref() {
+        Some("create") => match tokens.create(&name, &scopes, expires_in, joinery::api::now()) {
+            Ok((token, info)) => {
+                eprintln!(
+                    "created API token {} ({}, scopes {}, expires {}); it is shown only once:",
+                    info.id,
+                    info.name,
+                    scope_list(&info),
+                    info.expires.map_or("never".into(), rfc3339)
+                );
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(TokenError::Invalid(m)) => usage(&m),
+            Err(e) => failed(&e),
+        },
+        Some("list") => match tokens.list() {
+            Ok(all) => {
+                println!(
+                    "{:<16}  {:<20}  {:<10}  {:<20}  {:<20}  {:<4}  LAST USED",
+                    "ID", "NAME", "SCOPES", "CREATED", "EXPIRES", "LAST"
+                );
+                for t in all {
+                    println!(
+                        "{:<16}  {:<20}  {:<10}  {:<20}  {:<20}  {:<4}  {}",
+                        t.id,
+                        t.name,
+                        scope_list(&t),
+                        rfc3339(t.created),
+                        t.expires.map_or("never".into(), rfc3339),
+                        t.last_four,
+                        t.last_used.map_or("never".into(), rfc3339),
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => failed(&e),
+        },
+        Some("revoke") => {
+            let Some(id) = id else {
+                return usage("revoke needs the token's ID (see `joinery token list`)");
+            };
+            match tokens.revoke(&id) {
+                Ok(info) => {
+                    eprintln!("revoked API token {} ({})", info.id, info.name);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failed(&e),
+            }
+        }
+        _ => usage("use `joinery token create`, `joinery token list` or `joinery token revoke ID`"),
+    }
+}
+
+fn scope_list(t: &TokenInfo) -> String {
+    t.scopes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn rfc3339(secs: i64) -> String {
+    let (date, time) = log::civil(secs);
+    format!("{date}T{time}Z")
 }

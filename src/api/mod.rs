@@ -10,8 +10,11 @@ mod flux;
 mod join;
 mod meta;
 mod nodes;
+mod oauth;
 mod observe;
+mod ready;
 mod session;
+mod tokens;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -19,9 +22,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use error::{json_response, ApiError};
 
+use crate::auth::apitoken::{self, ApiTokens, TokenError};
+use crate::auth::refresh::RefreshTokens;
 use crate::auth::store::{PasswordHashes, SigningKeys};
 use crate::auth::{self, jwt, Scope};
-use crate::http::{Handler, Request, Response};
+use crate::http::{Handler, Peer, Request, Response};
 use crate::join::JoinService;
 use crate::kube;
 
@@ -36,6 +41,10 @@ pub struct Context {
     pub keys: SigningKeys,
     pub server: ServerInfo,
     pub join: Option<JoinService>,
+    /// `jnr_` API tokens (Secrets `joinery-token-*`).
+    pub api_tokens: ApiTokens,
+    /// OAuth2 refresh-token families (Secrets `joinery-refresh-*`).
+    pub refresh: RefreshTokens,
 }
 
 /// Facts about this daemon's own listener, for the commands it hands out.
@@ -52,6 +61,8 @@ pub struct ServerInfo {
     pub self_signed: bool,
     /// Live counters of every listener, for `GET /metrics`.
     pub stats: Vec<crate::http::Stats>,
+    /// The only uid served on the local Unix socket (`--socket-uid`), as admin.
+    pub socket_uid: u32,
 }
 
 /// Who made a request, once their token checked out.
@@ -89,6 +100,9 @@ const AREAS: &[&[Route]] = &[
     join::ROUTES,
     flux::ROUTES,
     observe::ROUTES,
+    oauth::ROUTES,
+    tokens::ROUTES,
+    ready::ROUTES,
 ];
 
 fn routes() -> impl Iterator<Item = &'static Route> {
@@ -136,6 +150,7 @@ impl Api {
     }
 
     fn dispatch(&self, req: &Request, route: &Route) -> Result<Response, ApiError> {
+        check_local_peer(&self.ctx, req)?;
         let identity = match route.access {
             Access::Public | Access::Handler => None,
             Access::Needs(scope) => {
@@ -182,8 +197,36 @@ impl Handler for Api {
     }
 }
 
-/// Checks the bearer token of a request.
+/// On the local Unix socket only `--socket-uid` is served, whatever the route: the
+/// socket's mode (0600) keeps others out, and SO_PEERCRED makes sure of it.
+fn check_local_peer(ctx: &Context, req: &Request) -> Result<(), ApiError> {
+    let Peer::Unix { uid } = req.peer else {
+        return Ok(());
+    };
+    if uid == Some(ctx.server.socket_uid) {
+        return Ok(());
+    }
+    let who = uid.map_or_else(|| "an unknown user".to_string(), |u| format!("uid {u}"));
+    Err(ApiError::new(
+        403,
+        "local_user_refused",
+        format!(
+            "this socket serves only uid {} (--socket-uid), and the caller is {who}; use \
+             the HTTPS API with a token instead",
+            ctx.server.socket_uid
+        ),
+    ))
+}
+
+/// Who made a request: the local socket's user (admin, checked by [`check_local_peer`]),
+/// or the holder of a session JWT or a `jnr_` API token.
 fn authenticate(ctx: &Context, req: &Request) -> Result<Identity, ApiError> {
+    if let Peer::Unix { uid } = req.peer {
+        return Ok(Identity {
+            subject: format!("local:uid={}", uid.unwrap_or(u32::MAX)),
+            scope: Scope::Admin,
+        });
+    }
     let Some(header) = req.header("authorization") else {
         return Err(ApiError::unauthorized(
             "missing_token",
@@ -197,6 +240,19 @@ fn authenticate(ctx: &Context, req: &Request) -> Result<Identity, ApiError> {
             "the Authorization header must be 'Bearer TOKEN'",
         ));
     };
+    if token.starts_with(apitoken::PREFIX) {
+        return match ctx.api_tokens.verify(token, now()) {
+            Ok(info) => Ok(Identity {
+                subject: format!("token:{}", info.id),
+                scope: info.scope(),
+            }),
+            Err(TokenError::Kube(e)) => Err(ApiError::from_kube(&e)),
+            Err(e) => Err(ApiError::unauthorized(
+                "invalid_token",
+                format!("{e}; create a new one with POST /v1/auth/tokens"),
+            )),
+        };
+    }
     let key = ctx.keys.get().map_err(|e| e.to_api_error())?;
     let claims = jwt::verify(key.as_bytes(), token, SESSION_AUDIENCE, now()).map_err(|e| {
         ApiError::unauthorized(

@@ -1,18 +1,23 @@
-//! Authentication: the pure pieces, with no sockets and no Kubernetes.
+//! Authentication: the pure pieces (no sockets, no Kubernetes), and the stores that
+//! keep auth state in Kubernetes Secrets (`store`, `apitoken`, `refresh`).
 //!
 //! - [`jwt`]: HS256 tokens, signed and checked by hand with `hmac` + `sha2`.
 //! - [`password`]: the installer password as a bcrypt hash (`$2a$` from Embedded
 //!   Cluster, `$2b$` from us).
 //! - [`key`]: the 32-byte signing key, loaded from a file and never printed.
 //! - [`scope`]: what a token lets its holder do.
+//! - [`apitoken`]: opaque `jnr_` API tokens, stored as SHA-256 hashes in Secrets.
+//! - [`refresh`]: rotating OAuth2 refresh-token families, one Secret each.
 //! - [`bearer_token`]: the token out of an `Authorization` header.
 //!
-//! Invariant: nothing here logs, and no error message carries a token, password, hash
-//! or key, so callers may log and return these errors as they are.
+//! Invariant: no log line or error message carries a token, password, hash or key (the
+//! stores log ids only), so callers may log and return these errors as they are.
 
+pub mod apitoken;
 pub mod jwt;
 pub mod key;
 pub mod password;
+pub mod refresh;
 pub mod scope;
 pub mod store;
 

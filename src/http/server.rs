@@ -69,11 +69,18 @@ impl Server {
     }
 
     /// Listen on a Unix socket at `path` for plain HTTP (local clients; each request's
-    /// peer carries the client's uid). A stale socket file at `path` is replaced; the new
-    /// one is made mode 0600 so only our user (and root) can connect.
+    /// peer carries the client's uid). A stale socket file at `path` is replaced, but one
+    /// that a live server still answers on is not (AddrInUse); the new one is made mode
+    /// 0600 so only our user (and root) can connect.
     pub fn bind_unix(path: &Path, limits: Limits) -> io::Result<Server> {
         match std::fs::symlink_metadata(path) {
             Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
+                if UnixStream::connect(path).is_ok() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("{} is in use by another running server", path.display()),
+                    ));
+                }
                 std::fs::remove_file(path)?
             }
             Ok(_) => {

@@ -61,6 +61,14 @@ impl ShutdownHandle {
         false
     }
 
+    /// Block until shutdown is requested (for a thread that must follow another
+    /// server's shutdown, such as the Unix-socket server following the TLS one).
+    pub fn wait(&self) {
+        while !self.is_shutdown() {
+            let _ = sys::wait_readable(None, self.fd(), None);
+        }
+    }
+
     /// The read end of the pipe, readable once shutdown is requested.
     pub(crate) fn fd(&self) -> RawFd {
         self.0.read.as_raw_fd()

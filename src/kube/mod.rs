@@ -11,11 +11,13 @@
 //! - `status.rs`: non-2xx `Status` → [`Error`], `Retry-After` (pure).
 //! - `paging.rs`: list paging decisions, path and query encoding (pure).
 //! - `client.rs`: all I/O: files, TLS, the request loop, the typed calls.
+//! - `secret_writes.rs`: resourceVersion-checked Secret replace, annotation patch.
 
 mod client;
 mod error;
 mod kubeconfig;
 mod paging;
+mod secret_writes;
 mod status;
 mod target;
 mod types;

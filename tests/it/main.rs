@@ -7,3 +7,4 @@ mod api;
 mod hostile;
 mod join;
 mod startup;
+mod tokens;

@@ -276,6 +276,10 @@ impl Daemon {
             args.push("--password-hash-file".into());
             args.push(f.display().to_string());
         }
+        // Test daemons keep off the host's /run/joinery unless a test asks for a socket.
+        if !opts.args.iter().any(|a| a.starts_with("--socket")) {
+            args.push("--socket=none".into());
+        }
         args.extend(opts.args.iter().cloned());
         let mut cmd = match opts.nofile {
             Some(n) => {

@@ -63,6 +63,8 @@ class Daemon:
             path = os.path.join(self.dir, "password.hash")
             Path(path).write_text(hash_ + "\n")
             args += ["--password-hash-file", path]
+        if not any(str(a).startswith("--socket") for a in extra):
+            args.append("--socket=none")  # keep off the host's /run/joinery
         env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
         self.proc, line, self.lines = _start(args + list(extra), lambda l: '"msg":"listening"' in l,
                                              "joinery", env=env)

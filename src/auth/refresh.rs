@@ -1,0 +1,343 @@
+//! OAuth2 refresh tokens that rotate: each is usable once, and using one twice revokes
+//! everything descended from the same login (its *family*), as RFC 6819 §5.2.2.3 and the
+//! OAuth 2.0 Security BCP (RFC 9700 §4.14.2) recommend for public clients.
+//!
+//! A refresh token reads `<family>.<secret>`: 20 hex digits naming the family, a dot, and
+//! 43 base64url characters (256 random bits). Each family is one Secret
+//! `joinery-refresh-<family>` in joinery's namespace holding the SHA-256 of the family's
+//! current token (never the token), a generation counter, the subject, the scope granted
+//! at login and the expiry. State lives in Kubernetes, so every controller sees the same
+//! families and they survive restarts.
+//!
+//! Rotation reads the Secret, checks the hash, and replaces it with a PUT carrying the
+//! `resourceVersion` it read: if two controllers race on the same token, Kubernetes lets
+//! exactly one PUT through and the other gets a conflict. A conflict, or a token of the
+//! family that is not the current one, means a token was presented twice: the family is
+//! deleted (uid-preconditioned), so the attacker's and the victim's newer tokens both die
+//! and the user logs in again. Each refresh token is valid [`REFRESH_TTL_SECS`] (30 days)
+//! from when it was issued; expired families are swept when new ones are made.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use super::Scope;
+use crate::kube;
+
+/// How long a refresh token is valid after it is issued (each rotation starts anew).
+pub const REFRESH_TTL_SECS: i64 = 30 * 86_400;
+/// Name prefix of family Secrets.
+pub const SECRET_PREFIX: &str = "joinery-refresh-";
+/// Label marking family Secrets, for sweeping.
+pub const LABEL: &str = "joinery.replicated.com/refresh-family";
+
+const HASH_KEY: &str = "sha256";
+const ANN_GENERATION: &str = "joinery.replicated.com/generation";
+const ANN_SUBJECT: &str = "joinery.replicated.com/subject";
+const ANN_SCOPE: &str = "joinery.replicated.com/scope";
+const ANN_EXPIRES: &str = "joinery.replicated.com/expires";
+const FAMILY_HEX: usize = 20;
+const SECRET_CHARS: usize = 43;
+/// How often, at most, expired families are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Why a refresh token was refused. All but `Kube` are OAuth2 `invalid_grant`.
+#[derive(Debug)]
+pub enum RefreshError {
+    /// Not a refresh token of ours, or its family no longer exists.
+    Unknown,
+    /// The family's time is up (it has been deleted).
+    Expired,
+    /// The token was used before: the whole family has been revoked.
+    Reused,
+    /// The token is good but does not cover the scope asked for (nothing was spent).
+    Scope(Scope),
+    Kube(kube::Error),
+}
+
+/// The outcome of a rotation: who the family belongs to and the token that replaces
+/// the one presented.
+#[derive(Debug)]
+pub struct Rotated {
+    pub subject: String,
+    /// The scope granted at login; the access token may be narrower.
+    pub scope: Scope,
+    pub refresh_token: String,
+    pub generation: u64,
+}
+
+/// Splits a refresh token into (family, secret) if it has our shape.
+pub fn parse(token: &str) -> Option<(&str, &str)> {
+    let (family, secret) = token.split_once('.')?;
+    let family_ok = family.len() == FAMILY_HEX
+        && family
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let secret_ok = secret.len() == SECRET_CHARS
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (family_ok && secret_ok).then_some((family, secret))
+}
+
+fn hash_hex(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn random(n: usize) -> Result<Vec<u8>, kube::Error> {
+    let mut bytes = vec![0u8; n];
+    // A broken OS random source is fatal for this request only; carried as Protocol it
+    // answers a generic 5xx with the detail in the log.
+    getrandom::fill(&mut bytes)
+        .map_err(|e| kube::Error::Protocol(format!("no randomness from the OS: {e}")))?;
+    Ok(bytes)
+}
+
+fn new_token(family: &str) -> Result<String, kube::Error> {
+    Ok(format!("{family}.{}", URL_SAFE_NO_PAD.encode(random(32)?)))
+}
+
+/// Equality in time independent of where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The Secret of a family at `generation` whose current token is `token`.
+fn family_secret(
+    family: &str,
+    token: &str,
+    subject: &str,
+    scope: Scope,
+    generation: u64,
+    expires: i64,
+) -> kube::NewSecret {
+    kube::NewSecret {
+        name: format!("{SECRET_PREFIX}{family}"),
+        labels: BTreeMap::from([
+            (LABEL.to_string(), "true".to_string()),
+            ("app.kubernetes.io/name".to_string(), "joinery".to_string()),
+        ]),
+        annotations: BTreeMap::from([
+            (ANN_GENERATION.to_string(), generation.to_string()),
+            (ANN_SUBJECT.to_string(), subject.to_string()),
+            (ANN_SCOPE.to_string(), scope.as_str().to_string()),
+            (ANN_EXPIRES.to_string(), expires.to_string()),
+        ]),
+        data: BTreeMap::from([(HASH_KEY.to_string(), hash_hex(token).into_bytes())]),
+        type_: Some("Opaque".into()),
+    }
+}
+
+/// The refresh-token families, in one namespace.
+pub struct RefreshTokens {
+    kube: kube::Client,
+    namespace: String,
+    last_sweep: Mutex<Option<Instant>>,
+}
+
+impl RefreshTokens {
+    pub fn new(kube: kube::Client, namespace: &str) -> RefreshTokens {
+        RefreshTokens {
+            kube,
+            namespace: namespace.to_string(),
+            last_sweep: Mutex::new(None),
+        }
+    }
+
+    /// Starts a family for a fresh login and returns its first refresh token. The token
+    /// may be handed out only once this returned Ok (the Secret exists).
+    pub fn issue(&self, subject: &str, scope: Scope, now: i64) -> Result<String, kube::Error> {
+        self.sweep(now);
+        for _ in 0..3 {
+            let family: String = random(FAMILY_HEX / 2)?
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let token = new_token(&family)?;
+            let new = family_secret(&family, &token, subject, scope, 1, now + REFRESH_TTL_SECS);
+            match self.kube.create_secret(&self.namespace, &new) {
+                Ok(_) => return Ok(token),
+                // 80 random bits collided: draw again.
+                Err(kube::Error::AlreadyExists) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(kube::Error::AlreadyExists)
+    }
+
+    /// Spends `token` and returns its replacement, if `token` is its family's current
+    /// token, unexpired, and its family's scope covers `wanted` (when given).
+    pub fn rotate(
+        &self,
+        token: &str,
+        wanted: Option<Scope>,
+        now: i64,
+    ) -> Result<Rotated, RefreshError> {
+        let (family, _) = parse(token).ok_or(RefreshError::Unknown)?;
+        let name = format!("{SECRET_PREFIX}{family}");
+        let secret = self
+            .kube
+            .get_secret(&self.namespace, &name)
+            .map_err(RefreshError::Kube)?
+            .ok_or(RefreshError::Unknown)?;
+        let a = &secret.annotations;
+        let stored = secret.data.get(HASH_KEY).map(Vec::as_slice).unwrap_or(b"");
+        if !same(stored, hash_hex(token).as_bytes()) {
+            self.revoke(
+                family,
+                &secret.uid,
+                "an old refresh token was presented again",
+            );
+            return Err(RefreshError::Reused);
+        }
+        let expires = a.get(ANN_EXPIRES).and_then(|v| v.parse::<i64>().ok());
+        let scope = a.get(ANN_SCOPE).and_then(|s| Scope::parse(s));
+        let subject = a.get(ANN_SUBJECT).cloned().unwrap_or_default();
+        let generation = a.get(ANN_GENERATION).and_then(|v| v.parse::<u64>().ok());
+        let (Some(expires), Some(scope), Some(generation)) = (expires, scope, generation) else {
+            self.revoke(family, &secret.uid, "the family's Secret is damaged");
+            return Err(RefreshError::Unknown);
+        };
+        if expires <= now {
+            self.revoke(family, &secret.uid, "the refresh token expired");
+            return Err(RefreshError::Expired);
+        }
+        if let Some(w) = wanted {
+            if !scope.allows(w) {
+                return Err(RefreshError::Scope(scope));
+            }
+        }
+        let fresh = new_token(family).map_err(RefreshError::Kube)?;
+        let next = generation.saturating_add(1);
+        let new = family_secret(
+            family,
+            &fresh,
+            &subject,
+            scope,
+            next,
+            now + REFRESH_TTL_SECS,
+        );
+        match self
+            .kube
+            .replace_secret(&self.namespace, &secret.resource_version, &new)
+        {
+            Ok(_) => Ok(Rotated {
+                subject,
+                scope,
+                refresh_token: fresh,
+                generation: next,
+            }),
+            // Another request spent this very token between our read and our write.
+            Err(kube::Error::Conflict) => {
+                self.revoke(
+                    family,
+                    &secret.uid,
+                    "the same refresh token was used twice at once",
+                );
+                Err(RefreshError::Reused)
+            }
+            Err(kube::Error::NotFound) => Err(RefreshError::Unknown),
+            Err(e) => Err(RefreshError::Kube(e)),
+        }
+    }
+
+    /// Deletes a family; best effort (a failure is logged, and the token is refused anyway).
+    fn revoke(&self, family: &str, uid: &str, why: &str) {
+        let name = format!("{SECRET_PREFIX}{family}");
+        let result = match self.kube.delete_secret(&self.namespace, &name, Some(uid)) {
+            Ok(()) | Err(kube::Error::NotFound) => "revoked".to_string(),
+            Err(e) => format!("revoke failed: {e}"),
+        };
+        crate::log::warn(
+            "refresh token family revoked",
+            &[
+                ("family", family.into()),
+                ("reason", why.into()),
+                ("result", result.into()),
+            ],
+        );
+    }
+
+    /// Deletes expired families, at most once an hour; failures wait for the next sweep.
+    fn sweep(&self, now: i64) {
+        {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let Ok(all) = self
+            .kube
+            .list_secrets(&self.namespace, &format!("{LABEL}=true"))
+        else {
+            return;
+        };
+        for s in all {
+            let expires = s
+                .annotations
+                .get(ANN_EXPIRES)
+                .and_then(|v| v.parse::<i64>().ok());
+            if expires.is_none_or(|e| e <= now) {
+                let _ = self
+                    .kube
+                    .delete_secret(&self.namespace, &s.name, Some(&s.uid));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_have_a_family_and_a_secret() {
+        let t = new_token("0123456789abcdef0123").unwrap();
+        let (family, secret) = parse(&t).unwrap();
+        assert_eq!(family, "0123456789abcdef0123");
+        assert_eq!(secret.len(), SECRET_CHARS);
+        assert_ne!(t, new_token(family).unwrap());
+    }
+
+    #[test]
+    fn other_shapes_are_refused() {
+        let good_secret = "A".repeat(SECRET_CHARS);
+        for bad in [
+            String::new(),
+            "0123456789abcdef0123".to_string(),
+            format!("0123456789abcdef0123{good_secret}"),
+            format!("0123456789ABCDEF0123.{good_secret}"),
+            format!("0123456789abcdef012.{good_secret}"),
+            format!("../../etc/passwd0123.{good_secret}"),
+            format!("0123456789abcdef0123.{good_secret}A"),
+            format!("0123456789abcdef0123.{}+", "A".repeat(SECRET_CHARS - 1)),
+            format!("0123456789abcdef0123.{good_secret}.x"),
+            // A session JWT is not a refresh token.
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.c2ln".to_string(),
+        ] {
+            assert!(parse(&bad).is_none(), "{bad:?}");
+        }
+        assert!(parse(&format!("0123456789abcdef0123.{good_secret}")).is_some());
+    }
+
+    #[test]
+    fn the_family_secret_stores_only_a_hash() {
+        let token = new_token("0123456789abcdef0123").unwrap();
+        let s = family_secret("0123456789abcdef0123", &token, "admin", Scope::Read, 7, 99);
+        assert_eq!(s.name, "joinery-refresh-0123456789abcdef0123");
+        assert_eq!(s.data[HASH_KEY], hash_hex(&token).into_bytes());
+        let everything = format!("{:?}{:?}", s.annotations, s.data);
+        assert!(!everything.contains(parse(&token).unwrap().1));
+        assert_eq!(s.annotations[ANN_GENERATION], "7");
+        assert_eq!(s.annotations[ANN_SCOPE], "read");
+        assert_eq!(s.labels[LABEL], "true");
+    }
+}
