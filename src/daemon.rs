@@ -130,7 +130,10 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     let local = server
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
+    let lifecycle =
+        crate::lifecycle::Lifecycle::new(kube.clone(), &cfg.namespace, node_name.as_deref());
     let ctx = Arc::new(Context {
+        lifecycle: lifecycle.clone(),
         kube,
         passwords,
         keys,
@@ -157,6 +160,9 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
             })
             .map_err(|e| StartError(format!("cannot start the cache thread: {e}")))?;
     }
+    // Drains in progress (on any controller, before any restart) are carried on by it.
+    let drain_worker = crate::lifecycle::WorkerHandle::start(lifecycle)
+        .map_err(|e| StartError(format!("cannot start the drain worker: {e}")))?;
     http::install_signal_handlers(server.shutdown_handle())
         .map_err(|e| StartError(format!("cannot install signal handlers: {e}")))?;
     log::info(
@@ -166,9 +172,11 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
             ("pin", identity.pin.clone().into()),
         ],
     );
-    server
-        .run(Arc::new(Api::new(ctx)))
-        .map_err(|e| StartError(format!("server stopped: {e}")))?;
+    let served = server.run(Arc::new(Api::new(ctx)));
+    // Stop the drain worker whether or not the server ended cleanly: it gives up its
+    // Leases so another controller's joinery carries on at once.
+    drain_worker.shutdown();
+    served.map_err(|e| StartError(format!("server stopped: {e}")))?;
     log::info("stopped", &[]);
     Ok(())
 }

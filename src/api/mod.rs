@@ -7,6 +7,7 @@
 
 mod error;
 mod join;
+mod lifecycle;
 mod meta;
 mod nodes;
 mod session;
@@ -34,6 +35,8 @@ pub struct Context {
     pub keys: SigningKeys,
     pub server: ServerInfo,
     pub join: Option<JoinService>,
+    /// Drain state, the drain worker's signal and this daemon's Lease identity.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 /// Facts about this daemon's own listener, for the commands it hands out.
@@ -78,7 +81,13 @@ pub(crate) struct Route {
 
 /// Every area's routes. An area file declares its own `ROUTES`; adding an area is one
 /// `mod` line and one entry here.
-const AREAS: &[&[Route]] = &[meta::ROUTES, session::ROUTES, nodes::ROUTES, join::ROUTES];
+const AREAS: &[&[Route]] = &[
+    meta::ROUTES,
+    session::ROUTES,
+    nodes::ROUTES,
+    join::ROUTES,
+    lifecycle::ROUTES,
+];
 
 fn routes() -> impl Iterator<Item = &'static Route> {
     AREAS.iter().flat_map(|area| area.iter())

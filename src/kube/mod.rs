@@ -11,10 +11,12 @@
 //! - `status.rs`: non-2xx `Status` → [`Error`], `Retry-After` (pure).
 //! - `paging.rs`: list paging decisions, path and query encoding (pure).
 //! - `client.rs`: all I/O: files, TLS, the request loop, the typed calls.
+//! - `lifecycle.rs`: node patch/delete, pods and eviction, Leases, EtcdMembers.
 
 mod client;
 mod error;
 mod kubeconfig;
+mod lifecycle;
 mod paging;
 mod status;
 mod target;
@@ -23,4 +25,5 @@ mod wire;
 
 pub use client::Client;
 pub use error::Error;
+pub use lifecycle::{EtcdMember, Eviction, Lease, NodePatch, Pod};
 pub use types::{Address, Condition, NewSecret, Node, NodeInfo, Secret, Source, Taint, Timeouts};
