@@ -112,10 +112,17 @@ struct Detail {
 
 fn detail(ctx: &Context, node: kube::Node) -> Result<Value, ApiError> {
     let etcd = if is_controller(&node.labels) {
-        let m = ctx
-            .kube
-            .get_etcd_member(&node.name)
-            .map_err(|e| ApiError::from_kube(&e))?;
+        // The rest of the detail stands without it; the log says why it is missing.
+        let m = ctx.kube.get_etcd_member(&node.name).unwrap_or_else(|e| {
+            log::warn(
+                "cannot read the node's EtcdMember",
+                &[
+                    ("node", node.name.clone().into()),
+                    ("error", e.to_string().into()),
+                ],
+            );
+            None
+        });
         Some(match m {
             Some(m) => json!({
                 "memberId": m.member_id,

@@ -95,7 +95,17 @@ fn run(lc: &Lifecycle) {
             let Some(d) = nodes.get_mut(&name) else {
                 continue;
             };
-            if !tick(lc, &name, d) {
+            // A bug in one pass must not end every drain this daemon drives.
+            let keep =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tick(lc, &name, d)))
+                    .unwrap_or_else(|_| {
+                        log::error(
+                            "drain worker pass failed; will retry",
+                            &[("node", name.clone().into())],
+                        );
+                        true
+                    });
+            if !keep {
                 if let Some(h) = nodes.remove(&name).and_then(|d| d.held) {
                     lease::release(&lc.kube, &h);
                 }
