@@ -128,6 +128,8 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     let local_addr = server
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
+    let lifecycle =
+        crate::lifecycle::Lifecycle::new(kube.clone(), &cfg.namespace, node_name.as_deref());
     let socket = match &cfg.socket {
         None => None,
         Some(path) => Some((bind_socket(path, &limits)?, path.clone())),
@@ -135,6 +137,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     let mut stats = vec![server.stats()];
     stats.extend(socket.as_ref().map(|(s, _)| s.stats()));
     let ctx = Arc::new(Context {
+        lifecycle: lifecycle.clone(),
         api_tokens: ApiTokens::new(kube.clone(), &cfg.namespace),
         refresh: RefreshTokens::new(kube.clone(), &cfg.namespace),
         kube,
@@ -165,6 +168,9 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
             })
             .map_err(|e| StartError(format!("cannot start the cache thread: {e}")))?;
     }
+    // Drains in progress (on any controller, before any restart) are carried on by it.
+    let drain_worker = crate::lifecycle::WorkerHandle::start(lifecycle)
+        .map_err(|e| StartError(format!("cannot start the drain worker: {e}")))?;
     let tls_shutdown = server.shutdown_handle();
     http::install_signal_handlers(tls_shutdown.clone())
         .map_err(|e| StartError(format!("cannot install signal handlers: {e}")))?;
@@ -192,6 +198,9 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     if let Some(threads) = local {
         threads.join();
     }
+    // Stop the drain worker whether or not the server ended cleanly: it gives up its
+    // Leases so another controller's joinery carries on at once.
+    drain_worker.shutdown();
     served.map_err(|e| StartError(format!("server stopped: {e}")))?;
     log::info("stopped", &[]);
     Ok(())

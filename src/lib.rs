@@ -11,6 +11,7 @@ pub mod http;
 pub mod join;
 pub mod kube;
 pub mod labels;
+pub mod lifecycle;
 pub mod log;
 pub mod metrics;
 pub mod roles;

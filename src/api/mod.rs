@@ -8,6 +8,7 @@
 mod error;
 mod flux;
 mod join;
+mod lifecycle;
 mod meta;
 mod nodes;
 mod oauth;
@@ -45,6 +46,8 @@ pub struct Context {
     pub api_tokens: ApiTokens,
     /// OAuth2 refresh-token families (Secrets `joinery-refresh-*`).
     pub refresh: RefreshTokens,
+    /// Drain state, the drain worker's signal and this daemon's Lease identity.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 /// Facts about this daemon's own listener, for the commands it hands out.
@@ -103,6 +106,7 @@ const AREAS: &[&[Route]] = &[
     oauth::ROUTES,
     tokens::ROUTES,
     ready::ROUTES,
+    lifecycle::ROUTES,
 ];
 
 fn routes() -> impl Iterator<Item = &'static Route> {

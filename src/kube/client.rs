@@ -140,10 +140,10 @@ fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
 }
 
 /// One answer from the API server, body already read under a cap.
-struct Reply {
-    status: u16,
-    retry_after: Option<String>,
-    body: Vec<u8>,
+pub(super) struct Reply {
+    pub(super) status: u16,
+    pub(super) retry_after: Option<String>,
+    pub(super) body: Vec<u8>,
 }
 
 impl Client {
@@ -480,8 +480,9 @@ impl Client {
     }
 
     /// The request loop: refresh the token once on 401, retry GETs on unavailability,
-    /// all within one `Timeouts::request` budget.
-    fn call(
+    /// all within one `Timeouts::request` budget. Callers that must read a non-2xx body
+    /// (an eviction's 429 causes) use this instead of `fetch`.
+    pub(super) fn call(
         &self,
         method: &Method,
         path: &str,

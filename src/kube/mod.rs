@@ -12,10 +12,12 @@
 //! - `paging.rs`: list paging decisions, path and query encoding (pure).
 //! - `client.rs`: all I/O: files, TLS, the request loop, the typed calls.
 //! - `secret_writes.rs`: resourceVersion-checked Secret replace, annotation patch.
+//! - `lifecycle.rs`: node patch/delete, pods and eviction, Leases, EtcdMembers.
 
 mod client;
 mod error;
 mod kubeconfig;
+mod lifecycle;
 mod paging;
 mod secret_writes;
 mod status;
@@ -25,4 +27,5 @@ mod wire;
 
 pub use client::Client;
 pub use error::Error;
+pub use lifecycle::{EtcdMember, Eviction, Lease, NodePatch, Pod};
 pub use types::{Address, Condition, NewSecret, Node, NodeInfo, Secret, Source, Taint, Timeouts};

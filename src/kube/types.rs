@@ -42,6 +42,8 @@ pub enum Source {
 pub struct Node {
     pub name: String,
     pub uid: String,
+    /// `metadata.resourceVersion`, for preconditioned patches.
+    pub resource_version: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// The first `status.addresses` entry of type `InternalIP`.

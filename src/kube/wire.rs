@@ -254,6 +254,7 @@ pub(crate) fn node_from_wire(w: WireNode) -> Result<Node, Error> {
     Ok(Node {
         name,
         uid: meta.uid.unwrap_or_default(),
+        resource_version: meta.resource_version.unwrap_or_default(),
         labels: meta.labels.unwrap_or_default(),
         annotations: meta.annotations.unwrap_or_default(),
         internal_ip,

@@ -6,5 +6,6 @@ mod support;
 mod api;
 mod hostile;
 mod join;
+mod lifecycle;
 mod startup;
 mod tokens;

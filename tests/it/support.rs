@@ -259,17 +259,26 @@ impl Daemon {
             "0".into(),
             "--bind-address".into(),
             "127.0.0.1".into(),
-            "--kubeconfig".into(),
-            opts.kubeconfig
-                .clone()
-                .unwrap_or_else(|| fake.kubeconfig())
-                .display()
-                .to_string(),
             "--data-dir".into(),
             data_path.display().to_string(),
-            "--node-name".into(),
-            "node-1".into(),
         ];
+        // Defaults a test may override in `opts.args` (a flag given twice is refused).
+        for (flag, value) in [
+            (
+                "--kubeconfig",
+                opts.kubeconfig
+                    .clone()
+                    .unwrap_or_else(|| fake.kubeconfig())
+                    .display()
+                    .to_string(),
+            ),
+            ("--node-name", "node-1".to_string()),
+        ] {
+            if !opts.args.iter().any(|a| a == flag) {
+                args.push(flag.into());
+                args.push(value);
+            }
+        }
         if opts.password_file {
             let f = data_dir.path().join("password.hash");
             std::fs::write(&f, format!("{}\n", password_hash())).unwrap();
