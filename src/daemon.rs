@@ -142,6 +142,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
             self_signed: cfg.tls_cert.is_none(),
         },
         join,
+        throttle: crate::auth::throttle::Throttle::default(),
     });
     if ctx.join.is_some() {
         // Compress and hash the artifacts once, so joins are served from cache. The

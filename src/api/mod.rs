@@ -18,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use error::{json_response, ApiError};
 
 use crate::auth::store::{PasswordHashes, SigningKeys};
+use crate::auth::throttle::Throttle;
 use crate::auth::{self, jwt, Scope};
 use crate::http::{Handler, Request, Response};
 use crate::join::JoinService;
@@ -34,6 +35,9 @@ pub struct Context {
     pub keys: SigningKeys,
     pub server: ServerInfo,
     pub join: Option<JoinService>,
+    /// Password-guessing lockouts and the bcrypt concurrency cap, shared by every
+    /// endpoint that checks the installer password.
+    pub throttle: Throttle,
 }
 
 /// Facts about this daemon's own listener, for the commands it hands out.

@@ -5,6 +5,8 @@
 //!   Cluster, `$2b$` from us).
 //! - [`key`]: the 32-byte signing key, loaded from a file and never printed.
 //! - [`scope`]: what a token lets its holder do.
+//! - [`throttle`]: per-address password-guessing lockouts and the cap on concurrent
+//!   bcrypt checks.
 //! - [`bearer_token`]: the token out of an `Authorization` header.
 //!
 //! Invariant: nothing here logs, and no error message carries a token, password, hash
@@ -15,6 +17,7 @@ pub mod key;
 pub mod password;
 pub mod scope;
 pub mod store;
+pub mod throttle;
 
 pub use jwt::{random_id, sign, verify, Claims, JwtError};
 pub use key::{KeyError, SigningKey};

@@ -6,3 +6,4 @@ mod support;
 mod api;
 mod hostile;
 mod startup;
+mod throttle;

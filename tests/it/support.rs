@@ -211,6 +211,9 @@ pub struct Daemon {
     pub port: u16,
     pub pin: String,
     pub output: Output,
+    /// Secrets this daemon must never print: [`PASSWORD`], every JWT any reply carried
+    /// (session and join tokens), and whatever a test registers. Checked in `Drop`.
+    secrets: Arc<Mutex<Vec<String>>>,
 }
 
 /// How to start a daemon.
@@ -320,6 +323,30 @@ impl Daemon {
             port,
             pin,
             output,
+            secrets: Arc::new(Mutex::new(vec![PASSWORD.to_string()])),
+        }
+    }
+
+    /// Registers a secret the daemon must never print (checked when it is dropped).
+    pub fn register_secret(&self, secret: &str) {
+        if secret.len() >= 8 {
+            self.secrets.lock().unwrap().push(secret.to_string());
+        }
+    }
+
+    /// Panics if any registered secret appears in the daemon's output so far.
+    pub fn assert_no_secret_logged(&self) {
+        let lines = self.output.lines();
+        for secret in self.secrets.lock().unwrap().iter() {
+            if let Some(line) = lines.iter().find(|l| l.contains(secret.as_str())) {
+                // Never print the secret itself, only where it leaked.
+                let at = line.find(secret.as_str()).unwrap_or(0);
+                panic!(
+                    "a secret ({} bytes) appeared in the daemon's log at byte {at} of:\n{}",
+                    secret.len(),
+                    line.replace(secret.as_str(), "<SECRET>")
+                );
+            }
         }
     }
 
@@ -362,7 +389,11 @@ impl Daemon {
     pub fn curl(&self, method: &str, path: &str, extra: &[&str]) -> Reply {
         let mut args: Vec<String> = vec!["-X".into(), method.into()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        curl_at(&self.cert(), &format!("{}{}", self.url, path), &args)
+        let reply = curl_at(&self.cert(), &format!("{}{}", self.url, path), &args);
+        for jwt in jwts_in(&reply.body) {
+            self.register_secret(&jwt);
+        }
+        reply
     }
 
     /// GET with a bearer token.
@@ -407,8 +438,32 @@ impl Drop for Daemon {
         }
         if std::thread::panicking() {
             eprintln!("--- joinery output ---\n{}", self.output.lines().join("\n"));
+        } else {
+            // Every test checks the log for secrets without having to ask. Give the
+            // output pumps a moment to take the last lines of the killed process.
+            std::thread::sleep(Duration::from_millis(50));
+            self.assert_no_secret_logged();
         }
     }
+}
+
+/// Every JWT-shaped string (`eyJ` + base64url, three dot-separated parts) in `bytes`.
+pub fn jwts_in(bytes: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut found = Vec::new();
+    let mut rest: &str = &text;
+    while let Some(at) = rest.find("eyJ") {
+        let tail = &rest[at..];
+        let len = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+            .unwrap_or(tail.len());
+        let candidate = &tail[..len];
+        if candidate.split('.').count() == 3 {
+            found.push(candidate.to_string());
+        }
+        rest = &tail[len.max(3)..];
+    }
+    found
 }
 
 /// What curl got back.

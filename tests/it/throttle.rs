@@ -1,0 +1,56 @@
+//! Password guessing: per-address lockouts on `POST /v1/auth/token`, and the owner still
+//! logging in from another address meanwhile.
+
+use crate::support::{Daemon, FakeKube, PASSWORD};
+
+fn login_from(d: &Daemon, source: &str, password: &str) -> crate::support::Reply {
+    let body = serde_json::json!({ "password": password }).to_string();
+    d.curl(
+        "POST",
+        "/v1/auth/token",
+        &[
+            "--interface",
+            source,
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+        ],
+    )
+}
+
+#[test]
+fn guessing_locks_out_one_address_and_not_another() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start(&fake);
+    for i in 0..5 {
+        let r = login_from(&d, "127.0.0.1", &format!("guess number {i}"));
+        r.assert_error(401, "invalid_password");
+    }
+    // The sixth attempt is refused before bcrypt runs, even with the right password.
+    for password in ["guess number 6", PASSWORD] {
+        let r = login_from(&d, "127.0.0.1", password);
+        let msg = r.assert_error(429, "too_many_attempts");
+        let retry: u64 = r
+            .header("retry-after")
+            .expect("Retry-After")
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        assert!(msg.contains("seconds"), "{msg}");
+    }
+    // The owner, from another address, is not locked out.
+    let r = login_from(&d, "127.0.0.2", PASSWORD);
+    assert_eq!(r.status, 200, "{}", r.text());
+    d.register_secret(r.json()["token"].as_str().unwrap());
+    // Health keeps answering.
+    assert_eq!(d.curl("GET", "/v1/health", &[]).status, 200);
+    // Each wrong password left an audit line naming the client, never the password.
+    let audits = d
+        .output
+        .json_lines()
+        .into_iter()
+        .filter(|l| l["msg"] == "audit" && l["result"] == "wrong_password")
+        .count();
+    assert_eq!(audits, 5);
+}
