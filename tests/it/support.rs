@@ -225,6 +225,8 @@ pub struct DaemonOpts {
     pub nofile: Option<u32>,
     /// Reuse this data directory (e.g. a previous daemon's) instead of a fresh one.
     pub data_dir: Option<PathBuf>,
+    /// Use this kubeconfig instead of the fake's own.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl Default for DaemonOpts {
@@ -235,6 +237,7 @@ impl Default for DaemonOpts {
             env: Vec::new(),
             nofile: None,
             data_dir: None,
+            kubeconfig: None,
         }
     }
 }
@@ -258,7 +261,11 @@ impl Daemon {
             "--bind-address".into(),
             "127.0.0.1".into(),
             "--kubeconfig".into(),
-            fake.kubeconfig().display().to_string(),
+            opts.kubeconfig
+                .clone()
+                .unwrap_or_else(|| fake.kubeconfig())
+                .display()
+                .to_string(),
             "--data-dir".into(),
             data_path.display().to_string(),
             "--node-name".into(),
@@ -542,4 +549,46 @@ pub fn curl_at(cert: &Path, url: &str, extra: &[String]) -> Reply {
         body: std::fs::read(&body).unwrap_or_default(),
         exit: out.status.code().unwrap_or(-1),
     }
+}
+
+/// Join inputs for a daemon: a tiny Embedded Cluster config (roles `controller` and
+/// `app`), a multi-node license for app `my-app`, and an artifacts directory holding
+/// `my-app` and a larger `images/air.tar`. Returns the `serve` arguments.
+pub fn join_inputs(dir: &Path) -> Vec<String> {
+    let config = dir.join("ec-config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: embeddedcluster.replicated.com/v1beta1\nkind: Config\nspec:\n  roles:\n    \
+         controller:\n      name: controller\n    custom:\n    - name: app\n      labels:\n        \
+         app: \"true\"\n",
+    )
+    .unwrap();
+    let license = dir.join("license.yaml");
+    std::fs::write(
+        &license,
+        "apiVersion: kots.io/v1beta1\nkind: License\nspec:\n  appSlug: my-app\n  licenseID: \
+         lic-123\n  isEmbeddedClusterMultiNodeEnabled: true\n",
+    )
+    .unwrap();
+    let artifacts = dir.join("artifacts");
+    std::fs::create_dir_all(artifacts.join("images")).unwrap();
+    std::fs::write(artifacts.join("my-app"), b"#!/bin/sh\necho my-app\n").unwrap();
+    // Incompressible, so building its cached member takes a moment.
+    let mut big = vec![0u8; 8 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in big.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(artifacts.join("images/air.tar"), &big).unwrap();
+    vec![
+        "--ec-config".into(),
+        config.display().to_string(),
+        "--license".into(),
+        license.display().to_string(),
+        "--artifacts-dir".into(),
+        artifacts.display().to_string(),
+    ]
 }
