@@ -107,7 +107,10 @@ fn every_endpoint_fails_clearly_in_bounded_time_and_recovers() {
                 r.text()
             );
             let v = r.json();
-            assert!(v["error"].as_str().unwrap().starts_with("kubernetes_"), "{v}");
+            assert!(
+                v["error"].as_str().unwrap().starts_with("kubernetes_"),
+                "{v}"
+            );
             if r.status == 503 {
                 let ra: u64 = r.header("retry-after").unwrap().parse().unwrap();
                 if fault["code"] == 429 {
@@ -147,7 +150,11 @@ fn conflict_on_ticket_creation_issues_no_token() {
     );
     let r = timed("create", || create_command(&d, &token));
     assert!(r.status >= 500, "{} {}", r.status, r.text());
-    assert!(!r.text().contains("eyJ"), "a token was handed out: {}", r.text());
+    assert!(
+        !r.text().contains("eyJ"),
+        "a token was handed out: {}",
+        r.text()
+    );
     assert_eq!(posts(&fake).len(), 1, "the POST was retried");
     fake.control("DELETE", "/_fake/faults", None);
     assert_eq!(create_command(&d, &token).status, 200);
