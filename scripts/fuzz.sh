@@ -28,16 +28,21 @@ if [ ${#targets[@]} -eq 0 ]; then
     mapfile -t targets < <(cd fuzz && cargo fuzz list)
 fi
 
+mkdir -p fuzz/logs
 for t in "${targets[@]}"; do
     echo "== fuzz $t (${seconds}s)"
     mkdir -p "fuzz/corpus-work/$t"
+    log="fuzz/logs/$t.log"
+    set +e
     (cd fuzz && cargo fuzz run "$t" "corpus-work/$t" "corpus/$t" -- \
         -max_total_time="$seconds" -timeout=5 -rss_limit_mb=1024 -malloc_limit_mb=512 \
-        -max_len=65536 -print_final_stats=1 2>&1) |
-        grep -E '^(stat::number_of_executed_units|==[0-9]+==|SUMMARY|Done|thread .* panicked|artifact_prefix|Test unit written)' || true
-    # grep hides libFuzzer's chatter; the pipeline's status is cargo fuzz's.
-    if [ "${PIPESTATUS[0]}" -ne 0 ]; then
-        echo "fuzz target $t failed; reproducer under fuzz/artifacts/$t/" >&2
+        -max_len=65536 -print_final_stats=1) >"$log" 2>&1
+    status=$?
+    set -e
+    grep -E '^(stat::number_of_executed_units|Done )' "$log" || true
+    if [ "$status" -ne 0 ]; then
+        tail -40 "$log" >&2
+        echo "fuzz target $t failed (exit $status); full log $log, reproducer under fuzz/artifacts/$t/" >&2
         exit 1
     fi
 done
