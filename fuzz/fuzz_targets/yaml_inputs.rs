@@ -7,8 +7,7 @@ use libfuzzer_sys::fuzz_target;
 
 fn shell_safe(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
