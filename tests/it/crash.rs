@@ -105,6 +105,7 @@ fn killed_during_the_first_cache_build_then_bundles_are_sound() {
     // The cache warms at start-up: kill while a member is being written, if we catch it.
     let cache = d1.data_dir.join("bundle-cache");
     let t = Instant::now();
+    let mut caught = false;
     while t.elapsed() < Duration::from_secs(10) {
         let writing = std::fs::read_dir(&cache)
             .map(|rd| {
@@ -113,17 +114,20 @@ fn killed_during_the_first_cache_build_then_bundles_are_sound() {
             })
             .unwrap_or(false);
         if writing {
+            caught = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(2));
     }
     d1.signal_and_wait("KILL");
+    // Reported, not asserted: a fast machine may finish the member before we look.
+    eprintln!("killed while a cache member was being written: {caught}");
     let d2 = start(&fake, inputs.path(), Some(&d1.data_dir));
     let token = d2.login();
     // Twice: once built (or taken from what survived), once from the cache.
     assert_bundle_sound(&d2.get("/v1/join-bundle?roles=app", &token));
     assert_bundle_sound(&d2.get("/v1/join-bundle?roles=app", &token));
-    // Leftover temp files of the killed process are swept, not served.
+    // (d1 owns the data directory, so it lives until here.)
     drop(d1);
 }
 

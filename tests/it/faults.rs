@@ -209,3 +209,29 @@ fn token_rotation_inline_fails_clearly_and_token_file_recovers() {
     let r = timed("file", || d_file.get("/v1/nodes", &t_file));
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// Login reads the installer password's Secret: with the API down before the first
+/// login, it answers 503 with `Retry-After` in bounded time (not 401, and no lockout is
+/// counted), then works once the API is back.
+#[test]
+fn login_from_the_password_secret_fails_clearly_then_recovers() {
+    let fake = FakeKube::with_password(3);
+    let inputs = tempfile::tempdir().unwrap();
+    let d = start(&fake, &inputs, false);
+    for fault in [
+        json!({"path": "/secrets/", "kind": "reset"}),
+        json!({"path": "/secrets/", "kind": "latency", "delayMs": (KUBE_TIMEOUT + 3) * 1000}),
+        json!({"path": "/secrets/", "kind": "status", "code": 503}),
+    ] {
+        fake.control("POST", "/_fake/faults", Some(json!([fault.clone()])));
+        for _ in 0..6 {
+            let r = timed("login", || login(&d));
+            assert_eq!(r.status, 503, "under {fault}: {}", r.text());
+            assert!(r.header("retry-after").is_some(), "under {fault}");
+        }
+        fake.control("DELETE", "/_fake/faults", None);
+    }
+    // Eighteen refused logins, none of them a wrong password: not locked out.
+    let r = login(&d);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
