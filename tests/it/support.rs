@@ -341,10 +341,16 @@ impl Daemon {
         }
     }
 
+    /// Forgets every registered secret (for the harness's own self-test only).
+    pub fn forget_secrets(&self) {
+        self.secrets.lock().unwrap().clear();
+    }
+
     /// Panics if any registered secret appears in the daemon's output so far.
     pub fn assert_no_secret_logged(&self) {
         let lines = self.output.lines();
-        for secret in self.secrets.lock().unwrap().iter() {
+        let secrets = self.secrets.lock().unwrap().clone();
+        for secret in &secrets {
             if let Some(line) = lines.iter().find(|l| l.contains(secret.as_str())) {
                 // Never print the secret itself, only where it leaked.
                 let at = line.find(secret.as_str()).unwrap_or(0);

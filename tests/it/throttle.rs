@@ -54,3 +54,19 @@ fn guessing_locks_out_one_address_and_not_another() {
         .count();
     assert_eq!(audits, 5);
 }
+
+/// The harness's secret check itself: a secret that does appear in the log is caught
+/// (the certificate pin stands in for one; it is printed in the "listening" line).
+#[test]
+fn harness_catches_a_secret_in_the_log() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start(&fake);
+    let pin = d.pin.clone();
+    d.output
+        .wait_for("the listening line", |l| l.contains(&pin));
+    d.register_secret(&pin);
+    let caught =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.assert_no_secret_logged()));
+    assert!(caught.is_err(), "the pin is in the log and was not caught");
+    d.forget_secrets();
+}
