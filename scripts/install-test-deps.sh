@@ -16,7 +16,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import pytest, jsonschema, jwt, requests, requests_oauthlib, prometheus_client, schemathesis' 2>/dev/null; then
+if ! python3 -c 'import pytest, jsonschema, jwt, requests, requests_oauthlib, prometheus_client, schemathesis, sslyze' 2>/dev/null; then
     echo "installing Python test packages"
     python3 -m pip install -q --disable-pip-version-check -r tests/support/requirements.txt
 fi

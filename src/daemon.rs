@@ -153,6 +153,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
             socket_uid: cfg.socket_uid,
         },
         join,
+        throttle: crate::auth::throttle::Throttle::default(),
     });
     if ctx.join.is_some() {
         // Compress and hash the artifacts once, so joins are served from cache. The

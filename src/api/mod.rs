@@ -26,6 +26,7 @@ pub use error::{json_response, ApiError};
 use crate::auth::apitoken::{self, ApiTokens, TokenError};
 use crate::auth::refresh::RefreshTokens;
 use crate::auth::store::{PasswordHashes, SigningKeys};
+use crate::auth::throttle::Throttle;
 use crate::auth::{self, jwt, Scope};
 use crate::http::{Handler, Peer, Request, Response};
 use crate::join::JoinService;
@@ -48,6 +49,9 @@ pub struct Context {
     pub refresh: RefreshTokens,
     /// Drain state, the drain worker's signal and this daemon's Lease identity.
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// Password-guessing lockouts and the bcrypt concurrency cap, shared by every
+    /// endpoint that checks the installer password.
+    pub throttle: Throttle,
 }
 
 /// Facts about this daemon's own listener, for the commands it hands out.

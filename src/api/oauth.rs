@@ -17,9 +17,10 @@ use std::collections::BTreeMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use super::session::session_claims;
+use super::session::{self, session_claims};
 use super::{now, Access, ApiError, Context, Identity, Route};
 use crate::auth::refresh::{RefreshError, REFRESH_TTL_SECS};
+use crate::auth::throttle::Refusal;
 use crate::auth::{jwt, password, Scope};
 use crate::http::{Body, Request, Response};
 
@@ -34,6 +35,8 @@ struct OAuthError {
     status: u16,
     error: &'static str,
     description: String,
+    /// Seconds for `Retry-After` (503s and throttled password guesses).
+    retry_after: Option<u64>,
 }
 
 fn oauth_error(error: &'static str, description: impl Into<String>) -> OAuthError {
@@ -47,6 +50,7 @@ fn oauth_error(error: &'static str, description: impl Into<String>) -> OAuthErro
         status,
         error,
         description: description.into(),
+        retry_after: (status == 503).then_some(5),
     }
 }
 
@@ -61,6 +65,23 @@ impl OAuthError {
         oauth_error(error, e.message)
     }
 
+    /// A password check the throttle refused: RFC 6749 has no code for it, so the
+    /// status (429 or 503) and `Retry-After` carry the meaning, as in the JSON login.
+    fn throttled(r: Refusal) -> OAuthError {
+        let api = session::refusal(r);
+        let secs = api
+            .headers
+            .iter()
+            .find(|(n, _)| n == "Retry-After")
+            .and_then(|(_, v)| v.parse().ok());
+        OAuthError {
+            status: api.status,
+            error: "temporarily_unavailable",
+            description: api.message,
+            retry_after: secs,
+        }
+    }
+
     fn into_response(self) -> Response {
         let mut resp = reply(
             self.status,
@@ -70,8 +91,8 @@ impl OAuthError {
             resp.headers
                 .push(("WWW-Authenticate".into(), r#"Basic realm="joinery""#.into()));
         }
-        if self.status == 503 {
-            resp.headers.push(("Retry-After".into(), "5".into()));
+        if let Some(secs) = self.retry_after {
+            resp.headers.push(("Retry-After".into(), secs.to_string()));
         }
         resp
     }
@@ -127,7 +148,7 @@ fn grant(ctx: &Context, req: &Request) -> Result<Response, OAuthError> {
         Some(s) => Some(parse_scope(s)?),
     };
     match form.get("grant_type").map(String::as_str) {
-        Some("password") => password_grant(ctx, &form, wanted),
+        Some("password") => password_grant(ctx, req, &form, wanted),
         Some("refresh_token") => refresh_grant(ctx, &form, wanted),
         Some(other) => Err(oauth_error(
             "unsupported_grant_type",
@@ -145,6 +166,7 @@ fn grant(ctx: &Context, req: &Request) -> Result<Response, OAuthError> {
 
 fn password_grant(
     ctx: &Context,
+    req: &Request,
     form: &BTreeMap<String, String>,
     wanted: Option<Scope>,
 ) -> Result<Response, OAuthError> {
@@ -158,14 +180,20 @@ fn password_grant(
         .passwords
         .current()
         .map_err(|e| OAuthError::from_api(e.to_api_error()))?;
+    // Guesses here count against the same per-address budget as POST /v1/auth/token.
+    let ip = session::client_ip(req);
+    let permit = ctx.throttle.check(ip).map_err(OAuthError::throttled)?;
     // The hash is checked even for a wrong username, so both cost the same time.
     let password_ok = !pw.is_empty() && password::verify_password(pw, &hash);
+    drop(permit);
     if username != USERNAME || !password_ok {
+        ctx.throttle.record_failure(ip);
         return Err(oauth_error(
             "invalid_grant",
             "the username must be \"admin\" and the password the installer password",
         ));
     }
+    ctx.throttle.record_success(ip);
     let scope = wanted.unwrap_or(Scope::Admin);
     let refresh = ctx
         .refresh

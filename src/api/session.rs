@@ -1,12 +1,19 @@
 //! `POST /v1/auth/token`: the installer password in, a 24-hour session JWT out.
+//!
+//! Password guessing is throttled per client address (see [`crate::auth::throttle`]);
+//! [`client_ip`] and [`refusal`] are public so other password-checking endpoints answer
+//! the same way.
+
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Deserialize;
 
 use super::{
     json_body, json_response, now, Access, ApiError, Context, Identity, Route, SESSION_AUDIENCE,
 };
+use crate::auth::throttle::Refusal;
 use crate::auth::{jwt, password, Scope};
-use crate::http::{Request, Response};
+use crate::http::{Peer, Request, Response};
 
 /// How long a session token lives.
 pub const SESSION_TTL_SECS: i64 = 24 * 3600;
@@ -25,8 +32,24 @@ pub fn login(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Respo
             "the password must not be empty",
         ));
     }
+    let ip = client_ip(req);
+    // The hash first: a slow Kubernetes API must not hold a bcrypt slot.
     let hash = ctx.passwords.current().map_err(|e| e.to_api_error())?;
-    if !password::verify_password(&body.password, &hash) {
+    let permit = ctx.throttle.check(ip).map_err(refusal)?;
+    let ok = password::verify_password(&body.password, &hash);
+    drop(permit);
+    if ok {
+        ctx.throttle.record_success(ip);
+    } else {
+        ctx.throttle.record_failure(ip);
+        crate::log::info(
+            "audit",
+            &[
+                ("action", "login".into()),
+                ("client", ip.to_string().into()),
+                ("result", "wrong_password".into()),
+            ],
+        );
         return Err(ApiError::unauthorized(
             "invalid_password",
             "the password is not the installer password of this cluster",
@@ -40,6 +63,36 @@ pub fn login(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Respo
     let mut resp = json_response(200, &serde_json::json!({ "token": token }));
     resp.subject = Some("admin".into());
     Ok(resp)
+}
+
+/// The address a password guess is charged to. Local clients on the Unix socket share
+/// one key (`0.0.0.0`), so they are throttled together.
+pub fn client_ip(req: &Request) -> IpAddr {
+    match req.peer {
+        Peer::Tcp(addr) => addr.ip(),
+        Peer::Unix { .. } => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+/// The answer to a password check the throttle refused: 429 for an address that
+/// guessed too often, 503 when every bcrypt slot stayed busy. Both carry `Retry-After`.
+pub fn refusal(r: Refusal) -> ApiError {
+    let secs = r.retry_after_secs();
+    let err = match r {
+        Refusal::TooManyAttempts { .. } => ApiError::new(
+            429,
+            "too_many_attempts",
+            format!(
+                "too many wrong passwords from this address; wait {secs} seconds before trying again"
+            ),
+        ),
+        Refusal::Busy { .. } => ApiError::new(
+            503,
+            "busy",
+            "too many password checks are running at once; try again in a moment",
+        ),
+    };
+    err.with_header("Retry-After", secs.to_string())
 }
 
 /// The claims of a session token for `subject`.

@@ -8,6 +8,8 @@
 //! - [`scope`]: what a token lets its holder do.
 //! - [`apitoken`]: opaque `jnr_` API tokens, stored as SHA-256 hashes in Secrets.
 //! - [`refresh`]: rotating OAuth2 refresh-token families, one Secret each.
+//! - [`throttle`]: per-address password-guessing lockouts and the cap on concurrent
+//!   bcrypt checks.
 //! - [`bearer_token`]: the token out of an `Authorization` header.
 //!
 //! Invariant: no log line or error message carries a token, password, hash or key (the
@@ -20,6 +22,7 @@ pub mod password;
 pub mod refresh;
 pub mod scope;
 pub mod store;
+pub mod throttle;
 
 pub use jwt::{random_id, sign, verify, Claims, JwtError};
 pub use key::{KeyError, SigningKey};

@@ -28,4 +28,11 @@ mod wire;
 pub use client::Client;
 pub use error::Error;
 pub use lifecycle::{EtcdMember, Eviction, Lease, NodePatch, Pod};
+/// Parses kubeconfig text as `joinery serve --kubeconfig` would, reading no file (paths
+/// it names resolve against `/nonexistent`). For the fuzz target in `fuzz/`.
+#[doc(hidden)]
+pub fn parse_kubeconfig(text: &str) -> Result<(), Error> {
+    kubeconfig::parse(text, std::path::Path::new("/nonexistent/kubeconfig")).map(|_| ())
+}
+
 pub use types::{Address, Condition, NewSecret, Node, NodeInfo, Secret, Source, Taint, Timeouts};

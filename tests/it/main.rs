@@ -4,8 +4,11 @@
 mod support;
 
 mod api;
+mod crash;
+mod faults;
 mod hostile;
 mod join;
 mod lifecycle;
 mod startup;
+mod throttle;
 mod tokens;

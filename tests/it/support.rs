@@ -213,6 +213,9 @@ pub struct Daemon {
     /// The certificate the daemon serves (from its "listening" log line).
     cert: PathBuf,
     pub output: Output,
+    /// Secrets this daemon must never print: [`PASSWORD`], every JWT any reply carried
+    /// (session and join tokens), and whatever a test registers. Checked in `Drop`.
+    secrets: Arc<Mutex<Vec<String>>>,
 }
 
 /// How to start a daemon.
@@ -349,6 +352,36 @@ impl Daemon {
             port,
             pin,
             output,
+            secrets: Arc::new(Mutex::new(vec![PASSWORD.to_string()])),
+        }
+    }
+
+    /// Registers a secret the daemon must never print (checked when it is dropped).
+    pub fn register_secret(&self, secret: &str) {
+        if secret.len() >= 8 {
+            self.secrets.lock().unwrap().push(secret.to_string());
+        }
+    }
+
+    /// Forgets every registered secret (for the harness's own self-test only).
+    pub fn forget_secrets(&self) {
+        self.secrets.lock().unwrap().clear();
+    }
+
+    /// Panics if any registered secret appears in the daemon's output so far.
+    pub fn assert_no_secret_logged(&self) {
+        let lines = self.output.lines();
+        let secrets = self.secrets.lock().unwrap().clone();
+        for secret in &secrets {
+            if let Some(line) = lines.iter().find(|l| l.contains(secret.as_str())) {
+                // Never print the secret itself, only where it leaked.
+                let at = line.find(secret.as_str()).unwrap_or(0);
+                panic!(
+                    "a secret ({} bytes) appeared in the daemon's log at byte {at} of:\n{}",
+                    secret.len(),
+                    line.replace(secret.as_str(), "<SECRET>")
+                );
+            }
         }
     }
 
@@ -391,7 +424,11 @@ impl Daemon {
     pub fn curl(&self, method: &str, path: &str, extra: &[&str]) -> Reply {
         let mut args: Vec<String> = vec!["-X".into(), method.into()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        curl_at(&self.cert(), &format!("{}{}", self.url, path), &args)
+        let reply = curl_at(&self.cert(), &format!("{}{}", self.url, path), &args);
+        for jwt in jwts_in(&reply.body) {
+            self.register_secret(&jwt);
+        }
+        reply
     }
 
     /// GET with a bearer token.
@@ -436,8 +473,32 @@ impl Drop for Daemon {
         }
         if std::thread::panicking() {
             eprintln!("--- joinery output ---\n{}", self.output.lines().join("\n"));
+        } else {
+            // Every test checks the log for secrets without having to ask. Give the
+            // output pumps a moment to take the last lines of the killed process.
+            std::thread::sleep(Duration::from_millis(50));
+            self.assert_no_secret_logged();
         }
     }
+}
+
+/// Every JWT-shaped string (`eyJ` + base64url, three dot-separated parts) in `bytes`.
+pub fn jwts_in(bytes: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut found = Vec::new();
+    let mut rest: &str = &text;
+    while let Some(at) = rest.find("eyJ") {
+        let tail = &rest[at..];
+        let len = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+            .unwrap_or(tail.len());
+        let candidate = &tail[..len];
+        if candidate.split('.').count() == 3 {
+            found.push(candidate.to_string());
+        }
+        rest = &tail[len.max(3)..];
+    }
+    found
 }
 
 /// What curl got back.
@@ -546,4 +607,46 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Join inputs for a daemon: a tiny Embedded Cluster config (roles `controller` and
+/// `app`), a multi-node license for app `my-app`, and an artifacts directory holding
+/// `my-app` and a larger `images/air.tar`. Returns the `serve` arguments.
+pub fn join_inputs(dir: &Path) -> Vec<String> {
+    let config = dir.join("ec-config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: embeddedcluster.replicated.com/v1beta1\nkind: Config\nspec:\n  roles:\n    \
+         controller:\n      name: controller\n    custom:\n    - name: app\n      labels:\n        \
+         app: \"true\"\n",
+    )
+    .unwrap();
+    let license = dir.join("license.yaml");
+    std::fs::write(
+        &license,
+        "apiVersion: kots.io/v1beta1\nkind: License\nspec:\n  appSlug: my-app\n  licenseID: \
+         lic-123\n  isEmbeddedClusterMultiNodeEnabled: true\n",
+    )
+    .unwrap();
+    let artifacts = dir.join("artifacts");
+    std::fs::create_dir_all(artifacts.join("images")).unwrap();
+    std::fs::write(artifacts.join("my-app"), b"#!/bin/sh\necho my-app\n").unwrap();
+    // Incompressible, so building its cached member takes a moment.
+    let mut big = vec![0u8; 8 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in big.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(artifacts.join("images/air.tar"), &big).unwrap();
+    vec![
+        "--ec-config".into(),
+        config.display().to_string(),
+        "--license".into(),
+        license.display().to_string(),
+        "--artifacts-dir".into(),
+        artifacts.display().to_string(),
+    ]
 }

@@ -1,0 +1,435 @@
+//! Password-guessing defence: per-address failure throttling and a global cap on
+//! concurrent bcrypt checks.
+//!
+//! Every endpoint that checks the installer password (today `POST /v1/auth/token`;
+//! later an OAuth2 password grant) calls [`Throttle::check`] first, holds the returned
+//! [`Permit`] while bcrypt runs, then reports the outcome with
+//! [`Throttle::record_failure`] or [`Throttle::record_success`]:
+//!
+//! ```ignore
+//! let permit = ctx.throttle.check(ip)?;          // Err: answer 429/503 with Retry-After
+//! let ok = password::verify_password(pw, &hash); // at most `bcrypt_slots` at once
+//! drop(permit);
+//! if ok { ctx.throttle.record_success(ip) } else { ctx.throttle.record_failure(ip) }
+//! ```
+//!
+//! Policy: [`Policy::failures`] wrong passwords from one address within
+//! [`Policy::window`] lock that address out for [`Policy::lockout`], doubling with each
+//! further lockout up to [`Policy::max_lockout`]; a success forgets the address. IPv6
+//! clients are keyed by their /64 (one host usually owns a whole /64), IPv4-mapped IPv6
+//! by the IPv4 address. Other addresses are unaffected, so the owner can still log in
+//! from elsewhere while one address is locked out.
+//!
+//! Memory is bounded: the table has a fixed capacity and, when full, evicts an entry
+//! that holds no lockout (the least recently seen), else the lockout ending soonest.
+//! An attacker with more addresses than the capacity can therefore shorten lockouts,
+//! but bcrypt's cost and the concurrency cap still bound the guessing rate.
+//!
+//! The bcrypt cap keeps guessing from starving everything else: at most
+//! [`Policy::bcrypt_slots`] checks run at once (one per core by default); a caller waits
+//! up to [`Policy::bcrypt_wait`] for a slot, then is told to come back later.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The throttling parameters.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Wrong passwords allowed from one address within `window` before a lockout.
+    pub failures: u32,
+    pub window: Duration,
+    /// The first lockout; each further one doubles, up to `max_lockout`.
+    pub lockout: Duration,
+    pub max_lockout: Duration,
+    /// After this long without a failure an address starts over (no lockout history).
+    pub forget_after: Duration,
+    /// How many addresses are tracked at most.
+    pub capacity: usize,
+    /// How many bcrypt checks may run at once.
+    pub bcrypt_slots: usize,
+    /// How long a caller waits for a bcrypt slot before being refused.
+    pub bcrypt_wait: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Policy {
+            failures: 5,
+            window: Duration::from_secs(60),
+            lockout: Duration::from_secs(60),
+            max_lockout: Duration::from_secs(15 * 60),
+            forget_after: Duration::from_secs(3600),
+            capacity: 4096,
+            bcrypt_slots: cores.clamp(1, 8),
+            bcrypt_wait: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why a password check may not run now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// This address failed too often; it may try again after this many seconds.
+    TooManyAttempts { retry_after_secs: u64 },
+    /// Every bcrypt slot stayed busy; try again after this many seconds.
+    Busy { retry_after_secs: u64 },
+}
+
+impl Refusal {
+    /// The `Retry-After` value in seconds (at least 1).
+    pub fn retry_after_secs(&self) -> u64 {
+        match *self {
+            Refusal::TooManyAttempts { retry_after_secs } | Refusal::Busy { retry_after_secs } => {
+                retry_after_secs.max(1)
+            }
+        }
+    }
+}
+
+/// One bcrypt slot, held while the password is checked; released on drop.
+#[must_use = "the slot is released when the permit is dropped"]
+pub struct Permit<'a> {
+    slots: &'a Slots,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut busy = lock(&self.slots.busy);
+        *busy = busy.saturating_sub(1);
+        drop(busy);
+        self.slots.freed.notify_one();
+    }
+}
+
+struct Slots {
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Failures in the current window.
+    failures: u32,
+    window_start: Instant,
+    /// Lockouts so far (drives the doubling).
+    strikes: u32,
+    locked_until: Option<Instant>,
+    last_seen: Instant,
+}
+
+/// The shared throttle: one per daemon, used by every password-checking endpoint.
+pub struct Throttle {
+    policy: Policy,
+    table: Mutex<HashMap<IpAddr, Entry>>,
+    slots: Slots,
+}
+
+impl Default for Throttle {
+    fn default() -> Throttle {
+        Throttle::new(Policy::default())
+    }
+}
+
+impl Throttle {
+    pub fn new(policy: Policy) -> Throttle {
+        let capacity = policy.capacity.max(1);
+        Throttle {
+            table: Mutex::new(HashMap::with_capacity(capacity)),
+            policy: Policy { capacity, ..policy },
+            slots: Slots {
+                busy: Mutex::new(0),
+                freed: Condvar::new(),
+            },
+        }
+    }
+
+    /// May `ip` have its password checked now? On `Ok`, hold the permit while bcrypt
+    /// runs. Waits (bounded by [`Policy::bcrypt_wait`]) when every slot is busy.
+    pub fn check(&self, ip: IpAddr) -> Result<Permit<'_>, Refusal> {
+        self.check_at(ip, Instant::now())
+    }
+
+    /// Reports a wrong password from `ip`.
+    pub fn record_failure(&self, ip: IpAddr) {
+        self.record_failure_at(ip, Instant::now());
+    }
+
+    /// Reports a correct password from `ip`: its failures are forgotten.
+    pub fn record_success(&self, ip: IpAddr) {
+        lock(&self.table).remove(&key(ip));
+    }
+
+    /// How many addresses are tracked now (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        lock(&self.table).len()
+    }
+
+    fn check_at(&self, ip: IpAddr, now: Instant) -> Result<Permit<'_>, Refusal> {
+        if let Some(until) = lock(&self.table).get(&key(ip)).and_then(|e| e.locked_until) {
+            if until > now {
+                return Err(Refusal::TooManyAttempts {
+                    retry_after_secs: ceil_secs(until - now),
+                });
+            }
+        }
+        self.acquire_slot()
+    }
+
+    fn acquire_slot(&self) -> Result<Permit<'_>, Refusal> {
+        let deadline = Instant::now() + self.policy.bcrypt_wait;
+        let mut busy = lock(&self.slots.busy);
+        while *busy >= self.policy.bcrypt_slots.max(1) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Refusal::Busy {
+                    retry_after_secs: 1,
+                });
+            }
+            busy = self
+                .slots
+                .freed
+                .wait_timeout(busy, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        *busy += 1;
+        Ok(Permit { slots: &self.slots })
+    }
+
+    fn record_failure_at(&self, ip: IpAddr, now: Instant) {
+        let p = &self.policy;
+        let k = key(ip);
+        let mut table = lock(&self.table);
+        if !table.contains_key(&k) && table.len() >= p.capacity {
+            evict_one(&mut table, now);
+        }
+        let e = table.entry(k).or_insert(Entry {
+            failures: 0,
+            window_start: now,
+            strikes: 0,
+            locked_until: None,
+            last_seen: now,
+        });
+        if now.saturating_duration_since(e.last_seen) >= p.forget_after {
+            e.strikes = 0;
+        }
+        if now.saturating_duration_since(e.window_start) >= p.window {
+            e.failures = 0;
+            e.window_start = now;
+        }
+        e.last_seen = now;
+        e.failures += 1;
+        if e.failures >= p.failures.max(1) {
+            let factor = 1u32 << e.strikes.min(16);
+            let lockout = p.lockout.saturating_mul(factor).min(p.max_lockout);
+            e.locked_until = Some(now + lockout);
+            e.strikes = e.strikes.saturating_add(1);
+            e.failures = 0;
+            e.window_start = now;
+        }
+    }
+}
+
+/// Makes room for one entry: the least recently seen entry without a running lockout,
+/// or, when every entry is locked out, the one whose lockout ends soonest.
+fn evict_one(table: &mut HashMap<IpAddr, Entry>, now: Instant) {
+    let unlocked = table
+        .iter()
+        .filter(|(_, e)| e.locked_until.is_none_or(|u| u <= now))
+        .min_by_key(|(_, e)| e.last_seen)
+        .map(|(k, _)| *k);
+    let victim = unlocked.or_else(|| {
+        table
+            .iter()
+            .min_by_key(|(_, e)| e.locked_until)
+            .map(|(k, _)| *k)
+    });
+    if let Some(k) = victim {
+        table.remove(&k);
+    }
+}
+
+/// The table key of an address: IPv4 as is (IPv4-mapped IPv6 included), IPv6 by /64.
+fn key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Locks, shrugging off poisoning: the table stays consistent between statements.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    fn v4(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
+    }
+
+    fn small(capacity: usize) -> Throttle {
+        Throttle::new(Policy {
+            capacity,
+            bcrypt_slots: 2,
+            bcrypt_wait: Duration::from_millis(50),
+            ..Policy::default()
+        })
+    }
+
+    fn locked(t: &Throttle, ip: IpAddr, now: Instant) -> Option<u64> {
+        match t.check_at(ip, now) {
+            Ok(_) => None,
+            Err(r) => Some(r.retry_after_secs()),
+        }
+    }
+
+    #[test]
+    fn five_failures_lock_the_address_and_lockouts_double() {
+        let t = small(16);
+        let t0 = Instant::now();
+        for i in 0..4 {
+            t.record_failure_at(v4(1), t0 + Duration::from_secs(i));
+            assert_eq!(locked(&t, v4(1), t0 + Duration::from_secs(i)), None);
+        }
+        t.record_failure_at(v4(1), t0 + Duration::from_secs(4));
+        assert_eq!(locked(&t, v4(1), t0 + Duration::from_secs(4)), Some(60));
+        // Another address is untouched.
+        assert_eq!(locked(&t, v4(2), t0 + Duration::from_secs(4)), None);
+        // The lockout ends; five more failures lock for twice as long.
+        let t1 = t0 + Duration::from_secs(65);
+        assert_eq!(locked(&t, v4(1), t1), None);
+        for _ in 0..5 {
+            t.record_failure_at(v4(1), t1);
+        }
+        assert_eq!(locked(&t, v4(1), t1), Some(120));
+        // A success forgets the history.
+        t.record_success(v4(1));
+        assert_eq!(locked(&t, v4(1), t1), None);
+        assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn failures_spread_beyond_the_window_do_not_lock() {
+        let t = small(16);
+        let t0 = Instant::now();
+        for i in 0..20 {
+            let now = t0 + Duration::from_secs(i * 15);
+            t.record_failure_at(v4(1), now);
+            assert_eq!(locked(&t, v4(1), now), None, "failure {i}");
+        }
+    }
+
+    #[test]
+    fn lockout_is_capped() {
+        let t = small(16);
+        let mut now = Instant::now();
+        for _ in 0..40 {
+            for _ in 0..5 {
+                t.record_failure_at(v4(1), now);
+            }
+            let secs = locked(&t, v4(1), now).unwrap();
+            assert!(secs <= 15 * 60, "{secs}");
+            now += Duration::from_secs(secs + 1);
+        }
+    }
+
+    #[test]
+    fn table_never_grows_beyond_capacity_and_keeps_lockouts() {
+        let t = small(64);
+        let now = Instant::now();
+        // One locked-out address, then a flood of distinct addresses failing once.
+        for _ in 0..5 {
+            t.record_failure_at(v4(0), now);
+        }
+        for n in 1..100_000 {
+            t.record_failure_at(v4(n), now + Duration::from_micros(u64::from(n)));
+            assert!(t.tracked() <= 64);
+        }
+        assert_eq!(t.tracked(), 64);
+        assert!(t.table.lock().unwrap().capacity() < 1024);
+        // Single failures hold no lockout, so they were evicted first.
+        assert!(locked(&t, v4(0), now).is_some());
+    }
+
+    #[test]
+    fn ipv6_is_keyed_by_its_64_and_mapped_v4_by_the_v4_address() {
+        let t = small(16);
+        let now = Instant::now();
+        for i in 0..5u16 {
+            let ip = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, i, i, i, i));
+            t.record_failure_at(ip, now);
+        }
+        let same64 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 9, 9, 9, 9));
+        let other64 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
+        assert!(locked(&t, same64, now).is_some());
+        assert!(locked(&t, other64, now).is_none());
+
+        let mapped = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 7).to_ipv6_mapped());
+        for _ in 0..5 {
+            t.record_failure_at(mapped, now);
+        }
+        assert!(locked(&t, v4(7), now).is_some());
+    }
+
+    #[test]
+    fn bcrypt_slots_cap_concurrency_and_refuse_after_the_wait() {
+        let t = Arc::new(small(16));
+        let a = t.check(v4(1)).unwrap();
+        let b = t.check(v4(2)).unwrap();
+        assert_eq!(
+            t.check(v4(3)).err(),
+            Some(Refusal::Busy {
+                retry_after_secs: 1
+            })
+        );
+        drop(a);
+        let c = t.check(v4(3)).unwrap();
+        // A waiter gets the slot as soon as one is released.
+        let t2 = Arc::clone(&t);
+        let waiter = std::thread::spawn(move || {
+            let policy_wait = Duration::from_secs(30);
+            let slow = Throttle {
+                policy: Policy {
+                    bcrypt_wait: policy_wait,
+                    ..t2.policy.clone()
+                },
+                table: Mutex::new(HashMap::new()),
+                slots: Slots {
+                    busy: Mutex::new(0),
+                    freed: Condvar::new(),
+                },
+            };
+            // Its own throttle: fill both slots, release one from another thread.
+            let p1 = slow.check(v4(1)).unwrap();
+            let _p2 = slow.check(v4(2)).unwrap();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    std::thread::sleep(Duration::from_millis(20));
+                    drop(p1);
+                });
+                slow.check(v4(3)).is_ok()
+            })
+        });
+        assert!(waiter.join().unwrap());
+        drop((b, c));
+        assert_eq!(*t.slots.busy.lock().unwrap(), 0);
+    }
+}
