@@ -137,12 +137,12 @@ mod tests {
                     );
                 }
             }
-            assert!(
-                op["responses"]["200"].is_mapping(),
-                "{} {} documents no 200",
-                r.method,
-                r.path
-            );
+            // Creation answers 201 and revocation 204; every route has some success.
+            let success = op["responses"].as_mapping().is_some_and(|m| {
+                m.keys()
+                    .any(|k| k.as_str().is_some_and(|s| s.starts_with('2')))
+            });
+            assert!(success, "{} {} documents no 2xx", r.method, r.path);
             assert!(op["operationId"].is_string(), "{} {}", r.method, r.path);
         }
     }
