@@ -387,8 +387,37 @@ impl Installer<'_> {
         Ok(())
     }
 
-    /// Writes `data` to `path` unless it is already there; refuses to replace a file
-    /// install did not write (or that changed since) without `--force`.
+    /// Whether `data` can go to `path`: `Ok(None)` when the same bytes are already
+    /// there, `Ok(Some(exists))` when it can be written; refuses to replace a file install
+    /// did not write (or that changed since) without `--force`.
+    fn check_file(&self, path: &Path, data: &[u8]) -> Result<Option<bool>, InstallError> {
+        let real = under(&self.root, path);
+        let current = match fs::read(&real) {
+            Ok(bytes) => sha256_hex(&bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(false)),
+            Err(e) => {
+                return Err(failed(format!(
+                    "install: cannot read {}: {e}",
+                    real.display()
+                )))
+            }
+        };
+        if current == sha256_hex(data) {
+            return Ok(None);
+        }
+        let owned =
+            matches!(self.old.get(path), Some(Entry { kind: Kind::File(s), .. }) if *s == current);
+        if !owned && !self.force {
+            return Err(failed(format!(
+                "install: {} exists and was not written by joinery install (or changed \
+                 since); move it away or pass --force to replace it",
+                path.display()
+            )));
+        }
+        Ok(Some(true))
+    }
+
+    /// Writes `data` to `path` unless it is already there (see [`Installer::check_file`]).
     fn write_file(
         &mut self,
         path: &Path,
@@ -398,40 +427,15 @@ impl Installer<'_> {
     ) -> Result<(), InstallError> {
         let real = under(&self.root, path);
         let sum = sha256_hex(data);
-        let current = match fs::read(&real) {
-            Ok(bytes) => Some(sha256_hex(&bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(failed(format!(
-                    "install: cannot read {}: {e}",
-                    real.display()
-                )))
-            }
-        };
-        let ours = self.old.get(path).cloned();
-        if current.as_deref() == Some(sum.as_str()) {
+        let Some(exists) = self.check_file(path, data)? else {
             // Same bytes: nothing to write. It stays in the manifest only if we wrote it.
-            if let Some(e) = ours {
+            if let Some(e) = self.old.get(path).cloned() {
                 self.new.record(e);
             }
             self.say(&format!("{what} {} is already there", path.display()))?;
             return Ok(());
-        }
-        if let Some(cur) = &current {
-            let owned = matches!(&ours, Some(Entry { kind: Kind::File(s), .. }) if s == cur);
-            if !owned && !self.force {
-                return Err(failed(format!(
-                    "install: {} exists and was not written by joinery install (or changed \
-                     since); move it away or pass --force to replace it",
-                    path.display()
-                )));
-            }
-        }
-        let verb = if current.is_some() {
-            "replace"
-        } else {
-            "write"
         };
+        let verb = if exists { "replace" } else { "write" };
         if self.dry_run {
             self.say(&format!(
                 "would {verb} {what} {} ({mode:04o})",
@@ -648,24 +652,42 @@ pub fn install(args: &InstallArgs, out: &mut dyn Write) -> Result<(), InstallErr
     }
     // Earlier installs' entries stay first: their directories are parents of ours.
     ins.new.entries = ins.old.entries.clone();
-    ins.ensure_dir(Path::new("/etc/joinery"), 0o755, Kind::Dir)?;
-    ins.ensure_dir(&plan.cfg.data_dir, 0o700, Kind::DataDir)?;
-    let pin = ins.certificate(&plan.cfg)?;
-    if let Some(dir) = args.binary_path.parent() {
-        ins.ensure_dir(dir, 0o755, Kind::Dir)?;
-    }
     let same_file =
         fs::canonicalize(&exe).ok() == fs::canonicalize(under(&root, &args.binary_path)).ok();
-    if same_file {
-        ins.say(&format!(
-            "the binary is already {}",
-            args.binary_path.display()
-        ))?;
-    } else {
-        ins.write_file(&args.binary_path, &exe_bytes, 0o755, "binary")?;
+    // Refuse conflicts before anything is written.
+    if !same_file {
+        ins.check_file(&args.binary_path, &exe_bytes)?;
     }
-    ins.ensure_dir(Path::new(UNIT_DIR), 0o755, Kind::Dir)?;
-    ins.write_file(&unit_path, unit_text.as_bytes(), 0o644, "unit")?;
+    ins.check_file(&unit_path, unit_text.as_bytes())?;
+    let steps = |ins: &mut Installer<'_>| -> Result<Option<String>, InstallError> {
+        ins.ensure_dir(Path::new("/etc/joinery"), 0o755, Kind::Dir)?;
+        ins.ensure_dir(&plan.cfg.data_dir, 0o700, Kind::DataDir)?;
+        let pin = ins.certificate(&plan.cfg)?;
+        if let Some(dir) = args.binary_path.parent() {
+            ins.ensure_dir(dir, 0o755, Kind::Dir)?;
+        }
+        if same_file {
+            ins.say(&format!(
+                "the binary is already {}",
+                args.binary_path.display()
+            ))?;
+        } else {
+            ins.write_file(&args.binary_path, &exe_bytes, 0o755, "binary")?;
+        }
+        ins.ensure_dir(Path::new(UNIT_DIR), 0o755, Kind::Dir)?;
+        ins.write_file(&unit_path, unit_text.as_bytes(), 0o644, "unit")?;
+        Ok(pin)
+    };
+    let pin = match steps(&mut ins) {
+        Ok(pin) => pin,
+        Err(e) => {
+            // Record what was done so far, so `joinery uninstall` can take it back.
+            if !args.dry_run && ins.new != ins.old {
+                let _ = write_atomic(&manifest_real, ins.new.render().as_bytes(), 0o644);
+            }
+            return Err(e);
+        }
+    };
     if args.dry_run {
         ins.say(&format!(
             "\n--- {} ---\n{unit_text}---",

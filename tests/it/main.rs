@@ -6,4 +6,5 @@ mod support;
 mod api;
 mod hostile;
 mod join;
+mod kit;
 mod startup;
