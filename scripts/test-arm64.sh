@@ -32,7 +32,9 @@ echo "== arm64 build took $(($(date +%s) - start)) s"
 file -b "$bin" | grep -q 'ARM aarch64' || { echo "test-arm64.sh: $bin is not an arm64 binary" >&2; exit 1; }
 
 echo "== $qemu $bin version"
-"$qemu" "$bin" version | tee /dev/stderr | grep -q '^joinery '
+version=$("$qemu" "$bin" version)
+echo "$version"
+case $version in "joinery "*) ;; *) echo "test-arm64.sh: unexpected version output" >&2; exit 1 ;; esac
 
 work=$(mktemp -d)
 pids=()
@@ -43,7 +45,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-python3 tests/support/fake_kube.py --port 0 --dir "$work/kube" --nodes 1 --password demo --quiet \
+echo "== $qemu $bin hash-password"
+hash=$(printf demo | "$qemu" "$bin" hash-password)
+python3 tests/support/fake_kube.py --port 0 --dir "$work/kube" --nodes 1 --password-bcrypt "$hash" --quiet \
     >"$work/kube.out" 2>"$work/kube.log" &
 pids+=($!)
 for _ in $(seq 300); do grep -q '^listening on' "$work/kube.out" 2>/dev/null && break; sleep 0.1; done
@@ -59,4 +63,10 @@ api=$(grep '"msg":"listening"' "$work/joinery.log" | sed -E 's/.*"address":"([^"
 health=$(curl -sS --max-time 30 --cacert "$work/data/tls.crt" "$api/v1/health")
 echo "$health"
 echo "$health" | grep -q '"status": *"ok"' || { cat "$work/joinery.log"; exit 1; }
+# bcrypt, JWT signing and the Kubernetes client, all on arm64.
+token=$(curl -sS --max-time 60 --cacert "$work/data/tls.crt" -X POST "$api/v1/auth/token" \
+    -H 'Content-Type: application/json' -d '{"password":"demo"}' | sed -E 's/.*"token": ?"([^"]+)".*/\1/')
+nodes=$(curl -sS --max-time 60 --cacert "$work/data/tls.crt" "$api/v1/nodes" -H "Authorization: Bearer $token")
+echo "$nodes" | grep -q '"name": *"node-1"' || { echo "$nodes"; cat "$work/joinery.log"; exit 1; }
+echo "login and node list OK"
 echo "== arm64 binary OK"
