@@ -735,15 +735,12 @@ pub fn install(args: &InstallArgs, out: &mut dyn Write) -> Result<(), InstallErr
         "  journalctl -u joinery -n 20    # the \"listening\" line: address and pin"
     );
     let port = plan.cfg.api_port;
-    match &pin {
-        Some(pin) => {
-            let _ = writeln!(
-                next,
-                "  curl -k --pinnedpubkey '{pin}' https://<controller-ip>:{port}/v1/health"
-            );
-            let _ = writeln!(next, "\nCertificate pin: {pin}");
-        }
-        None => {}
+    if let Some(pin) = &pin {
+        let _ = writeln!(
+            next,
+            "  curl -k --pinnedpubkey '{pin}' https://<controller-ip>:{port}/v1/health"
+        );
+        let _ = writeln!(next, "\nCertificate pin: {pin}");
     }
     write!(out, "{next}").map_err(|e| failed(format!("install: writing output: {e}")))
 }
