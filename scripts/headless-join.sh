@@ -49,11 +49,15 @@
 #   5  the join command was refused (unknown roles, license, joins not configured)
 #   6  a join step failed on the new host, or ssh did
 #   7  the new node was not Ready within --timeout
+
+# Single-quoted $... is jq's, awk's or the remote shell's on purpose (SC2016), and
+# `set -- $(node_state)` splits words on purpose (SC2046; globbing is off).
+# shellcheck disable=SC2016,SC2046
 set -u
 set -f
 PROG=headless-join.sh
 
-usage_text() { sed -n '2,/^set -u$/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+usage_text() { sed -n '2,/^$/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 say() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 die() { code=$1; shift; say "$*"; exit "$code"; }
 
@@ -154,8 +158,8 @@ if [ "${1-}" = --flat ]; then flat; exit; fi
 
 
 # ---- the command line ------------------------------------------------------------------
-api= pin= cacert= insecure=0 password_file= token_file= roles= ssh_target= print=0
-ssh_cmd=${JOINERY_SSH:-ssh -o BatchMode=yes} remote_dir= node_name= timeout=600 interval=5
+api='' pin='' cacert='' insecure=0 password_file='' token_file='' roles='' ssh_target='' print=0
+ssh_cmd=${JOINERY_SSH:-ssh -o BatchMode=yes} remote_dir='' node_name='' timeout=600 interval=5
 need() { [ $# -ge 2 ] || die 2 "$1 needs a value (see --help)"; }
 while [ $# -gt 0 ]; do
     case $1 in

@@ -509,6 +509,17 @@ fn every_failure_has_its_exit_code() {
     let c = Cluster::new(true);
     let pw = c.path("password").display().to_string();
 
+    // --help documents every code.
+    let o = headless_join(&["--help".into()], None);
+    assert_eq!(code(&o), 0);
+    let help = String::from_utf8_lossy(&o.stdout).into_owned();
+    for n in 1..=7 {
+        assert!(
+            help.contains(&format!("\n  {n}  ")),
+            "exit code {n} undocumented:\n{help}"
+        );
+    }
+
     // 2: usage.
     let o = headless_join(&["--roles".into(), "worker".into()], None);
     assert_eq!(code(&o), 2, "{}", text(&o));
