@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools the tests use, when missing: curl, openssl, busybox (a second tar
-# implementation), and the Python packages in tests/support/requirements.txt.
+# implementation), jq, systemd (systemd-analyze), and the Python packages in
+# tests/support/requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,8 @@ missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v busybox >/dev/null || missing+=(busybox)
+command -v jq >/dev/null || missing+=(jq)  # headless-join.sh's jq path (its awk path runs without)
+command -v systemd-analyze >/dev/null || missing+=(systemd)  # `verify` of the installed unit
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}"

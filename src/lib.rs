@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod http;
+pub mod install;
 pub mod join;
 pub mod kube;
 pub mod labels;

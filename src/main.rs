@@ -5,13 +5,15 @@ use std::process::ExitCode;
 
 use joinery::auth::apitoken::{self, ApiTokens, TokenError, TokenInfo};
 use joinery::config::{self, Config, KubeAccess, Sources};
-use joinery::{auth, daemon, log, version};
+use joinery::{auth, daemon, install, log, version};
 
 const USAGE: &str = "\
 joinery: the node-management API of an air-gapped embedded Kubernetes cluster
 
 USAGE:
     joinery serve [FLAGS]        serve the HTTPS API (flags below)
+    joinery install [FLAGS]      set up the systemd service on this controller (install --help)
+    joinery uninstall            remove what install wrote
     joinery hash-password        read a password on stdin, print its bcrypt hash
     joinery token create --name NAME --scope read|admin [--expires-in SECONDS]
                                  make an API token (printed once, on stdout)
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
         Some("serve") => serve(args),
         Some("hash-password") => hash_password(args),
         Some("token") => token(args),
+        Some(cmd @ ("install" | "uninstall")) => install_cmd(cmd, args),
         Some("version") | Some("--version") | Some("-V") => {
             println!(
                 "joinery {} (commit {}, built {})",
@@ -89,6 +92,35 @@ fn serve(args: pico_args::Arguments) -> ExitCode {
         Err(e) => {
             eprintln!("joinery: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn install_cmd(cmd: &str, args: pico_args::Arguments) -> ExitCode {
+    let rest = args.finish();
+    let mut out = std::io::stdout().lock();
+    let result = if cmd == "install" {
+        install::parse_install_args(rest).and_then(|a| {
+            if a.help {
+                print!("{}", install::INSTALL_USAGE);
+                return Ok(());
+            }
+            install::install(&a, &mut out)
+        })
+    } else {
+        install::parse_uninstall_args(rest).and_then(|a| {
+            if a.help {
+                print!("{}", install::INSTALL_USAGE);
+                return Ok(());
+            }
+            install::uninstall(&a, &mut out)
+        })
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("joinery {e}");
+            ExitCode::from(if e.usage { 2 } else { 1 })
         }
     }
 }

@@ -123,11 +123,10 @@ fn login_without_a_password_secret_says_so() {
     );
     d.post_json("/v1/auth/token", None, r#"{"password":"x"}"#)
         .assert_error(503, "auth_unavailable");
-    assert!(d
-        .output
-        .lines()
-        .iter()
-        .any(|l| l.contains("kotsadm-password")));
+    // The log line may trail the response by a moment: wait for it (bounded).
+    d.output.wait_for("the log naming the missing Secret", |l| {
+        l.contains("kotsadm-password")
+    });
 }
 
 #[test]
