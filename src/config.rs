@@ -37,6 +37,8 @@ pub struct Config {
     pub node_name: Option<String>,
     /// `--ec-config`, `--license`, `--artifacts-dir`: all three, or none (joins off).
     pub join: Option<JoinInputs>,
+    /// Wrong passwords allowed per address and minute before it is locked out.
+    pub login_failures: u32,
     pub max_connections: usize,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -146,6 +148,12 @@ pub const FLAGS: &[Flag] = &[
         env: "JOINERY_ARTIFACTS_DIR",
         default: "none (joins off)",
         help: "Directory of files every join bundle carries (the app binary first).",
+    },
+    Flag {
+        name: "--login-failures",
+        env: "JOINERY_LOGIN_FAILURES",
+        default: "5",
+        help: "Wrong passwords one address may send per minute before a lockout.",
     },
     Flag {
         name: "--max-connections",
@@ -313,6 +321,7 @@ impl Config {
                 ))
             }
         };
+        let login_failures = src.number("--login-failures", 5u32, (1, 100_000))?;
         let max_connections = src.number("--max-connections", 512usize, (1, 65_536))?;
         let idle_timeout = Duration::from_secs(src.number("--idle-timeout", 30u64, (1, 3600))?);
         let shutdown_grace =
@@ -342,6 +351,7 @@ impl Config {
             signing_key_file,
             node_name,
             join,
+            login_failures,
             max_connections,
             idle_timeout,
             shutdown_grace,

@@ -153,7 +153,10 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
             socket_uid: cfg.socket_uid,
         },
         join,
-        throttle: crate::auth::throttle::Throttle::default(),
+        throttle: crate::auth::throttle::Throttle::new(crate::auth::throttle::Policy {
+            failures: cfg.login_failures,
+            ..Default::default()
+        }),
     });
     if ctx.join.is_some() {
         // Compress and hash the artifacts once, so joins are served from cache. The
