@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use error::{json_response, ApiError};
+pub use error::{json_bytes_response, json_response, ApiError};
 
 use crate::auth::store::{PasswordHashes, SigningKeys};
 use crate::auth::{self, jwt, Scope};
