@@ -601,6 +601,9 @@ mod tests {
             time,
         );
         let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
-        assert_eq!((&v["path"], &v["remote"]), (&"/a\"b\n".into(), &"unix".into()));
+        assert_eq!(
+            (&v["path"], &v["remote"]),
+            (&"/a\"b\n".into(), &"unix".into())
+        );
     }
 }
