@@ -181,19 +181,6 @@ def get(conn: http.client.HTTPConnection, path: str, headers=None) -> bytes:
     return body
 
 
-def timed_gets(d: Daemon, path: str, n: int, headers=None) -> list[float]:
-    """n sequential GETs on one keep-alive connection; seconds each."""
-    c = d.conn()
-    get(c, path, headers)  # handshake and first-touch costs stay out of the samples
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        get(c, path, headers)
-        out.append(time.perf_counter() - t)
-    c.close()
-    return out
-
-
 def login(d: Daemon) -> tuple[str, float]:
     c = d.conn()
     t = time.perf_counter()
@@ -505,18 +492,20 @@ http {{
             raise RuntimeError("fake list did not end")
 
         wire = fake_list()
-        ft = []
+        before = proc_status(d.pid)["VmRSS"] * 1024
+        c = d.conn()
+        out_size = len(get(c, "/v1/nodes", auth))
+        # Interleaved, so both see the same load on a shared machine.
+        ft, jt = [], []
         for _ in range(reps):
             t = time.perf_counter()
             fake_list()
             ft.append(time.perf_counter() - t)
-        kc.close()
-
-        before = proc_status(d.pid)["VmRSS"] * 1024
-        c = d.conn()
-        out_size = len(get(c, "/v1/nodes", auth))
+            t = time.perf_counter()
+            get(c, "/v1/nodes", auth)
+            jt.append(time.perf_counter() - t)
         c.close()
-        jt = timed_gets(d, "/v1/nodes", reps, auth)
+        kc.close()
         peak_seq = proc_status(d.pid)["VmHWM"] * 1024
         w = wrk(f"{d.url}/v1/nodes", 4, 2, secs, [f"Authorization: Bearer {token}"], timeout=60)
         peak_wrk = proc_status(d.pid)["VmHWM"] * 1024
@@ -525,7 +514,7 @@ http {{
 
         f50, j50, j99 = statistics.median(ft), statistics.median(jt), pct(jt, 99)
         over = j50 - f50
-        self.row(f"GET /v1/nodes, {count:,} nodes: p50 / p99 ({reps} sequential), throughput (wrk 4 conns)",
+        self.row(f"GET /v1/nodes, {count:,} nodes: p50 / p99 ({reps} sequential, interleaved with the fake's), throughput (wrk 4 conns)",
                  f"{ms(j50)} / {ms(j99)}; {w['rps']:,.1f} req/s",
                  f"fake API's own paged list: {ms(f50)}",
                  f"joinery's overhead {ms(over)} = {over / f50:.0%} of the fake's time",
@@ -621,7 +610,8 @@ http {{
         peak = proc_status(d.pid)["VmHWM"] * 1024
         self.stop(d.proc)
         self.stop(fake.proc)
-        if len({r["size"] for r in runs}) != 1:
+        # Sizes differ by a few bytes (each bundle has its own join token); more is a bug.
+        if max(r["size"] for r in runs) - min(r["size"] for r in runs) > 4096:
             self.notes.append(f"concurrent joins returned different sizes: {[r['size'] for r in runs]}")
         self.row(f"{n} concurrent cached joins of a {mib(total)} bundle: wall time",
                  f"{wall:.1f} s ({rate(n * total, wall)} in all)",
