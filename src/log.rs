@@ -14,8 +14,13 @@ pub fn emit(level: &str, mut fields: serde_json::Map<String, serde_json::Value>)
     line.append(&mut fields);
     let mut text = serde_json::Value::Object(line).to_string();
     text.push('\n');
-    // One write call per line so lines from different threads never interleave.
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    write_line(text.as_bytes());
+}
+
+/// Write one finished line (a JSON object and its `\n`). One write call per line so
+/// lines from different threads never interleave.
+pub fn write_line(line: &[u8]) {
+    let _ = std::io::stderr().lock().write_all(line);
 }
 
 /// Convenience for a message with a few extra fields.
@@ -50,12 +55,24 @@ pub fn rfc3339_now() -> String {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let (date, time) = civil(d.as_secs() as i64);
-    format!("{date}T{time}.{:03}Z", d.subsec_millis())
+    let (y, m, day, hh, mm, ss) = civil_parts(d.as_secs() as i64);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{hh:02}:{mm:02}:{ss:02}.{:03}Z",
+        d.subsec_millis()
+    )
 }
 
 /// Seconds since the epoch to (`YYYY-MM-DD`, `HH:MM:SS`) in UTC.
 pub fn civil(secs: i64) -> (String, String) {
+    let (y, m, d, hh, mm, ss) = civil_parts(secs);
+    (
+        format!("{y:04}-{m:02}-{d:02}"),
+        format!("{hh:02}:{mm:02}:{ss:02}"),
+    )
+}
+
+/// Seconds since the epoch to year, month, day, hour, minute, second in UTC.
+pub(crate) fn civil_parts(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Howard Hinnant's days-from-civil inverse.
@@ -69,10 +86,7 @@ pub fn civil(secs: i64) -> (String, String) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    (
-        format!("{y:04}-{m:02}-{d:02}"),
-        format!("{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
-    )
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]

@@ -145,7 +145,12 @@ impl ApiError {
 /// A JSON response with the given status.
 pub fn json_response(status: u16, value: &impl serde::Serialize) -> Response {
     // Serializing our own plain structs cannot fail; fall back to an empty object anyway.
-    let mut bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    json_bytes_response(status, bytes)
+}
+
+/// [`json_response`] for a JSON document already serialised (a newline is added).
+pub fn json_bytes_response(status: u16, mut bytes: Vec<u8>) -> Response {
     bytes.push(b'\n');
     Response {
         status,

@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-pub use error::{json_response, ApiError};
+pub use error::{json_bytes_response, json_response, ApiError};
 
 use crate::auth::apitoken::{self, ApiTokens, TokenError};
 use crate::auth::refresh::RefreshTokens;

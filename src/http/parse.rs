@@ -158,14 +158,26 @@ impl Reject {
     }
 }
 
+/// Header slots [`parse_head`] keeps on the stack (the default `max_headers`).
+const STACK_HEADERS: usize = 100;
+
 /// Parse a request head from the start of `buf`.
 ///
 /// `Ok(None)`: incomplete, read more (the caller caps `buf` at `limits.max_head`, and this
 /// function rejects a full buffer). `Ok(Some((head, n)))`: the head took `n` bytes; what
 /// follows is body or the next request.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(Head, usize)>, Reject> {
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut headers);
+    // Called for every request (and every partial read of one): the default limit's
+    // header slots live on the stack; a larger configured limit falls back to the heap.
+    let mut on_stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut on_heap;
+    let headers: &mut [httparse::Header] = if limits.max_headers <= STACK_HEADERS {
+        &mut on_stack[..limits.max_headers]
+    } else {
+        on_heap = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        &mut on_heap
+    };
+    let mut req = httparse::Request::new(headers);
     let n = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {

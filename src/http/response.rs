@@ -101,20 +101,15 @@ pub fn reason(status: u16) -> &'static str {
 /// The current time as an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub fn http_date(now: SystemTime) -> String {
     let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-    let (date, time) = crate::log::civil(secs);
+    let (y, m, d, hh, mm, ss) = crate::log::civil_parts(secs);
     // 1970-01-01 was a Thursday.
     let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
         [secs.div_euclid(86_400).rem_euclid(7) as usize];
     let month_names = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let (y, rest) = date.split_at(4);
-    let m: usize = rest[1..3].parse().unwrap_or(1);
-    let d = &rest[4..6];
-    format!(
-        "{weekday}, {d} {} {y} {time} GMT",
-        month_names[(m - 1).min(11)]
-    )
+    let month = month_names[(m - 1).clamp(0, 11) as usize];
+    format!("{weekday}, {d:02} {month} {y:04} {hh:02}:{mm:02}:{ss:02} GMT")
 }
 
 /// Headers the server writes itself; a handler's copies are dropped.

@@ -328,6 +328,15 @@ impl Client {
         self.list("/api/v1/nodes", "", wire::parse_node_page)
     }
 
+    /// Every node, each passed through `keep` as soon as its page is read, so only what
+    /// `keep` returns outlives the page: memory stays at one page of full [`Node`]s plus
+    /// the kept parts, however many nodes there are. If the list has to restart (an
+    /// expired continue token), what was kept so far is dropped and `keep` sees those
+    /// nodes again.
+    pub fn list_nodes_map<U>(&self, keep: impl FnMut(Node) -> U) -> Result<Vec<U>, Error> {
+        self.list_map("/api/v1/nodes", "", wire::parse_node_page, keep)
+    }
+
     /// One node; [`Error::NotFound`] if there is none of that name.
     pub fn get_node(&self, name: &str) -> Result<Node, Error> {
         let path = format!("/api/v1/nodes/{}", segment(name, "node")?);
@@ -429,9 +438,20 @@ impl Client {
         selector: &str,
         parse: fn(&[u8]) -> Result<Page<T>, Error>,
     ) -> Result<Vec<T>, Error> {
+        self.list_map(base, selector, parse, |item| item)
+    }
+
+    /// [`list`](Self::list), keeping `keep(item)` of each item as its page is read.
+    pub(super) fn list_map<T, U>(
+        &self,
+        base: &str,
+        selector: &str,
+        parse: fn(&[u8]) -> Result<Page<T>, Error>,
+        mut keep: impl FnMut(T) -> U,
+    ) -> Result<Vec<U>, Error> {
         let mut restarted = false;
         'restart: loop {
-            let mut items: Vec<T> = Vec::new();
+            let mut items: Vec<U> = Vec::new();
             let mut token: Option<String> = None;
             let mut pages = 0;
             loop {
@@ -444,8 +464,9 @@ impl Client {
                     r => r?,
                 };
                 let page = parse(&body)?;
+                drop(body);
                 pages += 1;
-                items.extend(page.items);
+                items.extend(page.items.into_iter().map(&mut keep));
                 match next_page(
                     page.continue_token.as_deref(),
                     token.as_deref(),
