@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod daemon;
+pub mod fsutil;
 pub mod http;
 pub mod install;
 pub mod join;

@@ -62,6 +62,12 @@ pub fn rfc3339_now() -> String {
     )
 }
 
+/// Unix seconds as RFC 3339 UTC with whole seconds (`2026-01-15T13:00:00Z`).
+pub fn rfc3339(secs: i64) -> String {
+    let (date, time) = civil(secs);
+    format!("{date}T{time}Z")
+}
+
 /// Seconds since the epoch to (`YYYY-MM-DD`, `HH:MM:SS`) in UTC.
 pub fn civil(secs: i64) -> (String, String) {
     let (y, m, d, hh, mm, ss) = civil_parts(secs);

@@ -235,7 +235,7 @@ fn token(mut args: pico_args::Arguments) -> ExitCode {
                     info.id,
                     info.name,
                     scope_list(&info),
-                    info.expires.map_or("never".into(), rfc3339)
+                    info.expires.map_or("never".into(), log::rfc3339)
                 );
                 println!("{token}");
                 ExitCode::SUCCESS
@@ -255,10 +255,10 @@ fn token(mut args: pico_args::Arguments) -> ExitCode {
                         t.id,
                         t.name,
                         scope_list(&t),
-                        rfc3339(t.created),
-                        t.expires.map_or("never".into(), rfc3339),
+                        log::rfc3339(t.created),
+                        t.expires.map_or("never".into(), log::rfc3339),
                         t.last_four,
-                        t.last_used.map_or("never".into(), rfc3339),
+                        t.last_used.map_or("never".into(), log::rfc3339),
                     );
                 }
                 ExitCode::SUCCESS
@@ -287,9 +287,4 @@ fn scope_list(t: &TokenInfo) -> String {
         .map(|s| s.as_str())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn rfc3339(secs: i64) -> String {
-    let (date, time) = log::civil(secs);
-    format!("{date}T{time}Z")
 }

@@ -263,7 +263,7 @@ pub fn bundle(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Resp
         .kube
         .namespace_uid(k0s::NAMESPACE)
         .map_err(|e| ApiError::from_kube(&e))?;
-    let expiration = rfc3339(now + JOIN_TTL_SECS);
+    let expiration = crate::log::rfc3339(now + JOIN_TTL_SECS);
     let description = format!("joinery: join with roles {}", roles.join(","));
     // k0s listens on the controller's InternalIP, which may differ from joinery's
     // bind address (e.g. 0.0.0.0 or a dedicated interface).
@@ -387,12 +387,6 @@ pub fn bundle(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Resp
         },
         subject: Some(subject),
     })
-}
-
-/// Unix seconds as RFC 3339 UTC (`2026-01-15T13:00:00Z`).
-fn rfc3339(secs: i64) -> String {
-    let (date, time) = crate::log::civil(secs);
-    format!("{date}T{time}Z")
 }
 
 pub(super) const ROUTES: &[Route] = &[

@@ -63,10 +63,10 @@ fn view(t: &TokenInfo) -> serde_json::Value {
         "id": t.id,
         "name": t.name,
         "scopes": scopes,
-        "created": rfc3339(t.created),
-        "expires": t.expires.map(rfc3339),
+        "created": crate::log::rfc3339(t.created),
+        "expires": t.expires.map(crate::log::rfc3339),
         "lastFour": t.last_four,
-        "lastUsed": t.last_used.map(rfc3339),
+        "lastUsed": t.last_used.map(crate::log::rfc3339),
     })
 }
 
@@ -93,11 +93,6 @@ fn audit(action: &str, who: Option<&Identity>, id: &str) {
             ("result", "ok".into()),
         ],
     );
-}
-
-fn rfc3339(secs: i64) -> String {
-    let (date, time) = crate::log::civil(secs);
-    format!("{date}T{time}Z")
 }
 
 pub(super) const ROUTES: &[Route] = &[

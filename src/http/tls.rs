@@ -7,8 +7,8 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -310,34 +310,12 @@ pub fn load_or_generate(dir: &Path, names: &[String]) -> Result<LoadedTls, TlsEr
     Ok(loaded)
 }
 
-/// Write via a temporary file in the same directory, fsync, then rename over `path`, so
-/// a crash leaves either the old file or the new one, never half of one.
+/// [`crate::fsutil::write_atomic`], with the error naming the file.
 fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
-    let werr = |source| TlsError::Write {
+    crate::fsutil::write_atomic(path, data, mode).map_err(|source| TlsError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    // A leftover from a crash may have other permissions; start afresh.
-    let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(werr)
+    })
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
@@ -442,7 +442,7 @@ impl Installer<'_> {
                 path.display()
             ))?;
         } else {
-            write_atomic(&real, data, mode)
+            crate::fsutil::write_atomic(&real, data, mode)
                 .map_err(|e| failed(format!("install: cannot write {}: {e}", real.display())))?;
             let done = if verb == "write" { "wrote" } else { "replaced" };
             self.say(&format!("{done} {what} {} ({mode:04o})", path.display()))?;
@@ -565,30 +565,6 @@ fn host_addresses() -> Vec<std::net::IpAddr> {
     out
 }
 
-/// Write via a temporary file beside `path`, then rename: never a half-written unit or
-/// binary, and replacing a running binary does not fail with "text file busy".
-fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.install.{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        // The umask may have narrowed `mode`.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 fn systemctl(args: &[&str], out: &mut dyn Write) -> Result<(), InstallError> {
     let _ = writeln!(out, "running systemctl {}", args.join(" "));
     match Command::new("systemctl").args(args).status() {
@@ -683,7 +659,8 @@ pub fn install(args: &InstallArgs, out: &mut dyn Write) -> Result<(), InstallErr
         Err(e) => {
             // Record what was done so far, so `joinery uninstall` can take it back.
             if !args.dry_run && ins.new != ins.old {
-                let _ = write_atomic(&manifest_real, ins.new.render().as_bytes(), 0o644);
+                let _ =
+                    crate::fsutil::write_atomic(&manifest_real, ins.new.render().as_bytes(), 0o644);
             }
             return Err(e);
         }
@@ -697,7 +674,7 @@ pub fn install(args: &InstallArgs, out: &mut dyn Write) -> Result<(), InstallErr
         return Ok(());
     }
     let text = ins.new.render();
-    write_atomic(&manifest_real, text.as_bytes(), 0o644).map_err(|e| {
+    crate::fsutil::write_atomic(&manifest_real, text.as_bytes(), 0o644).map_err(|e| {
         failed(format!(
             "install: cannot write {}: {e}",
             manifest_real.display()
@@ -902,7 +879,7 @@ pub fn uninstall(args: &UninstallArgs, out: &mut dyn Write) -> Result<(), Instal
     if !args.purge && !args.dry_run {
         if let Some(dir) = manifest_data_dir(&kept).filter(|d| under(&root, d).is_dir()) {
             let path = dir.join(KEPT_MANIFEST);
-            write_atomic(&under(&root, &path), kept.render().as_bytes(), 0o600)
+            crate::fsutil::write_atomic(&under(&root, &path), kept.render().as_bytes(), 0o600)
                 .map_err(|e| failed(format!("uninstall: cannot write {}: {e}", path.display())))?;
             say(
                 out,

@@ -15,8 +15,7 @@ pub fn now() -> f64 {
 
 /// `secs` as RFC 3339 UTC with whole seconds (`Time`).
 pub fn format(secs: f64) -> String {
-    let (date, time) = crate::log::civil(secs.floor() as i64);
-    format!("{date}T{time}Z")
+    crate::log::rfc3339(secs.floor() as i64)
 }
 
 /// `secs` as RFC 3339 UTC with microseconds (`MicroTime`, for Leases).
