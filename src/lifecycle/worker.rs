@@ -123,14 +123,16 @@ fn run(lc: &Lifecycle) {
     log::info("drain worker stopped", &[]);
 }
 
-/// Adds every node marked draining to `nodes`.
+/// Adds every node marked draining to `nodes`. Only names are kept from each page, so a
+/// scan of a large cluster holds one page of parsed nodes at a time.
 fn scan(lc: &Lifecycle, nodes: &mut BTreeMap<String, Driving>) {
-    match lc.kube.list_nodes() {
-        Ok(all) => {
-            for n in all {
-                if drain_info(&n.annotations).state == DrainState::Draining {
-                    nodes.entry(n.name).or_default();
-                }
+    let draining = lc.kube.list_nodes_map(|n| {
+        (drain_info(&n.annotations).state == DrainState::Draining).then_some(n.name)
+    });
+    match draining {
+        Ok(names) => {
+            for name in names.into_iter().flatten() {
+                nodes.entry(name).or_default();
             }
         }
         Err(e) => log::warn(
