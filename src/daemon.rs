@@ -37,29 +37,32 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     log::info("kubernetes api", &[("server", kube.server().into())]);
 
     let node_name = cfg.node_name.clone().or_else(hostname);
-    let own_ip = own_internal_ip(&kube, node_name.as_deref());
-    let bind_ip = match (cfg.bind_address, own_ip) {
-        (Some(ip), _) => {
+    // The node lookup costs an API call (and a timeout while Kubernetes is down): only
+    // make it when no address was configured.
+    let bind_ip = match cfg.bind_address {
+        Some(ip) => {
             log::info(
                 "bind address from configuration",
                 &[("address", ip.to_string().into())],
             );
             ip
         }
-        (None, Ok(ip)) => {
-            log::info(
-                "bind address is this node's InternalIP",
-                &[("address", ip.to_string().into())],
-            );
-            ip
-        }
-        (None, Err(why)) => {
-            log::warn(
-                "listening on all addresses: this node's InternalIP is unknown",
-                &[("reason", why.into())],
-            );
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        }
+        None => match own_internal_ip(&kube, node_name.as_deref()) {
+            Ok(ip) => {
+                log::info(
+                    "bind address is this node's InternalIP",
+                    &[("address", ip.to_string().into())],
+                );
+                ip
+            }
+            Err(why) => {
+                log::warn(
+                    "listening on all addresses: this node's InternalIP is unknown",
+                    &[("reason", why.into())],
+                );
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            }
+        },
     };
 
     let cert_path = match &cfg.tls_cert {

@@ -313,7 +313,15 @@ impl Daemon {
 
     /// Starts a daemon from a prepared command (its own flags, environment and data
     /// dir); stderr must be piped.
-    pub fn spawn_command(cmd: Command) -> Daemon {
+    pub fn spawn_command(mut cmd: Command) -> Daemon {
+        // As in `start_with`: keep off the host's /run/joinery unless a test asks for a
+        // socket (two daemons on the default path refuse each other).
+        if !cmd
+            .get_args()
+            .any(|a| a.to_string_lossy().starts_with("--socket"))
+        {
+            cmd.arg("--socket=none");
+        }
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().to_path_buf();
         Daemon::spawn(cmd, tmp, path)
@@ -581,6 +589,11 @@ pub fn curl_at(cert: &Path, url: &str, extra: &[String]) -> Reply {
 
 /// Runs `joinery serve` expecting a start-up failure; returns stderr.
 pub fn serve_fails(fake: &FakeKube, args: &[&str]) -> String {
+    serve_failure(fake, args).1
+}
+
+/// Like [`serve_fails`], with the exit code too.
+pub fn serve_failure(fake: &FakeKube, args: &[&str]) -> (Option<i32>, String) {
     let data = tempfile::tempdir().unwrap();
     let out = Command::new(joinery_bin())
         .args(["serve", "--api-port", "0", "--bind-address", "127.0.0.1"])
@@ -595,7 +608,7 @@ pub fn serve_fails(fake: &FakeKube, args: &[&str]) -> String {
     assert!(!out.status.success(), "should have failed: {args:?}");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!err.contains("panicked"), "{err}");
-    err
+    (out.status.code(), err)
 }
 
 /// A `/proc/PID/status` figure in KiB (`VmRSS`, `VmHWM`, ...).

@@ -440,19 +440,9 @@ fn the_local_socket_serves_its_user_as_admin_and_stops_on_sigterm() {
     );
 
     // A second daemon cannot take over a socket in use.
-    let data = tempfile::tempdir().unwrap();
-    let out = Command::new(joinery_bin())
-        .args(["serve", "--api-port", "0", "--bind-address", "127.0.0.1"])
-        .arg("--kubeconfig")
-        .arg(fake.kubeconfig())
-        .arg("--data-dir")
-        .arg(data.path())
-        .arg(format!("--socket={}", socket.display()))
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let flag = format!("--socket={}", socket.display());
+    let (code, err) = serve_failure(&fake, &[flag.as_str()]);
+    assert_eq!(code, Some(1));
     assert!(err.contains("--socket") && err.contains("in use"), "{err}");
     assert_eq!(unix_curl(&socket, "GET", "/v1/health", &[]).0, 200);
 
