@@ -18,7 +18,7 @@ use super::cache::{
 };
 use super::entry::{
     header_bytes, padding, stat_regular, validate_mode, validate_name, CheckedFile, Entry, FileId,
-    Source,
+    Identity, Source,
 };
 
 /// Bytes fed to the compressor per step, and the size of the file read buffer.
@@ -115,9 +115,10 @@ fn plan_file(
     name: &str,
     path: &std::path::Path,
     mode: u32,
+    expect: Option<&Identity>,
 ) -> io::Result<(PathBuf, FileId, Vec<u8>)> {
     let abs = std::path::absolute(path)?;
-    let id = stat_regular(&abs)?;
+    let id = stat_regular(&abs, expect)?;
     let header = header_bytes(name, id.size, mode, id.header_mtime())?;
     Ok((abs, id, header))
 }
@@ -132,8 +133,8 @@ pub(crate) fn big_files(entries: &[Entry]) -> io::Result<Vec<BigFile>> {
     let mut out = Vec::new();
     for e in entries {
         check_entry(e)?;
-        if let Source::File { path, mode } = &e.source {
-            let (abs, id, header) = plan_file(&e.name, path, *mode)?;
+        if let Source::File { path, mode, expect } = &e.source {
+            let (abs, id, header) = plan_file(&e.name, path, *mode, expect.as_ref())?;
             if id.size > CACHE_THRESHOLD {
                 out.push(BigFile {
                     key: member_key(&abs, &id, &e.name, *mode),
@@ -161,6 +162,12 @@ pub fn stream(entries: Vec<Entry>, cache: &BundleCache) -> io::Result<BundleStre
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    stream_at(entries, cache, now)
+}
+
+/// [`stream`] with in-memory entries dated `now` (Unix seconds): the same entries and
+/// time give the same bytes, which is what lets a download resume.
+pub fn stream_at(entries: Vec<Entry>, cache: &BundleCache, now: u64) -> io::Result<BundleStream> {
     let mut seen = std::collections::HashSet::new();
     let mut parts = VecDeque::new();
     let mut pending = Vec::new();
@@ -173,8 +180,8 @@ pub fn stream(entries: Vec<Entry>, cache: &BundleCache) -> io::Result<BundleStre
             ));
         }
         match e.source {
-            Source::File { path, mode } => {
-                let (abs, id, header) = plan_file(&e.name, &path, mode)?;
+            Source::File { path, mode, expect } => {
+                let (abs, id, header) = plan_file(&e.name, &path, mode, expect.as_ref())?;
                 if id.size > CACHE_THRESHOLD {
                     if !pending.is_empty() {
                         parts.push_back(Part::Fresh {
