@@ -509,10 +509,17 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
         }
     };
 
-    let started = assemble::entries(svc, &members.seed, &members.k0s_token)
-        .and_then(|e| crate::join::stream_at(e, &svc.cache, members.time.max(0) as u64));
-    let stream = match started {
-        Ok(s) => s,
+    let built = assemble::entries(svc, &members.seed, &members.k0s_token).and_then(|e| {
+        let mut s = crate::join::stream_at(e.clone(), &svc.cache, members.time.max(0) as u64)?;
+        // A join's bundle is measured, so it has a length and can be resumed.
+        let total = match ticket {
+            Some(_) => Some(s.measure()?),
+            None => None,
+        };
+        Ok((e, s, total))
+    });
+    let (entries, mut stream, total) = match built {
+        Ok(b) => b,
         Err(e) => {
             crate::log::error(
                 "starting the bundle failed",
@@ -527,6 +534,58 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
         }
     };
     let file = assemble::file_name(svc, &roles, members.time);
+    let mut headers = bundle_headers(&file);
+    let mut status = 200;
+    let mut len = None;
+    let reader: Box<dyn std::io::Read + Send> = match (&ticket, total) {
+        (Some(t), Some(total)) => {
+            let etag = assemble::etag(&t.id, members.time, &entries, total);
+            let if_range_ok = req.header("if-range").is_none_or(|v| v == etag);
+            let (first, last) = match req.header("range").and_then(assemble::parse_range) {
+                Some((first, _)) if if_range_ok && first >= total => {
+                    return Err(ApiError::new(
+                        416,
+                        "range_not_satisfiable",
+                        format!(
+                            "the bundle is {total} bytes, so it has nothing from byte {first} \
+                             on; the download is complete"
+                        ),
+                    )
+                    .with_header("Content-Range", format!("bytes */{total}")));
+                }
+                Some((first, last)) if if_range_ok => {
+                    status = 206;
+                    let last = last.map_or(total - 1, |l| l.min(total - 1));
+                    headers.push((
+                        "Content-Range".into(),
+                        format!("bytes {first}-{last}/{total}"),
+                    ));
+                    (first, last)
+                }
+                _ => (0, total.saturating_sub(1)),
+            };
+            headers.push(("ETag".into(), etag));
+            headers.push(("Accept-Ranges".into(), "bytes".into()));
+            if let Err(e) = stream.skip(first) {
+                crate::log::error(
+                    "resuming the bundle failed",
+                    &[("error", e.to_string().into())],
+                );
+                return Err(ApiError::internal());
+            }
+            let n = if total == 0 { 0 } else { last + 1 - first };
+            len = Some(n);
+            use std::io::Read as _;
+            Box::new(crate::join::watch::Watched::new(
+                crate::metrics::CountingReader::bundle(stream).take(n),
+                svc.tickets.handle(),
+                t.id.clone(),
+                first,
+                last + 1 >= total,
+            ))
+        }
+        _ => Box::new(crate::metrics::CountingReader::bundle(stream)),
+    };
     crate::log::info(
         "audit",
         &[
@@ -534,23 +593,21 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
             ("subject", subject.clone().into()),
             ("roles", roles.join(",").into()),
             ("client", client.clone().into()),
-            ("result", "streaming".into()),
+            (
+                "result",
+                if status == 206 {
+                    "resuming"
+                } else {
+                    "streaming"
+                }
+                .into(),
+            ),
         ],
     );
-    let counted = crate::metrics::CountingReader::bundle(stream);
-    let reader: Box<dyn std::io::Read + Send> = match &ticket {
-        Some(t) => Box::new(crate::join::watch::Watched::new(
-            counted,
-            svc.tickets.handle(),
-            t.id.clone(),
-            0,
-        )),
-        None => Box::new(counted),
-    };
     Ok(Response {
-        status: 200,
-        headers: bundle_headers(&file),
-        body: Body::Stream { reader, len: None },
+        status,
+        headers,
+        body: Body::Stream { reader, len },
         subject: Some(subject),
     })
 }

@@ -100,3 +100,72 @@ pub fn stamp(now: i64) -> String {
 pub fn file_name(svc: &JoinService, requested: &[String], time: i64) -> String {
     command::bundle_file_name(&svc.license.app_slug, requested, &stamp(time))
 }
+
+/// The bundle's strong ETag: a digest of the ticket, the bundle's time, its
+/// `SHA256SUMS` (which covers every byte of content) and its length.
+pub fn etag(ticket: &str, time: i64, entries: &[Entry], total: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(ticket.as_bytes());
+    h.update(time.to_le_bytes());
+    h.update(total.to_le_bytes());
+    if let Some(Entry {
+        source: super::entry::Source::Bytes { data, .. },
+        ..
+    }) = entries.last()
+    {
+        h.update(data);
+    }
+    let d = h.finalize();
+    format!(
+        "\"{}\"",
+        d[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+/// A `Range` header's single byte range, `bytes=N-` or `bytes=N-M`: (first, last).
+/// Anything else (several ranges, suffix ranges, other units, nonsense) is `None`,
+/// and the whole bundle is sent, as RFC 9110 allows.
+pub fn parse_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let spec = v.trim().strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    if !digits(a) || !(b.is_empty() || digits(b)) {
+        return None;
+    }
+    let first = a.parse().ok()?;
+    let last = if b.is_empty() {
+        None
+    } else {
+        Some(b.parse().ok()?)
+    };
+    match last {
+        Some(l) if l < first => None,
+        _ => Some((first, last)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-"), Some((0, None)));
+        assert_eq!(parse_range("bytes=100-199"), Some((100, Some(199))));
+        for ignored in [
+            "bytes=-5",
+            "bytes=5-1",
+            "bytes=1-2,4-5",
+            "items=0-",
+            "bytes=x-",
+            "bytes=99999999999999999999999-",
+            "",
+        ] {
+            assert_eq!(parse_range(ignored), None, "{ignored}");
+        }
+    }
+}

@@ -87,6 +87,7 @@ impl BigFile {
 }
 
 /// An entry compressed fresh into each bundle.
+#[derive(Clone)]
 enum Small {
     File {
         abs: PathBuf,
@@ -100,6 +101,7 @@ enum Small {
 }
 
 /// One gzip member of the bundle.
+#[derive(Clone)]
 enum Part {
     Big(BigFile),
     /// Consecutive small entries; `end` marks the last member, which carries the two
@@ -212,6 +214,7 @@ pub fn stream_at(entries: Vec<Entry>, cache: &BundleCache, now: u64) -> io::Resu
     });
     Ok(BundleStream {
         parts,
+        lens: None,
         state: State::Idle,
         pos: 0,
         buf: vec![0u8; CHUNK].into_boxed_slice(),
@@ -242,6 +245,8 @@ pub(crate) fn build_member_to_sink(big: &BigFile, cache: &BundleCache) -> io::Re
 /// consumer can never mistake a failed bundle for a complete one.
 pub struct BundleStream {
     parts: VecDeque<Part>,
+    /// Each remaining part's length, once [`BundleStream::measure`] ran.
+    lens: Option<VecDeque<u64>>,
     state: State,
     /// Bytes of the current deflate output already handed out.
     pos: usize,
@@ -272,6 +277,62 @@ impl BundleStream {
             _ => 0,
         };
         self.buf.len() + out
+    }
+
+    /// The bundle's length in bytes, before any is read. Members missing from the
+    /// cache are built into it first (so this can take as long as compressing them);
+    /// fresh members are compressed once to be counted (they are small).
+    pub fn measure(&mut self) -> io::Result<u64> {
+        let lens = self
+            .parts
+            .iter()
+            .map(|p| part_len(p, &self.cache))
+            .collect::<io::Result<VecDeque<u64>>>()?;
+        let total = lens.iter().sum();
+        self.lens = Some(lens);
+        Ok(total)
+    }
+
+    /// Skips the first `n` bytes (for a `Range` request): whole members without
+    /// reading them, a cached member by seeking, a fresh one by compressing and
+    /// discarding. Call [`measure`](Self::measure) first.
+    pub fn skip(&mut self, mut n: u64) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let Some(lens) = self.lens.as_mut() else {
+            return Err(io::Error::other("join bundle: skip before measure"));
+        };
+        while let Some(&len) = lens.front() {
+            if n < len {
+                break;
+            }
+            n -= len;
+            lens.pop_front();
+            self.parts.pop_front();
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let Some(part) = self.parts.pop_front() else {
+            return Err(io::Error::other("join bundle: skip beyond the end"));
+        };
+        lens.pop_front();
+        self.pos = 0;
+        self.state = self.start(part)?;
+        if let State::Serve { file, remaining } = &mut self.state {
+            file.seek(SeekFrom::Start(n))?;
+            *remaining -= n;
+            return Ok(());
+        }
+        let mut scratch = vec![0u8; CHUNK];
+        while n > 0 {
+            let want = scratch.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            let got = self.read(&mut scratch[..want])?;
+            if got == 0 {
+                return Err(io::Error::other("join bundle: skip beyond the end"));
+            }
+            n -= got as u64;
+        }
+        Ok(())
     }
 
     fn start(&self, part: Part) -> io::Result<State> {
@@ -362,6 +423,34 @@ impl Read for BundleStream {
             self.state = State::Failed(e.kind(), e.to_string());
             self.parts.clear();
         })
+    }
+}
+
+/// One member's length: a cached member's file size (built into the cache first if
+/// needed), else the size of its output compressed and thrown away.
+fn part_len(part: &Part, cache: &BundleCache) -> io::Result<u64> {
+    let count = |mut d: Deflater| -> io::Result<u64> {
+        let mut buf = vec![0u8; CHUNK];
+        let mut n = 0;
+        while !d.finished {
+            d.step(&mut buf)?;
+            n += d.enc.get_ref().len() as u64;
+        }
+        Ok(n)
+    };
+    match part {
+        Part::Big(big) => {
+            if let Some((_, len)) = cache.open_member(&big.key, big.isize()) {
+                return Ok(len);
+            }
+            build_member_to_sink(big, cache)?;
+            if let Some((_, len)) = cache.open_member(&big.key, big.isize()) {
+                return Ok(len);
+            }
+            // Being built by another stream right now: count a copy.
+            count(Deflater::big(big.clone(), cache, None)?)
+        }
+        Part::Fresh { items, end } => count(Deflater::fresh(items.clone(), *end, cache)),
     }
 }
 

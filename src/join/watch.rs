@@ -23,10 +23,20 @@ pub struct Watched<R> {
     last_check: Instant,
     last_record: Instant,
     ended: bool,
+    /// The stream ends where the bundle ends (not a shorter range).
+    whole_tail: bool,
 }
 
 impl<R: Read> Watched<R> {
-    pub fn new(inner: R, tickets: Tickets, id: String, offset: u64) -> Watched<R> {
+    /// `whole_tail`: the stream runs to the bundle's end, so its end completes the
+    /// download.
+    pub fn new(
+        inner: R,
+        tickets: Tickets,
+        id: String,
+        offset: u64,
+        whole_tail: bool,
+    ) -> Watched<R> {
         let now = Instant::now();
         Watched {
             inner,
@@ -37,6 +47,7 @@ impl<R: Read> Watched<R> {
             last_check: now,
             last_record: now,
             ended: false,
+            whole_tail,
         }
     }
 
@@ -71,7 +82,8 @@ impl<R: Read> Read for Watched<R> {
         self.at += n as u64;
         if n == 0 && !self.ended && !buf.is_empty() {
             self.ended = true;
-            self.record(Some(unix_now()));
+            let completed = self.whole_tail.then(unix_now);
+            self.record(completed);
         } else if self.last_record.elapsed() >= RECORD_EVERY {
             self.record(None);
         }

@@ -373,9 +373,7 @@ fn regression_failures_before_the_bundle_starts_leave_the_join_usable() {
     std::fs::write(&app, &saved).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).unwrap();
-    // Put back (a new inode): still refused until joinery is restarted on it.
-    d.get("/v1/join-bundle?roles=worker", &t)
-        .assert_error(503, "artifacts_changed");
+    // Put back, and joinery restarted on it (as the message says): the join works.
     let d2 = joining_daemon(&fake, &inputs);
     assert_eq!(d2.get("/v1/join-bundle?roles=worker", &t).status, 200);
 
@@ -481,4 +479,120 @@ fn regression_an_artifact_name_with_a_backslash_fails_start_up() {
         err.contains("--artifacts-dir") && err.contains(r"notes\\back.txt"),
         "{err}"
     );
+}
+
+/// A `curl` on PATH that slows the real one down, so a download can be cut part-way.
+fn slow_curl(dir: &Path, rate: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join(".slow");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v curl"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::write(
+        bin.join("curl"),
+        format!(
+            "#!/bin/sh\nexec {} --limit-rate {rate} \"$@\"\n",
+            real.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("curl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
+}
+
+/// Waits until `pred` holds, polling, for at most `secs`.
+fn wait_until(secs: u64, what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !pred() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_cut_download_resumes_with_the_same_step_and_verifies() {
+    let fake = FakeKube::start(3, &[]);
+    let inputs = JoinInputs::new(true);
+    // 192 MiB of incompressible data: large enough to cut mid-way, small enough to
+    // stay a few seconds on a shared machine.
+    let ok = Command::new("sh")
+        .args([
+            "-c",
+            "head -c 201326592 /dev/urandom > images/airgap-big.bin",
+        ])
+        .current_dir(inputs.artifacts())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let d = joining_daemon(&fake, &inputs);
+    let admin = d.login();
+    let cmds = steps(&create_command(&d, &admin, json!(["worker"])));
+    let file = cmds[1]
+        .strip_prefix("tar xzf ")
+        .unwrap()
+        .trim_matches('\'')
+        .to_string();
+    let host = tempfile::tempdir().unwrap();
+    // First attempt through a slowed curl, killed (the whole process group, as a
+    // dropped link or a Ctrl-C would) once 48 MiB arrived.
+    let child = {
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new("sh")
+            .current_dir(host.path())
+            .env("PATH", slow_curl(host.path(), "40M"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{}\n", cmds[0]).as_bytes())
+            .unwrap();
+        c
+    };
+    let part = host.path().join(&file);
+    wait_until(60, "48 MiB downloaded", || {
+        std::fs::metadata(&part).is_ok_and(|m| m.len() > 48 << 20)
+    });
+    let killed = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = child.wait_with_output();
+    let cut = std::fs::metadata(&part).unwrap().len();
+    assert!(cut > 48 << 20 && cut < 190 << 20, "cut at {cut}");
+    // The same step again: it resumes (206 from where it stopped) and completes.
+    let (code, out, err) = paste_into_sh(host.path(), &(cmds.join("\n") + "\n"));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let resumed = d.output.wait_for("a resumed download", |l| {
+        l.contains("\"result\":\"resuming\"")
+    });
+    assert!(resumed.contains("\"client\":\"127.0.0.1\""), "{resumed}");
+    let sums = Command::new("sha256sum")
+        .args(["-c", "--strict", "SHA256SUMS"])
+        .current_dir(host.path())
+        .output()
+        .unwrap();
+    assert!(
+        sums.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sums.stdout)
+    );
+    // From another host the token is spent; the resumed host got exactly one bundle.
+    d.get_from(
+        "127.0.0.2",
+        "/v1/join-bundle?roles=worker",
+        &token_in(&cmds[0]),
+    )
+    .assert_error(410, "join_token_used");
 }
