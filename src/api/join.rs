@@ -581,7 +581,7 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
                 svc.tickets.handle(),
                 t.id.clone(),
                 first,
-                last + 1 >= total,
+                (last + 1 >= total).then_some(total),
             ))
         }
         _ => Box::new(crate::metrics::CountingReader::bundle(stream)),

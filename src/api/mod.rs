@@ -8,6 +8,7 @@
 mod error;
 mod flux;
 mod join;
+mod joins;
 mod lifecycle;
 mod meta;
 mod nodes;
@@ -105,6 +106,7 @@ const AREAS: &[&[Route]] = &[
     session::ROUTES,
     nodes::ROUTES,
     join::ROUTES,
+    joins::ROUTES,
     flux::ROUTES,
     observe::ROUTES,
     oauth::ROUTES,
