@@ -49,7 +49,7 @@ impl ApiError {
         ApiError::new(
             404,
             "not_found",
-            format!("no endpoint at {path}; see the API reference in the README"),
+            format!("no endpoint at {path}; see the API reference in docs/api.md"),
         )
     }
 
