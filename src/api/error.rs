@@ -162,3 +162,10 @@ pub fn json_bytes_response(status: u16, mut bytes: Vec<u8>) -> Response {
         subject: None,
     }
 }
+
+/// Every endpoint's query refusals: 400 with the parser's own code and sentence.
+impl From<crate::http::query::QueryError> for ApiError {
+    fn from(e: crate::http::query::QueryError) -> ApiError {
+        ApiError::bad_request(e.code(), e.message())
+    }
+}
