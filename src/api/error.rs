@@ -49,7 +49,11 @@ impl ApiError {
         ApiError::new(
             404,
             "not_found",
-            format!("no endpoint at {path}; see the API reference in the README"),
+            // The path is client text (up to the 8 KiB URL cap): quoted in part only.
+            format!(
+                "no endpoint at {}; see the API reference in the README",
+                crate::log::clip(path)
+            ),
         )
     }
 
