@@ -183,18 +183,17 @@ fn password_grant(
         .map_err(|e| OAuthError::from_api(e.to_api_error()))?;
     // Guesses here count against the same per-address budget as POST /v1/auth/token.
     let ip = session::client_ip(req);
-    let permit = ctx.throttle.check(ip).map_err(OAuthError::throttled)?;
+    let attempt = ctx.throttle.check(ip).map_err(OAuthError::throttled)?;
     // The hash is checked even for a wrong username, so both cost the same time.
     let password_ok = !pw.is_empty() && password::verify_password(pw, &hash);
-    drop(permit);
     if username != USERNAME || !password_ok {
-        ctx.throttle.record_failure(ip);
+        attempt.failed();
         return Err(oauth_error(
             "invalid_grant",
             "the username must be \"admin\" and the password the installer password",
         ));
     }
-    ctx.throttle.record_success(ip);
+    attempt.succeeded();
     let scope = wanted.unwrap_or(Scope::Admin);
     let refresh = ctx
         .refresh
