@@ -121,6 +121,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
 
     let limits = http::Limits {
         max_connections: cfg.max_connections,
+        max_connections_per_address: cfg.max_connections_per_address,
         idle_timeout: cfg.idle_timeout,
         grace: cfg.shutdown_grace,
         ..http::Limits::default()

@@ -11,6 +11,8 @@ use std::time::Duration;
 pub struct Limits {
     /// Connections served at once; past this a new connection gets a 503 and is closed.
     pub max_connections: usize,
+    /// Connections one address (an IPv6 /64) may hold at once; past it, 503.
+    pub max_connections_per_address: usize,
     /// Stack size of each worker thread. Workers run handlers too, so this must hold the
     /// deepest handler (debug builds need more than release).
     pub worker_stack: usize,
@@ -41,6 +43,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 512,
+            max_connections_per_address: 64,
             worker_stack: 512 * 1024,
             handshake_timeout: Duration::from_secs(10),
             head_timeout: Duration::from_secs(10),

@@ -590,8 +590,12 @@ fn past_max_connections_a_client_gets_503_and_service_resumes_after() {
 
 #[test]
 fn five_hundred_idle_connections_do_not_delay_a_health_check() {
+    // Room for all of them (one address, none past its handshake): this is about the
+    // cost of idle sockets, not about the caps.
     let srv = start(short_limits_with(|l| {
-        l.handshake_timeout = Duration::from_secs(10)
+        l.handshake_timeout = Duration::from_secs(10);
+        l.max_connections = 1000;
+        l.max_connections_per_address = 1000;
     }));
     let idle: Vec<TcpStream> = (0..500)
         .map(|_| TcpStream::connect(srv.addr).unwrap())
@@ -603,6 +607,53 @@ fn five_hundred_idle_connections_do_not_delay_a_health_check() {
     drop(idle);
     // The idle connections' workers are freed when their clients leave.
     assert!(srv.wait_active(0, Duration::from_secs(5)));
+}
+
+/// Issue 12 item 2: idle TCP connections held every slot, and past the busy queue the
+/// refusals were resets. Now connections still handshaking hold at most three quarters
+/// of the slots and the oldest gives way to a newcomer, so a real client gets in.
+#[test]
+fn sockets_that_never_speak_cannot_keep_a_real_client_out() {
+    let srv = start(short_limits_with(|l| {
+        l.handshake_timeout = Duration::from_secs(30);
+        l.max_connections = 8;
+        l.max_connections_per_address = 100;
+    }));
+    let idle: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(srv.addr).unwrap())
+        .collect();
+    // Six of eight slots may be handshaking; the other two were refused.
+    assert!(srv.wait_active(6, Duration::from_secs(5)));
+    // A real client gets in (once the idle ones are older than EVICT_AFTER).
+    let t = Instant::now();
+    let status = loop {
+        let r = get(srv.addr, "/health");
+        if r.status == 200 || t.elapsed() > Duration::from_secs(5) {
+            break r.status;
+        }
+        assert_envelope(&r, 503, "server_busy");
+    };
+    assert_eq!(status, 200, "after {:?}", t.elapsed());
+    drop(idle);
+}
+
+/// One address holds at most `max_connections_per_address`; past it, a clean 503.
+#[test]
+fn one_address_gets_its_share_and_then_a_clean_503() {
+    let srv = start(short_limits_with(|l| {
+        l.handshake_timeout = Duration::from_secs(30);
+        l.max_connections_per_address = 4;
+    }));
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(srv.addr).unwrap())
+        .collect();
+    assert!(srv.wait_active(4, Duration::from_secs(5)));
+    for _ in 0..20 {
+        assert_envelope(&get(srv.addr, "/health"), 503, "server_busy");
+    }
+    drop(idle);
+    assert!(srv.wait_active(0, Duration::from_secs(5)));
+    assert_eq!(get(srv.addr, "/health").status, 200);
 }
 
 fn short_limits_with(f: impl FnOnce(&mut Limits)) -> Limits {
