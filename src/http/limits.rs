@@ -27,6 +27,11 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long one write may make no progress before the connection is dropped.
     pub write_timeout: Duration,
+    /// The slowest a client may take a response, in bytes per second of time the
+    /// server is blocked on it (`src/http/rate.rs`); 0 turns the rule off.
+    pub min_transfer_rate: u64,
+    /// Blocked time every response is allowed before the rate applies.
+    pub min_rate_grace: Duration,
     /// After shutdown, how long in-flight requests may take before `run` returns anyway.
     pub grace: Duration,
     /// Request line plus headers, in bytes (431 past it).
@@ -50,6 +55,8 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            min_transfer_rate: 1024,
+            min_rate_grace: Duration::from_secs(10),
             grace: Duration::from_secs(10),
             max_head: 16 * 1024,
             max_headers: 100,

@@ -63,6 +63,24 @@ impl Read for Pieces {
     }
 }
 
+/// A stream with nothing to send for `gap` before each of its pieces.
+struct Drip {
+    left: usize,
+    gap: Duration,
+}
+
+impl Read for Drip {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        thread::sleep(self.gap);
+        self.left -= 1;
+        buf[..5].copy_from_slice(b"drip\n");
+        Ok(5)
+    }
+}
+
 struct TestHandler;
 
 impl Handler for TestHandler {
@@ -99,6 +117,29 @@ impl Handler for TestHandler {
                 body: Body::Stream {
                     reader: Box::new(&b"abc"[..]),
                     len: Some(10),
+                },
+                subject: None,
+            },
+            // 256 MiB of zeros, sized: more than any socket buffer holds.
+            "/big" => Response {
+                status: 200,
+                headers: vec![],
+                body: Body::Stream {
+                    reader: Box::new(io::repeat(0).take(256 << 20)),
+                    len: Some(256 << 20),
+                },
+                subject: None,
+            },
+            // Three small pieces `ms` apart: a stream idle by design, like a watch.
+            "/drip" => Response {
+                status: 200,
+                headers: vec![],
+                body: Body::Stream {
+                    reader: Box::new(Drip {
+                        left: 3,
+                        gap: Duration::from_millis(param("ms").unwrap_or(300)),
+                    }),
+                    len: None,
                 },
                 subject: None,
             },
@@ -654,6 +695,56 @@ fn one_address_gets_its_share_and_then_a_clean_503() {
     drop(idle);
     assert!(srv.wait_active(0, Duration::from_secs(5)));
     assert_eq!(get(srv.addr, "/health").status, 200);
+}
+
+/// Issue 12 item 3: the write deadline was per write, so a client taking a few bytes
+/// at a time held its worker for ever. Now it is cut off below the minimum rate.
+#[test]
+fn a_slow_reader_is_cut_off_below_the_minimum_rate() {
+    let srv = start(short_limits_with(|l| {
+        l.min_transfer_rate = 1 << 20;
+        l.min_rate_grace = Duration::from_millis(500);
+    }));
+    let mut c = Client::connect(srv.addr);
+    c.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // Take about 20 KB/s, far below 1 MiB/s; every read well inside the write timeout.
+    // The server lets go of the connection (its worker is free) while we still read
+    // what the socket buffers hold.
+    assert!(srv.wait_active(1, Duration::from_secs(2)));
+    let t = Instant::now();
+    let mut buf = [0u8; 1024];
+    let mut got = 0usize;
+    while srv.stats.active_connections() > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "still served after {got} bytes"
+        );
+        match c.s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        srv.wait_active(0, Duration::from_secs(2)),
+        "worker still held"
+    );
+    assert!(got < 256 << 20, "the whole body arrived");
+    eprintln!("slow reader let go after {:?} and {got} bytes", t.elapsed());
+}
+
+/// The rate counts only time the server is blocked on the client: a stream that is idle
+/// because the server has nothing to send (a watch, a long poll) is never cut off.
+#[test]
+fn a_stream_idle_by_design_is_not_cut_off() {
+    let srv = start(short_limits_with(|l| {
+        l.min_transfer_rate = 1 << 20;
+        l.min_rate_grace = Duration::from_millis(100);
+    }));
+    let mut c = Client::connect(srv.addr);
+    let r = c.request("GET /drip?ms=400 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"drip\ndrip\ndrip\n");
 }
 
 fn short_limits_with(f: impl FnOnce(&mut Limits)) -> Limits {
