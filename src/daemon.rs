@@ -121,6 +121,8 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
 
     let limits = http::Limits {
         max_connections: cfg.max_connections,
+        max_connections_per_address: cfg.max_connections_per_address,
+        min_transfer_rate: cfg.min_transfer_rate,
         idle_timeout: cfg.idle_timeout,
         grace: cfg.shutdown_grace,
         ..http::Limits::default()
