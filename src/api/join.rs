@@ -384,6 +384,7 @@ pub fn bundle(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Resp
         body: Body::Stream {
             reader: Box::new(crate::metrics::CountingReader::bundle(stream)),
             len: None,
+            flush: crate::http::Flush::AtEnd,
         },
         subject: Some(subject),
     })

@@ -90,6 +90,7 @@ impl Handler for TestHandler {
                 body: Body::Stream {
                     reader: Box::new(Pieces(vec![b"one,", b"two,", b"three"])),
                     len: None,
+                    flush: Flush::AtEnd,
                 },
                 subject: None,
             },
@@ -99,6 +100,7 @@ impl Handler for TestHandler {
                 body: Body::Stream {
                     reader: Box::new(&b"abc"[..]),
                     len: Some(10),
+                    flush: Flush::AtEnd,
                 },
                 subject: None,
             },

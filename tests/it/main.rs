@@ -13,3 +13,4 @@ mod lifecycle;
 mod startup;
 mod throttle;
 mod tokens;
+mod watch;
