@@ -15,6 +15,7 @@ use super::{
     json_body, json_response, now, Access, ApiError, Context, Identity, Route, SESSION_AUDIENCE,
 };
 use crate::auth::{self, jwt, JwtError, Scope};
+use crate::http::query::Params;
 use crate::http::{Body, Request, Response};
 use crate::join::command::{self, CommandInputs};
 use crate::join::k0s;
@@ -237,7 +238,8 @@ fn authenticate_download(
 
 pub fn bundle(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
     let svc = service(ctx)?;
-    let roles = command::roles_from_query(&req.query).map_err(invalid_roles)?;
+    let query = Params::parse(&req.query, &["roles"])?;
+    let roles = command::roles_from_param(query.get("roles")).map_err(invalid_roles)?;
     command::check_roles(&roles, &svc.roles).map_err(invalid_roles)?;
     let who = authenticate_download(ctx, req, &roles)?;
     require_multi_node(svc)?;

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::nodes::NodeSummary;
 use super::{json_body, json_response, Access, ApiError, Context, Identity, Route};
 use crate::auth::Scope;
+use crate::http::query::Params;
 use crate::http::{Request, Response};
 use crate::kube::{self, NodePatch};
 use crate::labels;
@@ -404,24 +405,9 @@ fn resume(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respon
 // ---- DELETE /v1/nodes/{name}?force= ------------------------------------------------
 
 fn force_param(query: &str) -> Result<bool, ApiError> {
-    let mut force = false;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k != "force" {
-            continue;
-        }
-        force = match v {
-            "true" | "1" => true,
-            "false" | "0" => false,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    "force must be true or false",
-                ))
-            }
-        };
-    }
-    Ok(force)
+    Ok(Params::parse(query, &["force"])?
+        .bool("force")?
+        .unwrap_or(false))
 }
 
 fn remove(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Response, ApiError> {
@@ -588,8 +574,10 @@ mod tests {
     fn force_values() {
         assert!(!force_param("").unwrap());
         assert!(force_param("force=true").unwrap());
-        assert!(!force_param("force=false&x=1").unwrap());
+        assert!(!force_param("force=false").unwrap());
         assert!(force_param("force=yes").is_err());
+        // One rule for every endpoint: an unknown key is refused, not ignored.
+        assert!(force_param("force=false&x=1").is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ use serde_json::json;
 use super::nodes::NodeSummary;
 use super::{ApiError, Context};
 use crate::cache::{Next, WaitSlot, Waited};
+use crate::http::query::Params;
 use crate::http::{Body, Flush, Response};
 use crate::kube::Node;
 use crate::lifecycle::{drain_info, DrainState};
@@ -60,43 +61,28 @@ impl WaitFor {
 
 /// `waitFor` and `timeoutSeconds` from a node's query; `None` when not waiting.
 pub fn wait_params(query: &str) -> Result<Option<(WaitFor, u64)>, ApiError> {
-    let mut wait = None;
-    let mut timeout = None;
-    for (k, v) in pairs(query)? {
-        match k {
-            "waitFor" if wait.is_none() => {
-                wait = Some(match v {
-                    "ready" => WaitFor::Ready,
-                    "drained" => WaitFor::Drained,
-                    "deleted" => WaitFor::Deleted,
-                    _ => {
-                        return Err(ApiError::bad_request(
-                            "invalid_query",
-                            "waitFor must be ready, drained or deleted",
-                        ))
-                    }
-                })
-            }
-            "timeoutSeconds" if timeout.is_none() => {
-                timeout = Some(
-                    v.parse::<u64>()
-                        .ok()
-                        .filter(|n| (1..=MAX_WAIT_SECONDS).contains(n))
-                        .ok_or_else(|| {
-                            ApiError::bad_request(
-                                "invalid_query",
-                                format!(
-                                    "timeoutSeconds must be a whole number from 1 to \
-                                     {MAX_WAIT_SECONDS}"
-                                ),
-                            )
-                        })?,
-                )
-            }
-            "waitFor" | "timeoutSeconds" => return Err(given_twice(k)),
-            _ => return Err(unknown(k, "waitFor, timeoutSeconds")),
+    let q = Params::parse(query, &["waitFor", "timeoutSeconds"])?;
+    let wait = match q.get("waitFor") {
+        None => None,
+        Some("ready") => Some(WaitFor::Ready),
+        Some("drained") => Some(WaitFor::Drained),
+        Some("deleted") => Some(WaitFor::Deleted),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "waitFor must be ready, drained or deleted",
+            ))
         }
-    }
+    };
+    let timeout = match q.number("timeoutSeconds", MAX_WAIT_SECONDS)? {
+        Some(0) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("timeoutSeconds must be a whole number from 1 to {MAX_WAIT_SECONDS}"),
+            ))
+        }
+        t => t,
+    };
     match (wait, timeout) {
         (None, Some(_)) => Err(ApiError::bad_request(
             "invalid_query",
@@ -109,59 +95,9 @@ pub fn wait_params(query: &str) -> Result<Option<(WaitFor, u64)>, ApiError> {
 
 /// `watch` from the node list's query.
 pub fn watch_param(query: &str) -> Result<bool, ApiError> {
-    let mut watch = None;
-    for (k, v) in pairs(query)? {
-        match k {
-            "watch" if watch.is_none() => {
-                watch = Some(match v {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => {
-                        return Err(ApiError::bad_request(
-                            "invalid_query",
-                            "watch must be true or false",
-                        ))
-                    }
-                })
-            }
-            "watch" => return Err(given_twice(k)),
-            _ => return Err(unknown(k, "watch")),
-        }
-    }
-    Ok(watch.unwrap_or(false))
-}
-
-/// `k=v` pairs; a value may not need decoding (ours never do), so `%` and `+` are refused.
-fn pairs(query: &str) -> Result<Vec<(&str, &str)>, ApiError> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            if v.contains(['%', '+']) {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    "query values here are plain words; nothing needs encoding",
-                ));
-            }
-            Ok((k, v))
-        })
-        .collect()
-}
-
-fn given_twice(k: &str) -> ApiError {
-    ApiError::bad_request("invalid_query", format!("{k} is given twice; give it once"))
-}
-
-fn unknown(k: &str, known: &str) -> ApiError {
-    let mut shown: String = k.chars().take(40).collect();
-    if shown.len() < k.len() {
-        shown.push_str("...");
-    }
-    ApiError::bad_request(
-        "unknown_parameter",
-        format!("unknown query parameter {shown:?}; this endpoint takes {known}"),
-    )
+    Ok(Params::parse(query, &["watch"])?
+        .bool("watch")?
+        .unwrap_or(false))
 }
 
 fn busy() -> ApiError {
@@ -359,7 +295,7 @@ mod tests {
             "waitFor=ready&timeoutSeconds=-1",
             "timeoutSeconds=5",
             "waitFor=ready&waitFor=ready",
-            "waitFor=re%61dy",
+            "waitFor=re%zzdy",
             "wait=ready",
         ] {
             assert!(wait_params(bad).is_err(), "{bad}");

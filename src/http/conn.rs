@@ -490,9 +490,11 @@ fn access_line(
     let _ = write!(v, "{{\"bytes\":{bytes},\"durationMs\":");
     let _ = serde_json::to_writer(&mut v, &(elapsed.as_micros() as f64 / 1000.0));
     v.extend_from_slice(b",\"level\":\"info\",\"method\":");
-    string_or_null(&mut v, route.map(|r| r.0));
+    // Method and path are client text: clipped like every logged field.
+    let clipped = route.map(|(m, p)| (crate::log::clip(m), crate::log::clip(p)));
+    string_or_null(&mut v, clipped.as_ref().map(|r| &*r.0));
     v.extend_from_slice(b",\"msg\":\"request\",\"path\":");
-    string_or_null(&mut v, route.map(|r| r.1));
+    string_or_null(&mut v, clipped.as_ref().map(|r| &*r.1));
     // Socket addresses and `unix:uid=N` never need JSON escaping.
     let _ = match peer {
         Peer::Tcp(addr) => write!(v, ",\"remote\":\"{addr}\""),

@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 mod conn;
 mod limits;
 pub mod parse;
+pub mod query;
 mod response;
 mod server;
 mod signals;

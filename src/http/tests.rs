@@ -344,7 +344,7 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     let r = c.request("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
     assert_eq!(r.json()["body"], "abcde");
     // Two pipelined requests in one write.
-    c.send(b"GET /echo?p=1 HTTP/1.1\r\n\r\nGET /echo?p=2 HTTP/1.1\r\nConnection: close\r\n\r\n")
+    c.send(b"GET /echo?p=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /echo?p=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     assert_eq!(c.response(false).unwrap().json()["query"], "p=1");
     let last = c.response(false).unwrap();
@@ -358,11 +358,14 @@ fn keep_alive_serves_several_requests_on_one_connection() {
 fn unsized_stream_is_sent_chunked_and_to_http10_by_close() {
     let srv = start(short_limits());
     let mut c = Client::connect(srv.addr);
-    let r = c.request("GET /stream HTTP/1.1\r\n\r\n");
+    let r = c.request("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.header("transfer-encoding"), Some("chunked"));
     assert_eq!(r.body, b"one,two,three");
     // Still usable afterwards.
-    assert_eq!(c.request("GET /health HTTP/1.1\r\n\r\n").status, 200);
+    assert_eq!(
+        c.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
 
     let mut c = Client::connect(srv.addr);
     let r = c.request("GET /stream HTTP/1.0\r\n\r\n");
@@ -375,7 +378,7 @@ fn unsized_stream_is_sent_chunked_and_to_http10_by_close() {
 fn sized_stream_that_ends_early_is_torn_not_truncated_cleanly() {
     let srv = start(short_limits());
     let mut c = Client::connect(srv.addr);
-    c.send(b"GET /short HTTP/1.1\r\n\r\n").unwrap();
+    c.send(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     // The client must see an error (no close_notify, fewer bytes than promised).
     assert!(c.response(false).is_err());
     // curl reports it too.
@@ -388,13 +391,17 @@ fn content_length_of_u64_max_is_refused_and_server_lives() {
     // tiny_http aborted the whole process on this header.
     let srv = start(short_limits());
     let mut c = Client::connect(srv.addr);
-    let r = c.request("POST /echo HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n");
+    let r =
+        c.request("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n");
     assert_envelope(&r, 413, "body_too_large");
     let mut c = Client::connect(srv.addr);
-    let r = c.request("POST /echo HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n\r\n");
+    let r =
+        c.request("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551616\r\n\r\n");
     assert_envelope(&r, 400, "bad_content_length");
     let mut c = Client::connect(srv.addr);
-    let r = c.request("POST /echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx");
+    let r = c.request(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
+    );
     assert_envelope(&r, 400, "bad_content_length");
     assert_eq!(get(srv.addr, "/health").status, 200);
 }
@@ -404,14 +411,14 @@ fn transfer_encoding_with_content_length_is_400() {
     let srv = start(short_limits());
     let mut c = Client::connect(srv.addr);
     let r = c.request(
-        "POST /echo HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     );
     assert_envelope(&r, 400, "conflicting_framing");
     let mut c = Client::connect(srv.addr);
-    let r = c.request("POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n");
+    let r = c.request("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n");
     assert_envelope(&r, 501, "unsupported_transfer_encoding");
     let mut c = Client::connect(srv.addr);
-    let r = c.request("GET / HTTP/1.1\r\nBad Header\r\n\r\n");
+    let r = c.request("GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n");
     assert_envelope(&r, 400, "bad_request");
 }
 
@@ -421,7 +428,7 @@ fn one_mib_header_is_431_without_waiting_for_all_of_it() {
     // Send 20 KiB of a header that would be 1 MiB and then stall: the answer must come
     // anyway, so the server cannot be buffering the whole header.
     let mut c = Client::connect(srv.addr);
-    let mut partial = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+    let mut partial = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
     partial.resize(20 * 1024, b'a');
     c.send(&partial).unwrap();
     let t = Instant::now();
@@ -435,7 +442,7 @@ fn one_mib_header_is_431_without_waiting_for_all_of_it() {
 
     // And a client that insists on sending the whole 1 MiB still gets its answer.
     let mut c = Client::connect(srv.addr);
-    let mut big = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+    let mut big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
     big.resize(1024 * 1024, b'a');
     big.extend_from_slice(b"\r\n\r\n");
     // The server drains unread input briefly after answering, so this send completes
@@ -453,7 +460,7 @@ fn body_over_64_kib_is_413() {
     let mut c = Client::connect(srv.addr);
     let body = vec![b'x'; 64 * 1024 + 1];
     let mut raw = format!(
-        "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -463,7 +470,7 @@ fn body_over_64_kib_is_413() {
 
     // The same cap applies after de-chunking.
     let mut c = Client::connect(srv.addr);
-    let mut raw = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut raw = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..17 {
         raw.extend_from_slice(b"1000\r\n");
         raw.extend_from_slice(&[b'y'; 4096]);
@@ -477,7 +484,7 @@ fn body_over_64_kib_is_413() {
     let mut c = Client::connect(srv.addr);
     let body = vec![b'z'; 64 * 1024];
     let mut raw = format!(
-        "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -491,14 +498,14 @@ fn more_than_100_headers_is_431() {
     let srv = start(short_limits());
     let mut c = Client::connect(srv.addr);
     let r = c.request(&format!(
-        "GET / HTTP/1.1\r\n{}\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
         "X-A: b\r\n".repeat(101)
     ));
     assert_envelope(&r, 431, "too_many_headers");
     let mut c = Client::connect(srv.addr);
     let r = c.request(&format!(
-        "GET /health HTTP/1.1\r\n{}\r\n",
-        "X-A: b\r\n".repeat(100)
+        "GET /health HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        "X-A: b\r\n".repeat(99)
     ));
     assert_eq!(r.status, 200);
 }
@@ -507,7 +514,7 @@ fn more_than_100_headers_is_431() {
 fn slowloris_head_trickled_past_the_deadline_is_closed() {
     let srv = start(short_limits()); // head_timeout 500 ms
     let mut c = Client::connect(srv.addr);
-    c.send(b"GET /health HTTP/1.1\r\n").unwrap();
+    c.send(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
     let t = Instant::now();
     // One byte every 50 ms: every read makes progress, only a total deadline stops it.
     let mut got = None;
@@ -540,7 +547,10 @@ fn close_notify_then_holding_the_socket_releases_the_worker() {
     // tiny_http spun a core at 100% on this.
     let srv = start(short_limits());
     let mut c = Client::connect(srv.addr);
-    assert_eq!(c.request("GET /health HTTP/1.1\r\n\r\n").status, 200);
+    assert_eq!(
+        c.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
     assert_eq!(srv.stats.active_connections(), 1);
     c.s.conn.send_close_notify();
     c.s.conn.complete_io(&mut c.s.sock).unwrap();
@@ -559,16 +569,25 @@ fn past_max_connections_a_client_gets_503_and_service_resumes_after() {
     });
     let mut a = Client::connect(srv.addr);
     let mut b = Client::connect(srv.addr);
-    assert_eq!(a.request("GET /health HTTP/1.1\r\n\r\n").status, 200);
-    assert_eq!(b.request("GET /health HTTP/1.1\r\n\r\n").status, 200);
+    assert_eq!(
+        a.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
+    assert_eq!(
+        b.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
     let mut c = Client::connect(srv.addr);
-    let r = c.request("GET /health HTTP/1.1\r\n\r\n");
+    let r = c.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_envelope(&r, 503, "server_busy");
     assert!(srv.stats.rejected_busy() >= 1);
     drop(a);
     assert!(srv.wait_active(1, Duration::from_secs(2)));
     assert_eq!(get(srv.addr, "/health").status, 200);
-    assert_eq!(b.request("GET /health HTTP/1.1\r\n\r\n").status, 200);
+    assert_eq!(
+        b.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
 }
 
 #[test]
@@ -612,7 +631,11 @@ fn shutdown_lets_an_in_flight_request_finish() {
     let slow = thread::spawn(move || get(addr, "/slow?ms=600"));
     // An idle keep-alive connection must not hold shutdown up.
     let mut idle = Client::connect(addr);
-    assert_eq!(idle.request("GET /health HTTP/1.1\r\n\r\n").status, 200);
+    assert_eq!(
+        idle.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
     assert!(srv.wait_active(2, Duration::from_secs(2)));
     thread::sleep(Duration::from_millis(100));
     let took = srv.stop();
@@ -631,7 +654,7 @@ fn shutdown_gives_up_on_a_request_slower_than_grace() {
     let addr = srv.addr;
     let _slow = thread::spawn(move || {
         let mut c = Client::connect(addr);
-        let _ = c.send(b"GET /slow?ms=3000 HTTP/1.1\r\n\r\n");
+        let _ = c.send(b"GET /slow?ms=3000 HTTP/1.1\r\nHost: x\r\n\r\n");
         let _ = c.response(false);
     });
     assert!(srv.wait_active(1, Duration::from_secs(2)));
@@ -659,7 +682,7 @@ fn plain_http_on_the_tls_port_is_just_closed() {
 fn expect_100_continue_is_answered_before_the_body() {
     let srv = start(short_limits());
     let mut c = Client::connect(srv.addr);
-    c.send(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+    c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
         .unwrap();
     let r = c.response(false).unwrap();
     assert_eq!(r.status, 100);
@@ -674,7 +697,10 @@ fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
         l.idle_timeout = Duration::from_millis(300)
     }));
     let mut c = Client::connect(srv.addr);
-    assert_eq!(c.request("GET /health HTTP/1.1\r\n\r\n").status, 200);
+    assert_eq!(
+        c.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
     assert!(c.closed_within(Duration::from_secs(1)));
     assert!(srv.wait_active(0, Duration::from_millis(500)));
 }
@@ -737,7 +763,7 @@ fn unix_socket_serves_plain_http_with_the_peer_uid() {
     let handle = server.shutdown_handle();
     let th = thread::spawn(move || server.run(Arc::new(TestHandler)));
     let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
-    s.write_all(b"GET /echo HTTP/1.1\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();

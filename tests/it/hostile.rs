@@ -243,3 +243,49 @@ fn plain_http_on_the_tls_port_is_just_closed() {
     assert!(!String::from_utf8_lossy(&buf).contains("200"));
     assert!(healthy(&d));
 }
+
+/// Issue 12 item 7: a 12,000-byte method was accepted, echoed in the 405 body and
+/// logged whole; HTTP/1.1 without Host, or with two, was served.
+#[test]
+fn regression_long_method_is_501_and_host_is_required() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start(&fake);
+    let method = "X".repeat(12_000);
+    let reply = exchange(
+        &d,
+        format!("{method} /v1/health HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(status_of(&reply), 501, "{}", &reply[..reply.len().min(300)]);
+    assert!(reply.contains("method_not_implemented"));
+    assert!(!reply.contains("XXXXXXXXXXXXXXXX"), "the method was echoed");
+    for (raw, what) in [
+        ("GET /v1/health HTTP/1.1\r\n\r\n", "no Host"),
+        (
+            "GET /v1/health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "two Hosts",
+        ),
+    ] {
+        let reply = exchange(&d, raw.as_bytes());
+        assert_eq!(status_of(&reply), 400, "{what}: {reply}");
+        assert!(reply.contains("bad_host"), "{what}: {reply}");
+    }
+    // HTTP/1.0 needs no Host.
+    let reply = exchange(&d, b"GET /v1/health HTTP/1.0\r\n\r\n");
+    assert_eq!(status_of(&reply), 200, "{reply}");
+    // A long path (under the 8 KiB URL cap) is logged clipped, not whole.
+    let path = format!("/v1/{}", "p".repeat(8000));
+    let reply = exchange(
+        &d,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(status_of(&reply), 404, "{}", &reply[..reply.len().min(300)]);
+    let line = d.output.wait_for("the access line of the long path", |l| {
+        l.contains("\"status\":404") && l.contains("pppp")
+    });
+    assert!(line.len() < 1024, "a {}-byte log line", line.len());
+    assert!(d
+        .output
+        .lines()
+        .iter()
+        .all(|l| l.len() < 2048 && !l.contains("XXXXXXXXXXXXXXXX")));
+}
