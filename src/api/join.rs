@@ -609,7 +609,11 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
     Ok(Response {
         status,
         headers,
-        body: Body::Stream { reader, len },
+        body: Body::Stream {
+            reader,
+            len,
+            flush: crate::http::Flush::AtEnd,
+        },
         subject: Some(subject),
     })
 }
