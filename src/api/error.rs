@@ -49,7 +49,11 @@ impl ApiError {
         ApiError::new(
             404,
             "not_found",
-            format!("no endpoint at {path}; see the API reference in the README"),
+            // The path is client text (up to the 8 KiB URL cap): quoted in part only.
+            format!(
+                "no endpoint at {}; see the API reference in docs/api.md",
+                crate::log::clip(path)
+            ),
         )
     }
 
@@ -160,5 +164,12 @@ pub fn json_bytes_response(status: u16, mut bytes: Vec<u8>) -> Response {
         ],
         body: Body::Bytes(bytes),
         subject: None,
+    }
+}
+
+/// Every endpoint's query refusals: 400 with the parser's own code and sentence.
+impl From<crate::http::query::QueryError> for ApiError {
+    fn from(e: crate::http::query::QueryError) -> ApiError {
+        ApiError::bad_request(e.code(), e.message())
     }
 }

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::auth::join::{self as join_token, JoinTokenError, JOIN_TTL_SECS};
 use crate::auth::{self, jwt, Scope};
+use crate::http::query::Params;
 use crate::http::{Body, Peer, Request, Response};
 use crate::join::assemble::{self, ClusterView};
 use crate::join::command::{self, CommandInputs};
@@ -468,7 +469,8 @@ pub fn bundle(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Re
 
 fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
     let svc = service(ctx)?;
-    let roles = command::roles_from_query(&req.query).map_err(invalid_roles)?;
+    let query = Params::parse(&req.query, &["roles"])?;
+    let roles = command::roles_from_param(query.get("roles")).map_err(invalid_roles)?;
     command::check_roles(&roles, &svc.roles).map_err(invalid_roles)?;
     let who = authenticate_download(ctx, req, &roles)?;
     require_multi_node(svc)?;
@@ -607,7 +609,11 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
     Ok(Response {
         status,
         headers,
-        body: Body::Stream { reader, len },
+        body: Body::Stream {
+            reader,
+            len,
+            flush: crate::http::Flush::AtEnd,
+        },
         subject: Some(subject),
     })
 }

@@ -35,13 +35,12 @@ pub fn login(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Respo
     let ip = client_ip(req);
     // The hash first: a slow Kubernetes API must not hold a bcrypt slot.
     let hash = ctx.passwords.current().map_err(|e| e.to_api_error())?;
-    let permit = ctx.throttle.check(ip).map_err(refusal)?;
+    let attempt = ctx.throttle.check(ip).map_err(refusal)?;
     let ok = password::verify_password(&body.password, &hash);
-    drop(permit);
     if ok {
-        ctx.throttle.record_success(ip);
+        attempt.succeeded();
     } else {
-        ctx.throttle.record_failure(ip);
+        attempt.failed();
         crate::log::info(
             "audit",
             &[

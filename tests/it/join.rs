@@ -412,11 +412,15 @@ fn join_refusals() {
         "?roles=nope",
         "?roles=worker,worker",
         "?roles=a%20b",
-        "?roles=worker&roles=gpu",
     ] {
         d.get(&format!("/v1/join-bundle{q}"), &admin)
             .assert_error(400, "invalid_roles");
     }
+    // The shared query parser's one rule: a repeat or an unknown key is refused.
+    d.get("/v1/join-bundle?roles=worker&roles=gpu", &admin)
+        .assert_error(400, "invalid_query");
+    d.get("/v1/join-bundle?roles=worker&role=gpu", &admin)
+        .assert_error(400, "unknown_parameter");
     d.curl("GET", "/v1/join-bundle?roles=worker", &[])
         .assert_error(401, "missing_token");
 
