@@ -728,3 +728,62 @@ fn the_ledger_shows_every_join_and_a_revocation_stops_a_download_on_every_contro
     )
     .assert_error(400, "invalid_join_id");
 }
+
+/// The `sh` block of docs/joins.md that checks a seed (the one after its marker).
+fn seed_check_from_the_docs() -> String {
+    let docs = std::fs::read_to_string(root().join("docs/joins.md")).unwrap();
+    let at = docs
+        .find("<!-- seed-verification")
+        .expect("the marker in docs/joins.md");
+    let rest = &docs[at..];
+    let start = rest.find("```sh\n").unwrap() + 6;
+    let len = rest[start..].find("```").unwrap();
+    rest[start..start + len].to_string()
+}
+
+#[test]
+fn the_documented_seed_check_verifies_with_openssl_against_the_pin() {
+    let fake = FakeKube::start(3, &[]);
+    let inputs = JoinInputs::new(true);
+    let d = joining_daemon(&fake, &inputs);
+    let admin = d.login();
+    let cmds = steps(&create_command(&d, &admin, json!(["worker"])));
+    let demo = tempfile::tempdir().unwrap();
+    let host = demo.path().join("joins/node-5");
+    std::fs::create_dir_all(&host).unwrap();
+    let (code, _, err) = paste_into_sh(&host, &format!("{}\n{}\n", cmds[0], cmds[1]));
+    assert_eq!(code, 0, "{err}");
+    let check = |what: &str| {
+        Command::new("bash")
+            .args([
+                "-c",
+                &format!("set -euo pipefail\n{}", seed_check_from_the_docs()),
+            ])
+            .env("JOINERY_DEMO_DIR", demo.path())
+            .output()
+            .map(|o| {
+                (
+                    o.status.success(),
+                    String::from_utf8_lossy(&o.stdout).into_owned()
+                        + &String::from_utf8_lossy(&o.stderr),
+                )
+            })
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+    };
+    let (ok, out) = check("genuine");
+    assert!(ok, "{out}");
+    assert!(out.contains("Verified OK"), "{out}");
+    assert!(
+        out.contains(&format!("seed signed by {}\n", d.pin)),
+        "{out}"
+    );
+    // One changed character in the payload: refused.
+    let seed = host.join("cluster-seed.json");
+    let text = std::fs::read_to_string(&seed).unwrap();
+    let at = text.find("\"payload\": \"").unwrap() + 20;
+    let mut bytes = text.into_bytes();
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&seed, bytes).unwrap();
+    let (ok, out) = check("tampered");
+    assert!(!ok && !out.contains("Verified OK"), "{out}");
+}
