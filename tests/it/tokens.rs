@@ -48,6 +48,18 @@ fn oauth(d: &Daemon, params: &[(&str, &str)]) -> Reply {
     d.curl("POST", "/oauth/token", &extra)
 }
 
+/// The OAuth password grant with the installer password.
+fn password_grant(d: &Daemon) -> Reply {
+    oauth(
+        d,
+        &[
+            ("grant_type", "password"),
+            ("username", "admin"),
+            ("password", PASSWORD),
+        ],
+    )
+}
+
 fn assert_oauth_error(r: &Reply, status: u16, code: &str) {
     assert_eq!(r.status, status, "{}", r.text());
     let v = r.json();
@@ -288,14 +300,7 @@ fn two_controllers_racing_on_one_refresh_token_cannot_both_win() {
     let fake = FakeKube::start(1, &[]);
     let a = Daemon::start(&fake);
     let b = Daemon::start(&fake);
-    let login = oauth(
-        &a,
-        &[
-            ("grant_type", "password"),
-            ("username", "admin"),
-            ("password", PASSWORD),
-        ],
-    );
+    let login = password_grant(&a);
     assert_eq!(login.status, 200, "{}", login.text());
     let refresh = login.json()["refresh_token"].as_str().unwrap().to_string();
     let replies: Vec<Reply> = std::thread::scope(|s| {
@@ -540,4 +545,66 @@ fn the_token_commands_work_against_the_cluster() {
         let (code, _, err) = cli(&fake, args);
         assert_eq!(code, 2, "{args:?}: {err}");
     }
+}
+
+/// Issue 12 item 4: (a) the family id is not secret, and any made-up secret with it
+/// revoked the family; (b) a slow Kubernetes PUT answered 503 though the write went
+/// through, and the client's retry with the same token then killed the family.
+#[test]
+fn regression_refresh_families_survive_made_up_secrets_and_lost_answers() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start_with(
+        &fake,
+        DaemonOpts {
+            args: vec!["--kube-timeout".into(), "2".into()],
+            ..DaemonOpts::default()
+        },
+    );
+    let refresh = |token: &str| {
+        let r = oauth(
+            &d,
+            &[("grant_type", "refresh_token"), ("refresh_token", token)],
+        );
+        if r.status == 200 {
+            d.register_secret(r.json()["refresh_token"].as_str().unwrap());
+            d.register_secret(r.json()["access_token"].as_str().unwrap());
+        }
+        r
+    };
+    let login = password_grant(&d);
+    assert_eq!(login.status, 200, "{}", login.text());
+    let first = login.json()["refresh_token"].as_str().unwrap().to_string();
+    d.register_secret(&first);
+    let family = first.split_once('.').unwrap().0.to_string();
+
+    // (a) The family id with a made-up secret: refused, and the family lives.
+    let forged = format!("{family}.{}", "A".repeat(43));
+    assert_oauth_error(&refresh(&forged), 400, "invalid_grant");
+    let r = refresh(&first);
+    assert_eq!(r.status, 200, "the family was revoked: {}", r.text());
+    let second = r.json()["refresh_token"].as_str().unwrap().to_string();
+
+    // (b) The rotation's PUT lands but its answer comes after the daemon gave up (503);
+    // the client retries with the same token and gets the token that write installed.
+    fake.control(
+        "POST",
+        "/_fake/faults",
+        Some(
+            json!([{"method": "PUT", "path": format!("secrets/joinery-refresh-{family}"),
+                     "kind": "slow-response", "delayMs": 4000, "times": 1}]),
+        ),
+    );
+    let r = refresh(&second);
+    assert_eq!(r.status, 503, "{}", r.text());
+    let r = refresh(&second);
+    assert_eq!(r.status, 200, "the retry killed the family: {}", r.text());
+    let third = r.json()["refresh_token"].as_str().unwrap().to_string();
+    // The token the retry delivered rotates as usual.
+    let r = refresh(&third);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let fourth = r.json()["refresh_token"].as_str().unwrap().to_string();
+
+    // A token of an earlier generation is still reuse and revokes the family.
+    assert_oauth_error(&refresh(&first), 400, "invalid_grant");
+    assert_oauth_error(&refresh(&fourth), 400, "invalid_grant");
 }

@@ -41,8 +41,11 @@ shows current data), managedFields, admission beyond "the namespace must exist".
 
 Control API (same port, no auth, never faulted), all JSON:
     POST   /_fake/faults        append rules [{method?, path (regex on path?query), kind:
-                                status|latency|drop|reset, code?, reason?, message?,
-                                retryAfter?, delayMs?, times?}]
+                                status|latency|slow-response|drop|reset, code?, reason?,
+                                message?, retryAfter?, delayMs?, times?}]; slow-response
+                                carries the request out (a write is stored) and only
+                                then waits delayMs before answering, like an apiserver
+                                whose reply is lost to a client timeout
     DELETE /_fake/faults        clear rules;  GET /_fake/faults lists them
     POST   /_fake/rotate-token  {"token"?} -> {"token"}; the old token gets 401 from now on
     POST   /_fake/objects       upsert objects (apiVersion+kind, or {"path","object"}) as given
@@ -1334,6 +1337,10 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n else b""
 
     def _send(self, code: int, obj=None, raw: bytes | None = None, ctype="application/json", headers=()):
+        delay = getattr(self, "answer_delay", 0)
+        if delay:  # a slow-response fault: the work is done, the answer is late
+            self.answer_delay = 0
+            time.sleep(delay)
         body = raw if raw is not None else json.dumps(obj, separators=(",", ":")).encode()
         self.send_response_only(code)
         self.send_header("Audit-Id", str(uuid.uuid4()))
@@ -1382,7 +1389,9 @@ class Handler(BaseHTTPRequestHandler):
             if path.startswith("/_fake/"):
                 return self._control(fake, path, body)
             fault = fake.take_fault(self.command, self.path)
-            if fault:
+            if fault and fault.get("kind") == "slow-response":
+                self.answer_delay = fault.get("delayMs", 1000) / 1000
+            elif fault:
                 self._fault(fault)
             if fake.latency:
                 time.sleep(fake.latency)
