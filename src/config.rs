@@ -5,7 +5,7 @@
 //! over the default. Raw strings are turned into typed values here, once, so a mistake is
 //! a start-up error that names the flag and says what would be accepted, never a surprise
 //! at request time. The table in [`FLAGS`] is the single source for `joinery help` and
-//! the README's configuration table.
+//! the configuration table in docs/configuration.md.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -543,23 +543,26 @@ mod tests {
 }
 
 #[cfg(test)]
-mod readme {
-    /// The README's configuration table lists exactly the flags `serve` takes.
+mod docs {
+    /// docs/configuration.md's table lists exactly the flags `serve` takes.
     #[test]
-    fn readme_documents_every_flag() {
-        let readme = include_str!("../README.md");
+    fn configuration_doc_documents_every_flag() {
+        let doc = include_str!("../docs/configuration.md");
         for f in super::FLAGS {
             let row = format!(
                 "| `{}` | `{}` | {} | {} |",
                 f.name, f.env, f.default, f.help
             );
-            assert!(readme.contains(&row), "README lacks or misstates:\n{row}");
+            assert!(
+                doc.contains(&row),
+                "docs/configuration.md lacks or misstates:\n{row}"
+            );
         }
-        let rows = readme.lines().filter(|l| l.starts_with("| `--")).count();
+        let rows = doc.lines().filter(|l| l.starts_with("| `--")).count();
         assert_eq!(
             rows,
             super::FLAGS.len(),
-            "README documents flags serve lacks"
+            "docs/configuration.md documents flags serve lacks"
         );
     }
 }

@@ -51,7 +51,7 @@ impl ApiError {
             "not_found",
             // The path is client text (up to the 8 KiB URL cap): quoted in part only.
             format!(
-                "no endpoint at {}; see the API reference in the README",
+                "no endpoint at {}; see the API reference in docs/api.md",
                 crate::log::clip(path)
             ),
         )

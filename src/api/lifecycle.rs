@@ -558,8 +558,10 @@ mod tests {
     fn force_values() {
         assert!(!force_param("").unwrap());
         assert!(force_param("force=true").unwrap());
-        assert!(!force_param("force=false&x=1").unwrap());
+        assert!(!force_param("force=false").unwrap());
         assert!(force_param("force=yes").is_err());
+        // One rule for every endpoint: an unknown key is refused, not ignored.
+        assert!(force_param("force=false&x=1").is_err());
     }
 
     #[test]

@@ -584,14 +584,14 @@ fn regression_refresh_families_survive_made_up_secrets_and_lost_answers() {
     assert_eq!(r.status, 200, "the family was revoked: {}", r.text());
     let second = r.json()["refresh_token"].as_str().unwrap().to_string();
 
-    // (b) The rotation's PUT lands but its answer comes after the daemon gave up (503);
+    // (b) The rotation's PUT lands but its answer is lost (the client gets a 503);
     // the client retries with the same token and gets the token that write installed.
     fake.control(
         "POST",
         "/_fake/faults",
         Some(
             json!([{"method": "PUT", "path": format!("secrets/joinery-refresh-{family}"),
-                     "kind": "slow-response", "delayMs": 4000, "times": 1}]),
+                     "kind": "lost", "delayMs": 100, "times": 1}]),
         ),
     );
     let r = refresh(&second);

@@ -41,11 +41,9 @@ shows current data), managedFields, admission beyond "the namespace must exist".
 
 Control API (same port, no auth, never faulted), all JSON:
     POST   /_fake/faults        append rules [{method?, path (regex on path?query), kind:
-                                status|latency|slow-response|drop|reset, code?, reason?,
-                                message?, retryAfter?, delayMs?, times?}]; slow-response
-                                carries the request out (a write is stored) and only
-                                then waits delayMs before answering, like an apiserver
-                                whose reply is lost to a client timeout
+                                status|latency|drop|reset|lost, code?, reason?, message?,
+                                retryAfter?, delayMs?, times?}]; "lost" serves the request
+                                (a write lands) and then drops the answer after delayMs
     DELETE /_fake/faults        clear rules;  GET /_fake/faults lists them
     POST   /_fake/rotate-token  {"token"?} -> {"token"}; the old token gets 401 from now on
     POST   /_fake/objects       upsert objects (apiVersion+kind, or {"path","object"}) as given
@@ -1337,10 +1335,12 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n else b""
 
     def _send(self, code: int, obj=None, raw: bytes | None = None, ctype="application/json", headers=()):
-        delay = getattr(self, "answer_delay", 0)
-        if delay:  # a slow-response fault: the work is done, the answer is late
-            self.answer_delay = 0
-            time.sleep(delay)
+        lost = getattr(self, "lost_answer", None)
+        if lost:
+            # The request took effect; its answer comes late (delayMs) and then never.
+            self.lost_answer = None
+            time.sleep(lost.get("delayMs", 0) / 1000)
+            raise Abort(False)
         body = raw if raw is not None else json.dumps(obj, separators=(",", ":")).encode()
         self.send_response_only(code)
         self.send_header("Audit-Id", str(uuid.uuid4()))
@@ -1389,8 +1389,9 @@ class Handler(BaseHTTPRequestHandler):
             if path.startswith("/_fake/"):
                 return self._control(fake, path, body)
             fault = fake.take_fault(self.command, self.path)
-            if fault and fault.get("kind") == "slow-response":
-                self.answer_delay = fault.get("delayMs", 1000) / 1000
+            self.lost_answer = None
+            if fault and fault.get("kind") == "lost":
+                self.lost_answer = fault  # served below; _send then withholds the answer
             elif fault:
                 self._fault(fault)
             if fake.latency:
