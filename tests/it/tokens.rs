@@ -608,3 +608,104 @@ fn regression_refresh_families_survive_made_up_secrets_and_lost_answers() {
     assert_oauth_error(&refresh(&first), 400, "invalid_grant");
     assert_oauth_error(&refresh(&fourth), 400, "invalid_grant");
 }
+
+/// The `joinery-signing-key` Secret as the Kubernetes API shows it.
+fn signing_key_secret(fake: &FakeKube) -> Value {
+    let token = std::fs::read_to_string(fake.dir.path().join("token")).unwrap();
+    let r = curl_at(
+        &fake.dir.path().join("ca.crt"),
+        &format!(
+            "{}/api/v1/namespaces/kotsadm/secrets/joinery-signing-key",
+            fake.url
+        ),
+        &[
+            "-H".into(),
+            format!("Authorization: Bearer {}", token.trim()),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// Issue 12 item 5: the key was cached for ever, so after `joinery-signing-key` was
+/// deleted and one daemon restarted, each daemon refused the other's tokens and
+/// `/v1/ready` still said ok.
+#[test]
+fn regression_controllers_converge_after_the_signing_key_is_recreated() {
+    let fake = FakeKube::start(1, &[]);
+    let a = Daemon::start(&fake);
+    let b = Daemon::start(&fake);
+    let ta = a.login();
+    assert_eq!(b.get("/v1/nodes", &ta).status, 200);
+    fake.control(
+        "DELETE",
+        "/_fake/objects",
+        Some(json!([{"apiVersion": "v1", "kind": "Secret",
+                     "metadata": {"name": "joinery-signing-key", "namespace": "kotsadm"}}])),
+    );
+    drop(b);
+    let b2 = Daemon::start(&fake);
+    let t2 = b2.login(); // b2 made a new key: the Secret was gone
+                         // a's key now differs from the stored one: not ready, until it has re-read it.
+    let msg = a
+        .curl("GET", "/v1/ready", &[])
+        .assert_error(503, "not_ready");
+    assert!(msg.contains("signing key"), "{msg}");
+    assert_eq!(a.curl("GET", "/v1/ready", &[]).status, 200);
+    // Both daemons accept each other's tokens again.
+    assert_eq!(a.get("/v1/nodes", &t2).status, 200);
+    assert_eq!(b2.get("/v1/nodes", &a.login()).status, 200);
+}
+
+fn rotate_key(fake: &FakeKube) -> std::process::Output {
+    Command::new(joinery_bin())
+        .args(["key", "rotate", "--namespace", "kotsadm", "--kubeconfig"])
+        .arg(fake.kubeconfig())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap()
+}
+
+/// `joinery key rotate`: a new key with a kid; tokens of the old key keep verifying.
+#[test]
+fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
+    let fake = FakeKube::start(1, &[]);
+    let a = Daemon::start(&fake);
+    let b = Daemon::start(&fake);
+    let old = a.login();
+    let before = signing_key_secret(&fake);
+    let old_kid = before["metadata"]["annotations"]["joinery.replicated.com/kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = rotate_key(&fake);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("(was {old_kid})")), "{stderr}");
+    let after = signing_key_secret(&fake);
+    let ann = &after["metadata"]["annotations"];
+    assert_ne!(ann["joinery.replicated.com/kid"], old_kid.as_str());
+    assert!(after["data"]["previous"].is_string(), "{after}");
+    assert!(ann["joinery.replicated.com/previous-until"].is_string());
+    // Each daemon picks the new key up (ready re-reads it at once) ...
+    for d in [&a, &b] {
+        let mut tries = 0;
+        while d.curl("GET", "/v1/ready", &[]).status != 200 {
+            tries += 1;
+            assert!(tries < 5, "never ready after the rotation");
+        }
+    }
+    // ... signs with it, and still accepts what the old key signed.
+    let new = b.login();
+    for d in [&a, &b] {
+        assert_eq!(d.get("/v1/nodes", &old).status, 200);
+        assert_eq!(d.get("/v1/nodes", &new).status, 200);
+    }
+    // A second rotation drops the first key: its tokens are refused.
+    let out = rotate_key(&fake);
+    assert!(out.status.success());
+    assert_eq!(a.curl("GET", "/v1/ready", &[]).status, 503);
+    assert_eq!(a.curl("GET", "/v1/ready", &[]).status, 200);
+    a.get("/v1/nodes", &old).assert_error(401, "invalid_token");
+    assert_eq!(a.get("/v1/nodes", &new).status, 200);
+}
