@@ -175,8 +175,8 @@ fn authenticate_download(
                  session token, as 'Authorization: Bearer TOKEN'",
             )
         })?;
-    let key = ctx.keys.get().map_err(|e| e.to_api_error())?;
     let now = now();
+    let key = ctx.keys.key_for(token, now).map_err(|e| e.to_api_error())?;
     let refused = |e: jwt::JwtError| {
         ApiError::unauthorized(
             "invalid_token",
