@@ -294,6 +294,54 @@ impl Metrics {
     }
 }
 
+/// The watch-fed view's families, appended to the page by `/metrics`.
+pub fn render_cache(stats: &crate::cache::Stats) -> String {
+    let mut out = String::with_capacity(1024);
+    let gauges: [(&str, &str, &str, String); 6] = [
+        (
+            "joinery_cache_in_sync",
+            "gauge",
+            "1 when the watch-fed view of nodes, leases and etcd members is in sync (reads are served from it), else 0.",
+            u8::from(stats.in_sync).to_string(),
+        ),
+        (
+            "joinery_cache_age_seconds",
+            "gauge",
+            "Seconds since the node view was last confirmed current by a list, an event or a bookmark (-1: never).",
+            stats.age_seconds.map_or("-1".to_string(), |a| format!("{a:.3}")),
+        ),
+        (
+            "joinery_cache_nodes",
+            "gauge",
+            "Nodes in the view.",
+            stats.nodes.to_string(),
+        ),
+        (
+            "joinery_cache_events_total",
+            "counter",
+            "Watch events applied to the view (all resources).",
+            stats.events.to_string(),
+        ),
+        (
+            "joinery_cache_relists_total",
+            "counter",
+            "Full lists made to (re)fill the view: one per resource at start, then after a 410 Gone or an outage.",
+            stats.relists.to_string(),
+        ),
+        (
+            "joinery_cache_waiters",
+            "gauge",
+            "Open waits (?waitFor=) and node streams (?watch=true).",
+            stats.waiting.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in gauges {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    out
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {}", help.replace('\\', r"\\"));
     let _ = writeln!(out, "# TYPE {name} {kind}");

@@ -16,6 +16,7 @@ mod observe;
 mod ready;
 mod session;
 mod tokens;
+mod wait;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -39,6 +40,9 @@ pub const SESSION_AUDIENCE: &str = "joinery";
 /// knows about itself, and the join service when joins are configured.
 pub struct Context {
     pub kube: kube::Client,
+    /// The watch-fed view of nodes, leases and etcd members (`None` from reads while
+    /// out of sync: handlers then list live).
+    pub cache: crate::cache::Cache,
     pub passwords: PasswordHashes,
     pub keys: SigningKeys,
     pub server: ServerInfo,

@@ -1,6 +1,8 @@
 //! `GET /v1/ready`: the readiness probe. Unlike `/v1/health` (liveness, which never
 //! looks past the process), it answers 200 only when this daemon can do its work: the
-//! Kubernetes API answers and the token signing key is loaded. Public, as probes need.
+//! Kubernetes API answers and logins can be served (the signing key and the password
+//! hash are loaded). The body says whether the watch-fed view is in sync (`cacheInSync`).
+//! Public, as probes need.
 
 use super::{json_response, Access, ApiError, Context, Identity, Route};
 use crate::http::{Request, Response};
@@ -23,7 +25,18 @@ pub fn ready(ctx: &Context, _: &Request, _: Option<&Identity>) -> Result<Respons
             "the token signing key is not loaded (the daemon's log says why)",
         ));
     }
-    Ok(json_response(200, &serde_json::json!({"status": "ok"})))
+    if let Err(e) = ctx.passwords.current() {
+        crate::log::warn("not ready", &[("passwordHash", e.to_string().into())]);
+        return Err(not_ready(
+            "the installer password hash cannot be read (the daemon's log says why)",
+        ));
+    }
+    // Reads still work while the view syncs (they list live), so this is reported,
+    // not refused.
+    Ok(json_response(
+        200,
+        &serde_json::json!({"status": "ok", "cacheInSync": ctx.cache.in_sync()}),
+    ))
 }
 
 pub(super) const ROUTES: &[Route] = &[Route {

@@ -127,6 +127,33 @@ pub fn sign_input(key: &[u8], signing_input: &str) -> String {
 /// Check `token` and return its claims if it was signed with `key`, names `expected_aud`
 /// as its audience, and is valid at `now` (Unix seconds) within [`LEEWAY_SECS`].
 pub fn verify(key: &[u8], token: &str, expected_aud: &str, now: i64) -> Result<Claims, JwtError> {
+    verify_checked(key, token, expected_aud, now).map_err(|(e, _)| e)
+}
+
+/// Like [`verify`], but a token that is well-signed and only expired also carries its
+/// claims, so a caller can tell "your time is up" from "this is no token of ours" (a
+/// join being resumed after its token expired, or a precise 410).
+pub fn verify_checked(
+    key: &[u8],
+    token: &str,
+    expected_aud: &str,
+    now: i64,
+) -> Result<Claims, (JwtError, Option<Box<Claims>>)> {
+    let claims = verify_signed(key, token, expected_aud, now).map_err(|e| (e, None))?;
+    // Saturating: the claims are signed, but a huge value must not overflow into a panic.
+    if claims.exp.saturating_add(LEEWAY_SECS) <= now {
+        return Err((JwtError::Expired, Some(Box::new(claims))));
+    }
+    Ok(claims)
+}
+
+/// Every check of [`verify`] but the expiry.
+fn verify_signed(
+    key: &[u8],
+    token: &str,
+    expected_aud: &str,
+    now: i64,
+) -> Result<Claims, JwtError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(JwtError::TooLarge);
     }
@@ -169,10 +196,6 @@ pub fn verify(key: &[u8], token: &str, expected_aud: &str, now: i64) -> Result<C
     };
     if !audience_ok {
         return Err(JwtError::Audience);
-    }
-    // Saturating: the claims are signed, but a huge value must not overflow into a panic.
-    if raw.exp.saturating_add(LEEWAY_SECS) <= now {
-        return Err(JwtError::Expired);
     }
     if raw.nbf > now.saturating_add(LEEWAY_SECS) {
         return Err(JwtError::NotYetValid);

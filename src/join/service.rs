@@ -44,12 +44,27 @@ impl JoinService {
         })
     }
 
-    /// The artifacts as bundle entries, in name order.
+    /// The artifacts as bundle entries, in name order, each bound to the file the
+    /// start-up scan saw.
     pub fn artifact_entries(&self) -> Vec<Entry> {
         self.artifacts
             .iter()
-            .map(|a| Entry::file(a.name.clone(), a.path.clone(), a.mode))
+            .map(|a| Entry::scanned_file(a.name.clone(), a.path.clone(), a.mode, a.scanned))
             .collect()
+    }
+
+    /// Checks that every artifact is still the file scanned at start-up: there, a
+    /// regular file reached without a symlink, same device, inode and size. The error
+    /// names the first that is not (paths are the operator's, no secret).
+    pub fn check_artifacts(&self) -> Result<(), String> {
+        for a in &self.artifacts {
+            super::entry::stat_regular(&a.path, Some(&a.scanned)).map_err(|e| {
+                e.to_string()
+                    .trim_start_matches("join bundle: ")
+                    .to_string()
+            })?;
+        }
+        Ok(())
     }
 
     /// Compresses and hashes every artifact into the cache, then drops stale cache
