@@ -578,9 +578,8 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
             }
             let n = if total == 0 { 0 } else { last + 1 - first };
             len = Some(n);
-            use std::io::Read as _;
             Box::new(crate::join::watch::Watched::new(
-                crate::metrics::CountingReader::bundle(stream).take(n),
+                crate::metrics::CountingReader::bundle(stream).range(n, last + 1 >= total),
                 svc.tickets.handle(),
                 t.id.clone(),
                 first,
