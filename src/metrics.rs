@@ -360,6 +360,9 @@ pub struct CountingReader<R> {
     inner: R,
     metrics: &'static Metrics,
     finished: bool,
+    /// Bytes left to the bundle's end, when known: a server that stops reading at
+    /// Content-Length never asks for the end-of-file.
+    left: Option<u64>,
 }
 
 impl<R: Read> CountingReader<R> {
@@ -373,6 +376,25 @@ impl<R: Read> CountingReader<R> {
             inner,
             metrics,
             finished: false,
+            left: None,
+        }
+    }
+
+    /// Counts the bundle as streamed once `left` more bytes were handed out (the rest of
+    /// a bundle of known length), or at its end-of-file.
+    pub fn bundle_ending_after(inner: R, left: u64) -> CountingReader<R> {
+        CountingReader {
+            left: Some(left),
+            ..CountingReader::bundle(inner)
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.metrics
+                .bundles_streamed
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -384,11 +406,14 @@ impl<R: Read> Read for CountingReader<R> {
             self.metrics
                 .bundle_bytes
                 .fetch_add(n as u64, Ordering::Relaxed);
-        } else if !buf.is_empty() && !self.finished {
-            self.finished = true;
-            self.metrics
-                .bundles_streamed
-                .fetch_add(1, Ordering::Relaxed);
+            if let Some(left) = &mut self.left {
+                *left = left.saturating_sub(n as u64);
+                if *left == 0 {
+                    self.finish();
+                }
+            }
+        } else if !buf.is_empty() {
+            self.finish();
         }
         Ok(n)
     }
@@ -550,6 +575,20 @@ mod tests {
         let s = samples(&m.render(Connections::default()));
         assert_eq!(s["joinery_join_bundle_bytes_total"], "10000");
         assert_eq!(s["joinery_join_bundles_streamed_total"], "1");
+    }
+
+    #[test]
+    fn a_bundle_of_known_length_counts_without_an_end_of_file_read() {
+        let m: &'static Metrics = Box::leak(Box::new(Metrics::new()));
+        let mut r = CountingReader {
+            left: Some(10),
+            ..CountingReader::new(&[7u8; 10][..], m)
+        };
+        let mut buf = [0u8; 10];
+        assert_eq!(r.read(&mut buf).unwrap(), 10);
+        assert_eq!(m.bundles_streamed.load(Ordering::Relaxed), 1);
+        assert_eq!(r.read(&mut buf).unwrap(), 0);
+        assert_eq!(m.bundles_streamed.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -580,7 +580,7 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
             len = Some(n);
             use std::io::Read as _;
             Box::new(crate::join::watch::Watched::new(
-                crate::metrics::CountingReader::bundle(stream).take(n),
+                crate::metrics::CountingReader::bundle_ending_after(stream, total - first).take(n),
                 svc.tickets.handle(),
                 t.id.clone(),
                 first,

@@ -9,6 +9,7 @@ the bytes the client received.
 """
 
 import json
+import re
 import os
 import ssl
 import urllib.request
@@ -109,7 +110,8 @@ def test_join_counters_move(env):
     assert status == 200, body
     steps = json.loads(body)["joinSteps"]
     join_token = next(s["command"] for s in steps if "join-bundle" in s["command"])
-    join_token = join_token.split("Authorization: Bearer ", 1)[1].split("'", 1)[0].split('"', 1)[0]
+    # The step hands the token to curl on stdin (printf ... 'TOKEN' | curl -K -).
+    join_token = re.search(r"eyJ[A-Za-z0-9_.-]+", join_token).group(0)
     status, headers, bundle = call(env["daemon"], "GET", "/v1/join-bundle?roles=app", token=join_token)
     assert status == 200, bundle[:300]
     assert headers["Content-Type"] == "application/gzip"
