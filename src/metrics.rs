@@ -360,9 +360,11 @@ pub struct CountingReader<R> {
     inner: R,
     metrics: &'static Metrics,
     finished: bool,
-    /// Bytes left to the bundle's end, when known: a server that stops reading at
-    /// Content-Length never asks for the end-of-file.
+    /// Bytes still to hand out when the reader was given a range of the bundle; the
+    /// server stops reading at a sized body's end and never sees EOF, so a range that
+    /// ends the bundle counts it here.
     left: Option<u64>,
+    range_ends_bundle: bool,
 }
 
 impl<R: Read> CountingReader<R> {
@@ -371,21 +373,23 @@ impl<R: Read> CountingReader<R> {
         CountingReader::new(inner, global())
     }
 
+    /// Hands out `len` bytes of `inner` at most; the bundle counts as streamed when they
+    /// are all out and `ends_bundle` (the range reaches the bundle's last byte).
+    pub fn range(self, len: u64, ends_bundle: bool) -> CountingReader<R> {
+        CountingReader {
+            left: Some(len),
+            range_ends_bundle: ends_bundle,
+            ..self
+        }
+    }
+
     pub fn new(inner: R, metrics: &'static Metrics) -> CountingReader<R> {
         CountingReader {
             inner,
             metrics,
             finished: false,
             left: None,
-        }
-    }
-
-    /// Counts the bundle as streamed once `left` more bytes were handed out (the rest of
-    /// a bundle of known length), or at its end-of-file.
-    pub fn bundle_ending_after(inner: R, left: u64) -> CountingReader<R> {
-        CountingReader {
-            left: Some(left),
-            ..CountingReader::bundle(inner)
+            range_ends_bundle: false,
         }
     }
 
@@ -401,18 +405,26 @@ impl<R: Read> CountingReader<R> {
 
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let buf = match self.left {
+            Some(0) => return Ok(0),
+            Some(left) => {
+                let max = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                &mut buf[..max]
+            }
+            None => buf,
+        };
         let n = self.inner.read(buf)?;
         if n > 0 {
             self.metrics
                 .bundle_bytes
                 .fetch_add(n as u64, Ordering::Relaxed);
             if let Some(left) = &mut self.left {
-                *left = left.saturating_sub(n as u64);
-                if *left == 0 {
+                *left -= n as u64;
+                if *left == 0 && self.range_ends_bundle {
                     self.finish();
                 }
             }
-        } else if !buf.is_empty() {
+        } else if !buf.is_empty() && self.left.is_none() {
             self.finish();
         }
         Ok(n)
@@ -578,17 +590,21 @@ mod tests {
     }
 
     #[test]
-    fn a_bundle_of_known_length_counts_without_an_end_of_file_read() {
+    fn a_range_counts_the_bundle_only_when_it_reaches_the_end() {
+        // The server reads a sized body only up to its length, never to EOF.
         let m: &'static Metrics = Box::leak(Box::new(Metrics::new()));
-        let mut r = CountingReader {
-            left: Some(10),
-            ..CountingReader::new(&[7u8; 10][..], m)
-        };
-        let mut buf = [0u8; 10];
-        assert_eq!(r.read(&mut buf).unwrap(), 10);
-        assert_eq!(m.bundles_streamed.load(Ordering::Relaxed), 1);
-        assert_eq!(r.read(&mut buf).unwrap(), 0);
-        assert_eq!(m.bundles_streamed.load(Ordering::Relaxed), 1);
+        let mut first = CountingReader::new(&[7u8; 10_000][..], m).range(4_000, false);
+        let mut out = Vec::new();
+        first.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 4_000);
+        let s = samples(&m.render(Connections::default()));
+        assert_eq!(s["joinery_join_bundles_streamed_total"], "0");
+        let mut rest = CountingReader::new(&[7u8; 6_000][..], m).range(6_000, true);
+        let mut buf = [0u8; 6_000];
+        rest.read_exact(&mut buf).unwrap();
+        let s = samples(&m.render(Connections::default()));
+        assert_eq!(s["joinery_join_bundle_bytes_total"], "10000");
+        assert_eq!(s["joinery_join_bundles_streamed_total"], "1");
     }
 
     #[test]

@@ -175,8 +175,8 @@ fn authenticate_download(
                  session token, as 'Authorization: Bearer TOKEN'",
             )
         })?;
-    let key = ctx.keys.get().map_err(|e| e.to_api_error())?;
     let now = now();
+    let key = ctx.keys.key_for(token, now).map_err(|e| e.to_api_error())?;
     let refused = |e: jwt::JwtError| {
         ApiError::unauthorized(
             "invalid_token",
@@ -578,9 +578,8 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
             }
             let n = if total == 0 { 0 } else { last + 1 - first };
             len = Some(n);
-            use std::io::Read as _;
             Box::new(crate::join::watch::Watched::new(
-                crate::metrics::CountingReader::bundle_ending_after(stream, total - first).take(n),
+                crate::metrics::CountingReader::bundle(stream).range(n, last + 1 >= total),
                 svc.tickets.handle(),
                 t.id.clone(),
                 first,
