@@ -4,6 +4,7 @@
 //! on them); messages are sentences a person can act on. A 5xx message stays generic and
 //! the detail goes to the log, so nothing internal (let alone a secret) reaches a client.
 
+use crate::auth::store::StoreError;
 use crate::http::{Body, Response};
 use crate::kube;
 
@@ -171,5 +172,25 @@ pub fn json_bytes_response(status: u16, mut bytes: Vec<u8>) -> Response {
 impl From<crate::http::query::QueryError> for ApiError {
     fn from(e: crate::http::query::QueryError) -> ApiError {
         ApiError::bad_request(e.code(), e.message())
+    }
+}
+
+// The auth layer never speaks in API errors; its errors are translated here.
+impl StoreError {
+    /// What a client hears: Kubernetes trouble as usual, a missing or broken secret as 503
+    /// (the daemon is not ready to authenticate anyone) with the detail in the log.
+    pub fn to_api_error(&self) -> ApiError {
+        match self {
+            StoreError::Kube(e) => ApiError::from_kube(e),
+            StoreError::Missing(m) | StoreError::Corrupt(m) => {
+                crate::log::error("auth secret unusable", &[("detail", m.as_str().into())]);
+                ApiError::new(
+                    503,
+                    "auth_unavailable",
+                    "joinery cannot check credentials right now: an auth secret is missing or \
+                     unusable; the daemon's log says which",
+                )
+            }
+        }
     }
 }
