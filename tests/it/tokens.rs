@@ -87,6 +87,14 @@ fn a_read_token_reads_and_cannot_write() {
     let nodes = d.get("/v1/nodes", token);
     assert_eq!(nodes.status, 200, "{}", nodes.text());
     assert_eq!(nodes.json()["nodes"].as_array().unwrap().len(), 3);
+    // Node detail and cluster health are reads too (issue 12: the docs said so, the
+    // code wanted admin); changing a node is not.
+    for path in ["/v1/nodes/node-1", "/v1/cluster/health"] {
+        let r = d.get(path, token);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    d.post_json("/v1/nodes/node-2/drain", Some(token), "{}")
+        .assert_error(403, "insufficient_scope");
     // Scope is checked before anything else: joins are not even configured here.
     d.post_json("/v1/create-join-command", Some(token), "{}")
         .assert_error(403, "insufficient_scope");
