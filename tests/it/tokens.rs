@@ -665,10 +665,11 @@ fn regression_controllers_converge_after_the_signing_key_is_recreated() {
     assert_eq!(b2.get("/v1/nodes", &a.login()).status, 200);
 }
 
-fn rotate_key(fake: &FakeKube) -> std::process::Output {
+fn rotate_key(fake: &FakeKube, extra: &[&str]) -> std::process::Output {
     Command::new(joinery_bin())
         .args(["key", "rotate", "--namespace", "kotsadm", "--kubeconfig"])
         .arg(fake.kubeconfig())
+        .args(extra)
         .env_remove("KUBERNETES_SERVICE_HOST")
         .output()
         .unwrap()
@@ -686,7 +687,7 @@ fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
         .as_str()
         .unwrap()
         .to_string();
-    let out = rotate_key(&fake);
+    let out = rotate_key(&fake, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains(&format!("(was {old_kid})")), "{stderr}");
@@ -710,12 +711,17 @@ fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
         assert_eq!(d.get("/v1/nodes", &new).status, 200);
     }
     // A second rotation drops the first key: its tokens are refused.
-    let out = rotate_key(&fake);
+    let out = rotate_key(&fake, &[]);
     assert!(out.status.success());
     assert_eq!(a.curl("GET", "/v1/ready", &[]).status, 503);
     assert_eq!(a.curl("GET", "/v1/ready", &[]).status, 200);
     a.get("/v1/nodes", &old).assert_error(401, "invalid_token");
     assert_eq!(a.get("/v1/nodes", &new).status, 200);
+    // An emergency rotation drops the current key at once.
+    let out = rotate_key(&fake, &["--revoke-old"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused from now on"));
+    assert_eq!(a.curl("GET", "/v1/ready", &[]).status, 503);
+    a.get("/v1/nodes", &new).assert_error(401, "invalid_token");
 }
 
 /// GETs of Secrets whose name starts with `prefix`, as the fake logged them.
