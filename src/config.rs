@@ -45,6 +45,8 @@ pub struct Config {
     /// Bytes per second a client must take a response at while the server waits on
     /// it; 0: no minimum.
     pub min_transfer_rate: u64,
+    /// Open waiters and node streams at once (never more than half the connections).
+    pub max_waiters: usize,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
     /// The local Unix socket (plain HTTP, admin for `socket_uid`); `None`: disabled.
@@ -177,6 +179,12 @@ pub const FLAGS: &[Flag] = &[
         env: "JOINERY_MIN_TRANSFER_RATE",
         default: "1024",
         help: "Bytes/s a client must read a response at while joinery waits on it (after 10 s of slack); slower ones are closed; 0 turns it off.",
+    },
+    Flag {
+        name: "--max-waiters",
+        env: "JOINERY_MAX_WAITERS",
+        default: "64",
+        help: "Open waits (?waitFor=) and node streams (?watch=true) at once, at most half of --max-connections; past it 503.",
     },
     Flag {
         name: "--idle-timeout",
@@ -343,6 +351,10 @@ impl Config {
         let max_connections_per_address =
             src.number("--max-connections-per-address", 64usize, (1, 65_536))?;
         let min_transfer_rate = src.number("--min-transfer-rate", 1024u64, (0, 1 << 30))?;
+        // Waiting requests hold a connection each: keep half for everything else.
+        let max_waiters = src
+            .number("--max-waiters", 64usize, (0, 32_768))?
+            .min(max_connections / 2);
         let idle_timeout = Duration::from_secs(src.number("--idle-timeout", 30u64, (1, 3600))?);
         let shutdown_grace =
             Duration::from_secs(src.number("--shutdown-grace", 10u64, (0, 600))?);
@@ -375,6 +387,7 @@ impl Config {
             max_connections,
             max_connections_per_address,
             min_transfer_rate,
+            max_waiters,
             idle_timeout,
             shutdown_grace,
             socket,

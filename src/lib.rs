@@ -6,6 +6,7 @@
 pub mod addr;
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod daemon;
 pub mod fsutil;

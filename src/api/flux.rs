@@ -129,7 +129,10 @@ fn render(nodes: &[kube::Node], f: &Filters, limit: usize) -> Result<Vec<u8>, Ap
 
 pub fn nodes(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
     let filters = parse_filters(&req.query)?;
-    let nodes = ctx.kube.list_nodes().map_err(|e| ApiError::from_kube(&e))?;
+    let nodes = match ctx.cache.nodes() {
+        Some(nodes) => nodes,
+        None => ctx.kube.list_nodes().map_err(|e| ApiError::from_kube(&e))?,
+    };
     let body = render(&nodes, &filters, MAX_INPUTS_BYTES)?;
     Ok(Response {
         status: 200,

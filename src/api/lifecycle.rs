@@ -114,7 +114,11 @@ struct Detail {
 fn detail(ctx: &Context, node: kube::Node) -> Result<Value, ApiError> {
     let etcd = if is_controller(&node.labels) {
         // The rest of the detail stands without it; the log says why it is missing.
-        let m = ctx.kube.get_etcd_member(&node.name).unwrap_or_else(|e| {
+        let cached = ctx.cache.etcd_member(&node.name);
+        let m = cached
+            .map(Ok)
+            .unwrap_or_else(|| ctx.kube.get_etcd_member(&node.name));
+        let m = m.unwrap_or_else(|e| {
             log::warn(
                 "cannot read the node's EtcdMember",
                 &[
@@ -178,6 +182,15 @@ fn detail(ctx: &Context, node: kube::Node) -> Result<Value, ApiError> {
 
 fn show(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
     let name = node_name(req)?;
+    if let Some((wait, seconds)) = super::wait::wait_params(&req.query)? {
+        return match super::wait::wait_node(ctx, name, wait, seconds)? {
+            Some(node) => Ok(json_response(200, &detail(ctx, node)?)),
+            None => Ok(json_response(
+                200,
+                &json!({"name": name, "state": "deleted"}),
+            )),
+        };
+    }
     let node = get_node(ctx, name)?;
     Ok(json_response(200, &detail(ctx, node)?))
 }
@@ -494,6 +507,9 @@ fn remove(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respon
 // ---- GET /v1/cluster/health --------------------------------------------------------
 
 fn cluster_health(ctx: &Context, _: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
+    if let Some((nodes, leases)) = ctx.cache.nodes_and_leases() {
+        return Ok(json_response(200, &health::cluster_health(&nodes, &leases)));
+    }
     let nodes = ctx.kube.list_nodes().map_err(|e| ApiError::from_kube(&e))?;
     // Without the leases the leader is unknown; the rest of the answer still stands.
     let leases = ctx

@@ -8,6 +8,7 @@
 mod error;
 mod flux;
 mod join;
+mod joins;
 mod lifecycle;
 mod meta;
 mod nodes;
@@ -16,6 +17,7 @@ mod observe;
 mod ready;
 mod session;
 mod tokens;
+mod wait;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -39,6 +41,9 @@ pub const SESSION_AUDIENCE: &str = "joinery";
 /// knows about itself, and the join service when joins are configured.
 pub struct Context {
     pub kube: kube::Client,
+    /// The watch-fed view of nodes, leases and etcd members (`None` from reads while
+    /// out of sync: handlers then list live).
+    pub cache: crate::cache::Cache,
     pub passwords: PasswordHashes,
     pub keys: SigningKeys,
     pub server: ServerInfo,
@@ -105,6 +110,7 @@ const AREAS: &[&[Route]] = &[
     session::ROUTES,
     nodes::ROUTES,
     join::ROUTES,
+    joins::ROUTES,
     flux::ROUTES,
     observe::ROUTES,
     oauth::ROUTES,

@@ -1,7 +1,9 @@
 //! `GET /v1/ready`: the readiness probe. Unlike `/v1/health` (liveness, which never
 //! looks past the process), it answers 200 only when this daemon can do its work: the
-//! Kubernetes API answers and the token signing key is loaded and the same as the stored
-//! one (so its tokens are accepted by every controller). Public, as probes need.
+//! Kubernetes API answers, logins can be served (the password hash is loaded), and the
+//! token signing key is loaded and the same as the stored one (so its tokens are
+//! accepted by every controller). The body says whether the watch-fed view is in sync
+//! (`cacheInSync`). Public, as probes need.
 
 use super::{json_response, Access, ApiError, Context, Identity, Route};
 use crate::http::{Request, Response};
@@ -34,7 +36,18 @@ pub fn ready(ctx: &Context, _: &Request, _: Option<&Identity>) -> Result<Respons
             ));
         }
     }
-    Ok(json_response(200, &serde_json::json!({"status": "ok"})))
+    if let Err(e) = ctx.passwords.current() {
+        crate::log::warn("not ready", &[("passwordHash", e.to_string().into())]);
+        return Err(not_ready(
+            "the installer password hash cannot be read (the daemon's log says why)",
+        ));
+    }
+    // Reads still work while the view syncs (they list live), so this is reported,
+    // not refused.
+    Ok(json_response(
+        200,
+        &serde_json::json!({"status": "ok", "cacheInSync": ctx.cache.in_sync()}),
+    ))
 }
 
 pub(super) const ROUTES: &[Route] = &[Route {

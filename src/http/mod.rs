@@ -84,7 +84,19 @@ pub enum Body {
     Stream {
         reader: Box<dyn Read + Send>,
         len: Option<u64>,
+        /// When what was read is sent on to the client.
+        flush: Flush,
     },
+}
+
+/// When a streamed body's bytes leave for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Whenever the writer sees fit, and at the end (bulk data: files, bundles).
+    AtEnd,
+    /// After every read: each read is a unit (an event) the client must see before the
+    /// source blocks for the next one. Time the source spends blocked is idle time.
+    EachRead,
 }
 
 /// A response as a handler builds it. The server adds `Content-Length` or

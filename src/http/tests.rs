@@ -108,6 +108,7 @@ impl Handler for TestHandler {
                 body: Body::Stream {
                     reader: Box::new(Pieces(vec![b"one,", b"two,", b"three"])),
                     len: None,
+                    flush: Flush::AtEnd,
                 },
                 subject: None,
             },
@@ -117,6 +118,7 @@ impl Handler for TestHandler {
                 body: Body::Stream {
                     reader: Box::new(&b"abc"[..]),
                     len: Some(10),
+                    flush: Flush::AtEnd,
                 },
                 subject: None,
             },
@@ -127,6 +129,7 @@ impl Handler for TestHandler {
                 body: Body::Stream {
                     reader: Box::new(io::repeat(0).take(256 << 20)),
                     len: Some(256 << 20),
+                    flush: Flush::AtEnd,
                 },
                 subject: None,
             },
@@ -140,6 +143,7 @@ impl Handler for TestHandler {
                         gap: Duration::from_millis(param("ms").unwrap_or(300)),
                     }),
                     len: None,
+                    flush: Flush::EachRead,
                 },
                 subject: None,
             },

@@ -111,6 +111,8 @@ fn regression_huge_content_length_does_not_kill_the_process() {
 fn regression_one_mebibyte_header_is_refused_without_buffering_it() {
     let fake = FakeKube::start(1, &[]);
     let d = Daemon::start(&fake);
+    // The cache's threads and first lists allocate as they start: measure after them.
+    d.wait_cache_synced();
     let before = rss_kib(d.pid());
     let mut req = b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
     req.extend(std::iter::repeat_n(b'a', 1 << 20));

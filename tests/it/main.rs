@@ -14,3 +14,4 @@ mod lifecycle;
 mod startup;
 mod throttle;
 mod tokens;
+mod watch;

@@ -476,6 +476,19 @@ impl Daemon {
         self.curl("POST", path, &extra)
     }
 
+    /// Waits (at most 20 s) until `/v1/ready` says the watch-fed view is in sync, so
+    /// the cache's start-up (threads, first lists) is over.
+    pub fn wait_cache_synced(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while self.curl("GET", "/v1/ready", &[]).json()["cacheInSync"] != serde_json::json!(true) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watch-fed view never synced"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Logs in with the installer password and returns the session token.
     pub fn login(&self) -> String {
         let r = self.post_json(

@@ -361,7 +361,9 @@ fn ready_follows_kubernetes_and_health_does_not() {
         },
     );
     let r = d.curl("GET", "/v1/ready", &[]);
-    assert_eq!((r.status, r.json()), (200, json!({"status": "ok"})));
+    assert_eq!((r.status, &r.json()["status"]), (200, &json!("ok")));
+    // The body also says whether the watch-fed view has synced (it soon does).
+    d.wait_cache_synced();
     fake.control(
         "POST",
         "/_fake/faults",
