@@ -21,8 +21,10 @@ USAGE:
     joinery token revoke ID      revoke an API token on every controller
                                  (token commands take --kubeconfig, --namespace and
                                  --kube-timeout like serve)
-    joinery key rotate           new token signing key; the old one verifies for 24 h
-                                 more (same Kubernetes flags as token)
+    joinery key rotate [--revoke-old]
+                                 new token signing key; the old one verifies for 24 h
+                                 more, or not at all with --revoke-old (same
+                                 Kubernetes flags as token)
     joinery version              print the version
     joinery help                 print this help
 ";
@@ -301,8 +303,9 @@ fn key(mut args: pico_args::Arguments) -> ExitCode {
         ExitCode::from(2)
     };
     if args.subcommand().ok().flatten().as_deref() != Some("rotate") {
-        return usage("the only key command is `joinery key rotate`");
+        return usage("the only key command is `joinery key rotate [--revoke-old]`");
     }
+    let revoke_old = args.contains("--revoke-old");
     let env = |k: &str| std::env::var(k).ok();
     let mut src = Sources { args, env: &env };
     let access = match KubeAccess::from_sources(&mut src, || {
@@ -321,15 +324,21 @@ fn key(mut args: pico_args::Arguments) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match auth::store::rotate_signing_key(&client, &access.namespace, joinery::api::now()) {
+    let now = joinery::api::now();
+    match auth::store::rotate_signing_key(&client, &access.namespace, now, revoke_old) {
         Ok(r) => {
+            let old = match r.old_accepted_until {
+                Some(until) => format!(
+                    "tokens signed with {} are accepted until {}",
+                    r.old_kid,
+                    log::rfc3339(until)
+                ),
+                None => format!("tokens signed with {} are refused from now on", r.old_kid),
+            };
             eprintln!(
                 "rotated the token signing key: kid {} (was {}); every controller signs with \
-                 it within 30 s, and tokens signed with {} are accepted until {}",
-                r.new_kid,
-                r.old_kid,
-                r.old_kid,
-                log::rfc3339(r.old_accepted_until)
+                 it within 30 s, and {old}",
+                r.new_kid, r.old_kid
             );
             ExitCode::SUCCESS
         }

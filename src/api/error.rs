@@ -116,13 +116,13 @@ impl ApiError {
                 "the Kubernetes API refused joinery's credentials; check the service account \
                  token or the kubeconfig joinery was started with",
             ),
-            K::Forbidden { message } => ApiError::new(
+            // The API server's text names joinery's service account and the permission:
+            // logged above, never sent (5xx bodies stay generic).
+            K::Forbidden { .. } => ApiError::new(
                 502,
                 "kubernetes_forbidden",
-                format!(
-                    "joinery lacks a Kubernetes permission ({message}); grant it, e.g. with \
-                     scripts/rbac.yaml"
-                ),
+                "joinery lacks a Kubernetes permission it needs; the daemon's log names it; \
+                 grant it, e.g. with scripts/rbac.yaml",
             ),
             K::Config(_)
             | K::NotFound

@@ -295,7 +295,15 @@ fn relabel(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respo
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct DrainBody {
-    deadline_seconds: Option<i64>,
+    /// `None`: absent; `Some(None)`: an explicit `null`, which is refused rather than
+    /// read as "absent" (it once started a synchronous drain).
+    #[serde(default, deserialize_with = "explicit")]
+    deadline_seconds: Option<Option<i64>>,
+}
+
+/// Keeps an explicit JSON `null` apart from an absent field.
+fn explicit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
 }
 
 fn drain_reply(state: DrainState) -> Response {
@@ -314,7 +322,19 @@ fn start_drain(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<R
     } else {
         json_body(req, r#"{"deadlineSeconds": 0..3600}"#)?
     };
-    let deadline = body.deadline_seconds.unwrap_or(0);
+    let deadline = match body.deadline_seconds {
+        None => 0,
+        Some(Some(n)) => n,
+        Some(None) => {
+            return Err(ApiError::bad_request(
+                "invalid_deadline",
+                format!(
+                    "deadlineSeconds must be a number, 0 (drain now and wait) to \
+                     {MAX_DEADLINE_SECONDS}, not null; omit it to drain now and wait"
+                ),
+            ))
+        }
+    };
     if !(0..=MAX_DEADLINE_SECONDS as i64).contains(&deadline) {
         return Err(ApiError::bad_request(
             "invalid_deadline",
@@ -509,7 +529,8 @@ pub(super) const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/v1/nodes/{name}",
-        access: Access::Needs(Scope::Admin),
+        // Reads, like GET /v1/nodes: the read scope may look (docs/api.md, Scopes).
+        access: Access::Needs(Scope::Read),
         handler: show,
     },
     Route {
@@ -539,7 +560,7 @@ pub(super) const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/v1/cluster/health",
-        access: Access::Needs(Scope::Admin),
+        access: Access::Needs(Scope::Read),
         handler: cluster_health,
     },
 ];

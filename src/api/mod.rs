@@ -255,16 +255,25 @@ fn authenticate(ctx: &Context, req: &Request) -> Result<Identity, ApiError> {
         ));
     };
     if token.starts_with(apitoken::PREFIX) {
+        // An API token can cost a Kubernetes GET: an address that keeps presenting bad
+        // ones is refused before the lookup (throttle.rs, bearer budget).
+        let ip = session::client_ip(req);
+        ctx.throttle
+            .bearer_allowed(ip)
+            .map_err(session::bearer_refusal)?;
         return match ctx.api_tokens.verify(token, now()) {
             Ok(info) => Ok(Identity {
                 subject: format!("token:{}", info.id),
                 scope: info.scope(),
             }),
             Err(TokenError::Kube(e)) => Err(ApiError::from_kube(&e)),
-            Err(e) => Err(ApiError::unauthorized(
-                "invalid_token",
-                format!("{e}; create a new one with POST /v1/auth/tokens"),
-            )),
+            Err(e) => {
+                ctx.throttle.bearer_failed(ip);
+                Err(ApiError::unauthorized(
+                    "invalid_token",
+                    format!("{e}; create a new one with POST /v1/auth/tokens"),
+                ))
+            }
         };
     }
     // The key that signed it, of those accepted (after a rotation, two).

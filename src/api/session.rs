@@ -94,6 +94,21 @@ pub fn refusal(r: Refusal) -> ApiError {
     err.with_header("Retry-After", secs.to_string())
 }
 
+/// The answer to a bearer credential refused before its lookup: this address presented
+/// too many bad ones (429 with `Retry-After`).
+pub fn bearer_refusal(r: Refusal) -> ApiError {
+    let secs = r.retry_after_secs();
+    ApiError::new(
+        429,
+        "too_many_attempts",
+        format!(
+            "too many unknown or revoked tokens from this address; wait {secs} seconds \
+             before trying again"
+        ),
+    )
+    .with_header("Retry-After", secs.to_string())
+}
+
 /// The claims of a session token for `subject`.
 pub fn session_claims(subject: &str, scope: Scope, now: i64) -> jwt::Claims {
     jwt::Claims {

@@ -382,6 +382,16 @@ fn drain_leaves_daemonset_mirror_and_finished_pods() {
         Some(json!({"deadlineSeconds": -1})),
     )
     .assert_error(400, "invalid_deadline");
+    // Issue 12 item 8: null was read as "absent" and drained node-3 synchronously.
+    let msg = send(
+        &d,
+        "POST",
+        "/v1/nodes/node-3/drain",
+        &t,
+        Some(json!({"deadlineSeconds": null})),
+    )
+    .assert_error(400, "invalid_deadline");
+    assert!(msg.contains("null"), "{msg}");
     send(&d, "POST", "/v1/nodes/node-9/drain", &t, None).assert_error(404, "node_not_found");
     let lines = audit_lines(&d, "node.drain");
     assert!(lines
