@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::key::SigningKey;
 use super::password;
-use crate::api::ApiError;
+use crate::api::{ApiError, Code};
 use crate::kube;
 
 /// Secret holding the installer password (Embedded Cluster's own).
@@ -58,8 +58,7 @@ impl StoreError {
             StoreError::Missing(m) | StoreError::Corrupt(m) => {
                 crate::log::error("auth secret unusable", &[("detail", m.as_str().into())]);
                 ApiError::new(
-                    503,
-                    "auth_unavailable",
+                    Code::AuthUnavailable,
                     "joinery cannot check credentials right now: an auth secret is missing or \
                      unusable; the daemon's log says which",
                 )
