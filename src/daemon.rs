@@ -18,6 +18,7 @@ use crate::auth::store::{PasswordHashes, SigningKeys};
 use crate::cache::Cache;
 use crate::config::{Config, KubeSource};
 use crate::http::{self, tls};
+use crate::join::seed::SeedSigner;
 use crate::join::JoinService;
 use crate::kube;
 use crate::log;
@@ -106,6 +107,7 @@ fn build(cfg: &Config) -> Result<Built, StartError> {
                 &cfg.data_dir,
                 kube.clone(),
                 &cfg.namespace,
+                SeedSigner::new(identity.key.clone(), &identity.cert_der).map_err(StartError)?,
             )
             .map_err(StartError)?,
         ),

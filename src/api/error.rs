@@ -70,6 +70,8 @@ catalogue! {
     InvalidNodeName = 400, "invalid_node_name";
     /// A drain deadline outside 0..3600 seconds.
     InvalidDeadline = 400, "invalid_deadline";
+    /// A join id that is not 32 lowercase hex digits.
+    InvalidJoinId = 400, "invalid_join_id";
     // 401: who is asking is unknown.
     /// No bearer token.
     MissingToken = 401, "missing_token";
@@ -95,6 +97,8 @@ catalogue! {
     NodeNotFound = 404, "node_not_found";
     /// No API token with that id.
     TokenNotFound = 404, "token_not_found";
+    /// No join with that id (finished joins are kept 7 days).
+    JoinNotFound = 404, "join_not_found";
     /// The path exists, the method does not.
     MethodNotAllowed = 405, "method_not_allowed";
     /// The head or body did not arrive in time.
@@ -108,6 +112,10 @@ catalogue! {
     NodeNotDrained = 409, "node_not_drained";
     /// Removing this controller would leave etcd without quorum.
     WouldLoseQuorum = 409, "would_lose_quorum";
+    /// Revoking a join that already expired or joined.
+    JoinFinished = 409, "join_finished";
+    /// The object kept changing under a read-modify-write; try again.
+    Conflict = 409, "conflict";
     // 410: a join token that worked, or could have, and no longer does.
     /// This join command was already used.
     JoinTokenUsed = 410, "join_token_used";

@@ -22,7 +22,6 @@ use crate::http::{Body, Peer, Request, Response};
 use crate::join::assemble::{self, ClusterView};
 use crate::join::command::{self, CommandInputs};
 use crate::join::k0s;
-use crate::join::seed;
 use crate::join::ticket::{self, Members, State, Ticket, DOWNLOAD_WINDOW_SECS};
 use crate::join::JoinService;
 use crate::kube;
@@ -137,14 +136,14 @@ pub fn create_command(
             ("action", "create-join-command".into()),
             ("subject", who.map(|w| w.subject.clone()).into()),
             ("roles", body.roles.join(",").into()),
-            ("ticket", jti.into()),
+            ("ticket", jti.clone().into()),
             ("result", "issued".into()),
         ],
     );
     crate::metrics::global().join_command_issued();
     Ok(json_response(
         200,
-        &serde_json::json!({ "joinSteps": steps }),
+        &serde_json::json!({ "joinSteps": steps, "joinId": jti }),
     ))
 }
 
@@ -173,8 +172,8 @@ fn authenticate_download(
                  session token, as 'Authorization: Bearer TOKEN'",
             )
         })?;
-    let key = ctx.keys.get().map_err(|e| e.to_api_error())?;
     let now = now();
+    let key = ctx.keys.key_for(token, now).map_err(|e| e.to_api_error())?;
     let refused = |e: jwt::JwtError| {
         ApiError::unauthorized(
             Code::InvalidToken,
@@ -351,8 +350,10 @@ fn make_members(
         now,
         until,
     );
-    let key = ctx.keys.get().map_err(|e| e.to_api_error())?;
-    let signed = seed::sign(key.as_bytes(), &seed);
+    let signed = svc.seed_signer.sign(&seed).map_err(|e| {
+        crate::log::error("signing the cluster seed failed", &[("error", e.into())]);
+        ApiError::internal()
+    })?;
     let created = k0s::create(
         &ctx.kube,
         g.k0s_address,
@@ -566,13 +567,12 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
             }
             let n = if total == 0 { 0 } else { last + 1 - first };
             len = Some(n);
-            use std::io::Read as _;
             Box::new(crate::join::watch::Watched::new(
-                crate::metrics::CountingReader::bundle(stream).take(n),
+                crate::metrics::CountingReader::bundle(stream).range(n, last + 1 >= total),
                 svc.tickets.handle(),
                 t.id.clone(),
                 first,
-                last + 1 >= total,
+                (last + 1 >= total).then_some(total),
             ))
         }
         _ => Box::new(crate::metrics::CountingReader::bundle(stream)),

@@ -124,6 +124,23 @@ pub fn sign_input(key: &[u8], signing_input: &str) -> String {
     URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }
 
+/// Whether `token`'s signature segment is `key`'s HS256 over its first two segments.
+/// Only picks which of several keys to [`verify`] with; `verify` does every check.
+pub fn signed_with(key: &[u8], token: &str) -> bool {
+    if token.len() > MAX_TOKEN_BYTES {
+        return false;
+    }
+    let Some((input, signature_b64)) = token.rsplit_once('.') else {
+        return false;
+    };
+    let Ok(signature) = URL_SAFE_NO_PAD.decode(signature_b64) else {
+        return false;
+    };
+    let mut mac = new_mac(key);
+    mac.update(input.as_bytes());
+    mac.verify_slice(&signature).is_ok()
+}
+
 /// Check `token` and return its claims if it was signed with `key`, names `expected_aud`
 /// as its audience, and is valid at `now` (Unix seconds) within [`LEEWAY_SECS`].
 pub fn verify(key: &[u8], token: &str, expected_aud: &str, now: i64) -> Result<Claims, JwtError> {
@@ -661,6 +678,16 @@ mod tests {
     fn verify_table() {
         for (name, make, expected) in CASES {
             check(name, &make(), *expected);
+        }
+    }
+
+    #[test]
+    fn signed_with_picks_the_key_that_signed() {
+        let token = sign(b"key one", &claims());
+        assert!(signed_with(b"key one", &token));
+        assert!(!signed_with(b"key two", &token));
+        for bad in ["", "a.b", "a.b.!!!", &"x".repeat(MAX_TOKEN_BYTES + 1)] {
+            assert!(!signed_with(b"key one", bad), "{bad:.20}");
         }
     }
 

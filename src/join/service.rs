@@ -6,6 +6,7 @@ use std::path::Path;
 use super::cache::BundleCache;
 use super::entry::Entry;
 use super::inputs::{self, Artifact, License, Roles};
+use super::seed::SeedSigner;
 use super::ticket::Tickets;
 use crate::kube;
 
@@ -16,6 +17,8 @@ pub struct JoinService {
     pub artifacts: Vec<Artifact>,
     pub cache: BundleCache,
     pub tickets: Tickets,
+    /// Signs each join's cluster seed with the serving TLS key.
+    pub seed_signer: SeedSigner,
 }
 
 impl JoinService {
@@ -28,6 +31,7 @@ impl JoinService {
         data_dir: &Path,
         kube: kube::Client,
         namespace: &str,
+        seed_signer: SeedSigner,
     ) -> Result<JoinService, String> {
         let roles = inputs::load_roles(ec_config)?;
         let license = inputs::load_license(license)?;
@@ -41,6 +45,7 @@ impl JoinService {
             artifacts,
             cache,
             tickets: Tickets::new(kube, namespace),
+            seed_signer,
         })
     }
 

@@ -23,19 +23,19 @@ pub struct Watched<R> {
     last_check: Instant,
     last_record: Instant,
     ended: bool,
-    /// The stream ends where the bundle ends (not a shorter range).
-    whole_tail: bool,
+    /// The bundle's length, when this stream runs to its end (not a shorter range):
+    /// reaching it completes the download.
+    complete_at: Option<u64>,
 }
 
 impl<R: Read> Watched<R> {
-    /// `whole_tail`: the stream runs to the bundle's end, so its end completes the
-    /// download.
+    /// `complete_at`: the bundle's length when the stream runs to its end.
     pub fn new(
         inner: R,
         tickets: Tickets,
         id: String,
         offset: u64,
-        whole_tail: bool,
+        complete_at: Option<u64>,
     ) -> Watched<R> {
         let now = Instant::now();
         Watched {
@@ -47,7 +47,7 @@ impl<R: Read> Watched<R> {
             last_check: now,
             last_record: now,
             ended: false,
-            whole_tail,
+            complete_at,
         }
     }
 
@@ -80,9 +80,11 @@ impl<R: Read> Read for Watched<R> {
         }
         let n = self.inner.read(buf)?;
         self.at += n as u64;
-        if n == 0 && !self.ended && !buf.is_empty() {
+        // The HTTP layer stops reading at Content-Length, so the end is the offset.
+        let at_end = self.complete_at == Some(self.at) || (n == 0 && !buf.is_empty());
+        if at_end && !self.ended {
             self.ended = true;
-            let completed = self.whole_tail.then(unix_now);
+            let completed = (self.complete_at == Some(self.at)).then(unix_now);
             self.record(completed);
         } else if self.last_record.elapsed() >= RECORD_EVERY {
             self.record(None);

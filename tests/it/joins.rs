@@ -596,3 +596,194 @@ fn a_cut_download_resumes_with_the_same_step_and_verifies() {
     )
     .assert_error(410, "join_token_used");
 }
+
+#[test]
+fn the_ledger_shows_every_join_and_a_revocation_stops_a_download_on_every_controller() {
+    let fake = FakeKube::start(3, &[]);
+    let inputs = JoinInputs::new(true);
+    // 24 MiB that do not compress: 12 s at the slowed client's 2 MB/s, well beyond
+    // what the socket buffers hold.
+    let ok = Command::new("sh")
+        .args(["-c", "head -c 25165824 /dev/urandom > images/random.bin"])
+        .current_dir(inputs.artifacts())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let a = joining_daemon(&fake, &inputs);
+    let b = joining_daemon(&fake, &inputs);
+    let admin = a.login();
+    let done = token_in(&steps(&create_command(&a, &admin, json!(["worker"])))[0]);
+    assert_eq!(a.get("/v1/join-bundle?roles=worker", &done).status, 200);
+    let cmds = steps(&create_command(&b, &admin, json!(["gpu"])));
+    let live = token_in(&cmds[0]);
+    let id_of = |t: &str| {
+        crate::join::claims_of(t)["jti"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // A slow download of the second join, revoked on the other controller mid-way.
+    let host = tempfile::tempdir().unwrap();
+    let mut child = Command::new("sh")
+        .current_dir(host.path())
+        .env("PATH", slow_curl(host.path(), "2M"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{}\n", cmds[0]).as_bytes())
+        .unwrap();
+    let ledger = |d: &Daemon| -> Vec<Value> {
+        let r = d.get("/v1/joins", &admin);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["joins"].as_array().unwrap().clone()
+    };
+    let state_of = |d: &Daemon, id: &str| -> Value {
+        ledger(d)
+            .into_iter()
+            .find(|j| j["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not in the ledger"))
+    };
+    wait_until(30, "the download under way", || {
+        state_of(&a, &id_of(&live))["state"] == "downloading"
+    });
+    let r = a.curl(
+        "DELETE",
+        &format!("/v1/joins/{}", id_of(&live)),
+        &["-H", &format!("Authorization: Bearer {admin}")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"], "revoked");
+    let stopped = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("revoked by an administrator"), "{err}");
+    assert!(
+        stopped.elapsed() < std::time::Duration::from_secs(10),
+        "the stream went on for {:?}",
+        stopped.elapsed()
+    );
+    // Its token is refused on both controllers, from any host.
+    for d in [&a, &b] {
+        d.get("/v1/join-bundle?roles=gpu", &live)
+            .assert_error(410, "join_revoked");
+    }
+    // Its bootstrap token is gone from kube-system.
+    let deleted = fake
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r["method"] == "DELETE"
+                && r["path"].as_str().is_some_and(|p| {
+                    p.starts_with("/api/v1/namespaces/kube-system/secrets/bootstrap-token-")
+                })
+        })
+        .count();
+    assert_eq!(deleted, 1);
+
+    // The ledger, from either controller: both joins, with their states.
+    for d in [&a, &b] {
+        let first = state_of(d, &id_of(&done));
+        assert_eq!(first["state"], "downloaded", "{first}");
+        assert_eq!(first["client"], "127.0.0.1");
+        assert_eq!(first["requestedBy"], "admin");
+        assert_eq!(first["roles"], json!(["worker"]));
+        assert!(first["bytesSent"].as_u64().unwrap() > 3_000_000, "{first}");
+        let second = state_of(d, &id_of(&live));
+        assert_eq!(second["state"], "revoked", "{second}");
+    }
+    // A node with the client's address appearing after the download: joined.
+    fake.control(
+        "POST",
+        "/_fake/objects",
+        Some(json!([{
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "node-new"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}
+        }])),
+    );
+    let first = state_of(&a, &id_of(&done));
+    assert_eq!(
+        (first["state"].as_str(), first["node"].as_str()),
+        (Some("joined"), Some("node-new"))
+    );
+    // Revoking a finished join is refused; a bad id is a 400.
+    let r = a.curl(
+        "DELETE",
+        &format!("/v1/joins/{}", id_of(&done)),
+        &["-H", &format!("Authorization: Bearer {admin}")],
+    );
+    r.assert_error(409, "join_finished");
+    a.curl(
+        "DELETE",
+        "/v1/joins/nope",
+        &["-H", &format!("Authorization: Bearer {admin}")],
+    )
+    .assert_error(400, "invalid_join_id");
+}
+
+/// The `sh` block of docs/joins.md that checks a seed (the one after its marker).
+fn seed_check_from_the_docs() -> String {
+    let docs = std::fs::read_to_string(root().join("docs/joins.md")).unwrap();
+    let at = docs
+        .find("<!-- seed-verification")
+        .expect("the marker in docs/joins.md");
+    let rest = &docs[at..];
+    let start = rest.find("```sh\n").unwrap() + 6;
+    let len = rest[start..].find("```").unwrap();
+    rest[start..start + len].to_string()
+}
+
+#[test]
+fn the_documented_seed_check_verifies_with_openssl_against_the_pin() {
+    let fake = FakeKube::start(3, &[]);
+    let inputs = JoinInputs::new(true);
+    let d = joining_daemon(&fake, &inputs);
+    let admin = d.login();
+    let cmds = steps(&create_command(&d, &admin, json!(["worker"])));
+    let demo = tempfile::tempdir().unwrap();
+    let host = demo.path().join("joins/node-5");
+    std::fs::create_dir_all(&host).unwrap();
+    let (code, _, err) = paste_into_sh(&host, &format!("{}\n{}\n", cmds[0], cmds[1]));
+    assert_eq!(code, 0, "{err}");
+    let check = |what: &str| {
+        Command::new("bash")
+            .args([
+                "-c",
+                &format!("set -euo pipefail\n{}", seed_check_from_the_docs()),
+            ])
+            .env("JOINERY_DEMO_DIR", demo.path())
+            .output()
+            .map(|o| {
+                (
+                    o.status.success(),
+                    String::from_utf8_lossy(&o.stdout).into_owned()
+                        + &String::from_utf8_lossy(&o.stderr),
+                )
+            })
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+    };
+    let (ok, out) = check("genuine");
+    assert!(ok, "{out}");
+    assert!(out.contains("Verified OK"), "{out}");
+    assert!(
+        out.contains(&format!("seed signed by {}\n", d.pin)),
+        "{out}"
+    );
+    // One changed character in the payload: refused.
+    let seed = host.join("cluster-seed.json");
+    let text = std::fs::read_to_string(&seed).unwrap();
+    let at = text.find("\"payload\": \"").unwrap() + 20;
+    let mut bytes = text.into_bytes();
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&seed, bytes).unwrap();
+    let (ok, out) = check("tampered");
+    assert!(!ok && !out.contains("Verified OK"), "{out}");
+}

@@ -597,7 +597,25 @@ fn a_node_that_never_becomes_ready_exits_7() {
     let c = Cluster::new(false);
     let o = headless_join(&c.ssh_args(&["--timeout", "3"]), None);
     assert_eq!(code(&o), 7, "{}", text(&o));
-    assert!(text(&o).contains("registered, not Ready"), "{}", text(&o));
+    // The daemon's wait_timeout message names the node's state.
+    assert!(
+        text(&o).contains("it exists and is not Ready (Ready=False"),
+        "{}",
+        text(&o)
+    );
+    // --wait bounds that wait alone (one long call, not a poll of the node list).
+    let t = std::time::Instant::now();
+    let o = headless_join(&c.ssh_args(&["--timeout", "60", "--wait", "2"]), None);
+    assert_eq!(code(&o), 7, "{}", text(&o));
+    assert!(text(&o).contains("not Ready after 2s"), "{}", text(&o));
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
+    let pw = c.path("password").display().to_string();
+    let o = headless_join(
+        &c.args(&["--password-file", &pw, "--print", "--wait"]),
+        None,
+    );
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(text(&o).contains("--wait needs --ssh"), "{}", text(&o));
 }
 
 #[test]

@@ -36,6 +36,7 @@ Authentication: `Authorization: Bearer <token>` or a client certificate signed b
 all means system:anonymous, who may only read /version, /healthz, /livez, /readyz (the real
 default); --no-anonymous turns that into 401. A wrong token is always 401.
 
+Discovery: /api, /apis, /api/v1 and /apis/GROUP/VERSION (legacy shape), so kubectl works.
 Watch (`?watch=1`): from resourceVersion (events after it), or from ""/"0" with the current
 objects first as ADDED; BOOKMARK events every bookmarkMs with allowWatchBookmarks=true; a
 version older than the last 20000 changes (or than /_fake/compact) gets one ERROR event with
@@ -1250,6 +1251,46 @@ def route(path: str):
     return res, ns, name, sub
 
 
+SHORT_NAMES = {"nodes": ["no"], "namespaces": ["ns"], "configmaps": ["cm"], "pods": ["po"],
+               "poddisruptionbudgets": ["pdb"], "daemonsets": ["ds"]}
+VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+
+
+def discovery(path: str) -> dict | None:
+    """Legacy discovery, as kubectl reads it: /api, /apis, /api/v1 and /apis/GROUP/VERSION
+    (an aggregated-discovery Accept header gets these too, which clients accept)."""
+    if path == "/api":
+        return {"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}
+    groups = {}
+    for r in RESOURCES:
+        if r.group:
+            groups.setdefault(r.group, r.version)
+    if path == "/apis":
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+            {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
+             "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v}} for g, v in groups.items()]}
+    parts = [p for p in path.split("/") if p]
+    if parts == ["api", "v1"]:
+        gv, mine = "v1", [r for r in RESOURCES if not r.group]
+    elif len(parts) == 3 and parts[0] == "apis" and groups.get(parts[1]) == parts[2]:
+        gv, mine = f"{parts[1]}/{parts[2]}", [r for r in RESOURCES if r.group == parts[1]]
+    else:
+        return None
+    resources = []
+    for r in mine:
+        resources.append({"name": r.plural, "singularName": r.kind.lower(), "namespaced": r.namespaced,
+                          "kind": r.kind, "verbs": VERBS, **({"shortNames": SHORT_NAMES[r.plural]}
+                                                             if r.plural in SHORT_NAMES else {})})
+        if r.status_sub:
+            resources.append({"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced,
+                              "kind": r.kind, "verbs": ["get", "patch", "update"]})
+        if r.plural == "pods":
+            resources.append({"name": "pods/eviction", "singularName": "", "namespaced": True,
+                              "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]})
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
+
+
 class Fake:
     """Server-wide state that is not objects: credentials, deny list, faults, request log."""
 
@@ -1479,6 +1520,10 @@ class Handler(BaseHTTPRequestHandler):
                                     "gitVersion": K8S_VERSION, "gitCommit": "3eb8d8d7e8c7c1ba3b4e7b81c2ab5e9f40c9a1d2",
                                     "gitTreeState": "clean", "buildDate": "2026-02-10T12:00:00Z",
                                     "goVersion": "go1.25.6", "compiler": "gc", "platform": "linux/amd64"})
+        if m == "GET" and user != "system:anonymous":
+            doc = discovery(path)
+            if doc is not None:
+                return self._send(200, doc)
         try:
             res, ns, name, sub = route(path)
         except ApiError:
