@@ -73,6 +73,12 @@ def test_readme_is_a_five_minute_read():
     assert size < 16 * 1024, f"README.md is {size} bytes; move detail to docs/ (limit 16 KiB)"
 
 
+def test_readme_links_every_doc():
+    readme = (ROOT / "README.md").read_text()
+    missing = [p.name for p in DOCS[1:] if f"](docs/{p.name})" not in readme]
+    assert not missing, f"README's 'Where the rest is' does not link {missing}"
+
+
 def _slug(heading):
     """GitHub's anchor for a heading: lowercase, punctuation dropped, spaces to dashes."""
     s = re.sub(r"[^\w\- ]", "", heading.strip().lower())
