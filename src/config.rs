@@ -40,6 +40,11 @@ pub struct Config {
     /// Wrong passwords allowed per address and minute before it is locked out.
     pub login_failures: u32,
     pub max_connections: usize,
+    /// Connections one client address (an IPv6 /64) may hold at once.
+    pub max_connections_per_address: usize,
+    /// Bytes per second a client must take a response at while the server waits on
+    /// it; 0: no minimum.
+    pub min_transfer_rate: u64,
     /// Open waiters and node streams at once (never more than half the connections).
     pub max_waiters: usize,
     pub idle_timeout: Duration,
@@ -162,6 +167,18 @@ pub const FLAGS: &[Flag] = &[
         env: "JOINERY_MAX_CONNECTIONS",
         default: "512",
         help: "Connections served at once; past it a new one gets 503.",
+    },
+    Flag {
+        name: "--max-connections-per-address",
+        env: "JOINERY_MAX_CONNECTIONS_PER_ADDRESS",
+        default: "64",
+        help: "Connections one client address (an IPv6 /64) may hold at once; past it, 503.",
+    },
+    Flag {
+        name: "--min-transfer-rate",
+        env: "JOINERY_MIN_TRANSFER_RATE",
+        default: "1024",
+        help: "Bytes/s a client must read a response at while joinery waits on it (after 10 s of slack); slower ones are closed; 0 turns it off.",
     },
     Flag {
         name: "--max-waiters",
@@ -331,6 +348,9 @@ impl Config {
         };
         let login_failures = src.number("--login-failures", 5u32, (1, 100_000))?;
         let max_connections = src.number("--max-connections", 512usize, (1, 65_536))?;
+        let max_connections_per_address =
+            src.number("--max-connections-per-address", 64usize, (1, 65_536))?;
+        let min_transfer_rate = src.number("--min-transfer-rate", 1024u64, (0, 1 << 30))?;
         // Waiting requests hold a connection each: keep half for everything else.
         let max_waiters = src
             .number("--max-waiters", 64usize, (0, 32_768))?
@@ -365,6 +385,8 @@ impl Config {
             join,
             login_failures,
             max_connections,
+            max_connections_per_address,
+            min_transfer_rate,
             max_waiters,
             idle_timeout,
             shutdown_grace,

@@ -18,6 +18,7 @@ use crate::auth::store::{PasswordHashes, SigningKeys};
 use crate::cache::Cache;
 use crate::config::{Config, KubeSource};
 use crate::http::{self, tls};
+use crate::join::seed::SeedSigner;
 use crate::join::JoinService;
 use crate::kube;
 use crate::log;
@@ -106,6 +107,7 @@ fn build(cfg: &Config) -> Result<Built, StartError> {
                 &cfg.data_dir,
                 kube.clone(),
                 &cfg.namespace,
+                SeedSigner::new(identity.key.clone(), &identity.cert_der).map_err(StartError)?,
             )
             .map_err(StartError)?,
         ),
@@ -113,6 +115,8 @@ fn build(cfg: &Config) -> Result<Built, StartError> {
 
     let limits = http::Limits {
         max_connections: cfg.max_connections,
+        max_connections_per_address: cfg.max_connections_per_address,
+        min_transfer_rate: cfg.min_transfer_rate,
         idle_timeout: cfg.idle_timeout,
         grace: cfg.shutdown_grace,
         ..http::Limits::default()

@@ -21,6 +21,8 @@ USAGE:
     joinery token revoke ID      revoke an API token on every controller
                                  (token commands take --kubeconfig, --namespace and
                                  --kube-timeout like serve)
+    joinery key rotate           new token signing key; the old one verifies for 24 h
+                                 more (same Kubernetes flags as token)
     joinery version              print the version
     joinery help                 print this help
 ";
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         Some("serve") => serve(args),
         Some("hash-password") => hash_password(args),
         Some("token") => token(args),
+        Some("key") => key(args),
         Some(cmd @ ("install" | "uninstall")) => install_cmd(cmd, args),
         Some("version") | Some("--version") | Some("-V") => {
             println!(
@@ -287,4 +290,52 @@ fn scope_list(t: &TokenInfo) -> String {
         .map(|s| s.as_str())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// `joinery key rotate`: a planned rotation of the token signing key (docs/security.md).
+/// Every controller signs with the new key within 30 s; tokens the old key signed keep
+/// verifying until they expire (24 h), then the old key is dropped.
+fn key(mut args: pico_args::Arguments) -> ExitCode {
+    let usage = |msg: &str| {
+        eprintln!("joinery key: {msg}; run `joinery help`");
+        ExitCode::from(2)
+    };
+    if args.subcommand().ok().flatten().as_deref() != Some("rotate") {
+        return usage("the only key command is `joinery key rotate`");
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let mut src = Sources { args, env: &env };
+    let access = match KubeAccess::from_sources(&mut src, || {
+        config::default_kube_source(&env, &|p| std::path::Path::new(p).exists())
+    }) {
+        Ok(a) => a,
+        Err(e) => return usage(&e.to_string()),
+    };
+    if let Err(e) = src.finish() {
+        return usage(&e.to_string());
+    }
+    let client = match daemon::kube_client(&access.kube, access.kube_timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("joinery: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match auth::store::rotate_signing_key(&client, &access.namespace, joinery::api::now()) {
+        Ok(r) => {
+            eprintln!(
+                "rotated the token signing key: kid {} (was {}); every controller signs with \
+                 it within 30 s, and tokens signed with {} are accepted until {}",
+                r.new_kid,
+                r.old_kid,
+                r.old_kid,
+                log::rfc3339(r.old_accepted_until)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("joinery key rotate: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

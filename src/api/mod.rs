@@ -8,6 +8,7 @@
 mod error;
 mod flux;
 mod join;
+mod joins;
 mod lifecycle;
 mod meta;
 mod nodes;
@@ -109,6 +110,7 @@ const AREAS: &[&[Route]] = &[
     session::ROUTES,
     nodes::ROUTES,
     join::ROUTES,
+    joins::ROUTES,
     flux::ROUTES,
     observe::ROUTES,
     oauth::ROUTES,
@@ -265,7 +267,11 @@ fn authenticate(ctx: &Context, req: &Request) -> Result<Identity, ApiError> {
             )),
         };
     }
-    let key = ctx.keys.get().map_err(|e| e.to_api_error())?;
+    // The key that signed it, of those accepted (after a rotation, two).
+    let key = ctx
+        .keys
+        .key_for(token, now())
+        .map_err(|e| e.to_api_error())?;
     let claims = jwt::verify(key.as_bytes(), token, SESSION_AUDIENCE, now()).map_err(|e| {
         ApiError::unauthorized(
             "invalid_token",

@@ -39,7 +39,9 @@
 //! come back later.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
+
+use crate::addr::share_key;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -200,7 +202,7 @@ impl Throttle {
     }
 
     fn check_at(&self, ip: IpAddr, now: Instant) -> Result<Attempt<'_>, Refusal> {
-        let k = key(ip);
+        let k = share_key(ip);
         // Reserved before the wait for a slot: waiting requests count against the budget.
         self.reserve(k, now)?;
         if let Err(r) = self.acquire_slot() {
@@ -322,7 +324,7 @@ impl Throttle {
     /// A failure from `ip` without an admitted attempt (tests drive the table directly).
     #[cfg(test)]
     fn record_failure_at(&self, ip: IpAddr, now: Instant) {
-        let k = key(ip);
+        let k = share_key(ip);
         {
             let mut table = lock(&self.table);
             if !table.contains_key(&k) && table.len() >= self.policy.capacity {
@@ -335,7 +337,7 @@ impl Throttle {
 
     #[cfg(test)]
     fn record_success(&self, ip: IpAddr) {
-        self.settle(key(ip), Outcome::Succeeded, Instant::now());
+        self.settle(share_key(ip), Outcome::Succeeded, Instant::now());
     }
 }
 
@@ -371,20 +373,6 @@ fn evict_one(table: &mut HashMap<IpAddr, Entry>, now: Instant) {
     }
 }
 
-/// The table key of an address: IPv4 as is (IPv4-mapped IPv6 included), IPv6 by /64.
-fn key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
-
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
@@ -397,7 +385,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
     use std::sync::Arc;
 
     fn v4(n: u32) -> IpAddr {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use super::parse::{parse_head, ChunkedDecoder, Framing, Reject, Version};
+use super::rate::{Budget, RateGuard};
 use super::response::{reject_response, wants_close, write_response, WriteError};
 use super::sys::{self, Wake};
 use super::{Handler, Limits, Peer, Request, ShutdownHandle};
@@ -376,7 +377,23 @@ fn one_request<T: Transport>(
         head.keep_alive && !panicked && !wants_close(&resp) && !ctx.shutdown.is_shutdown();
     let status = resp.status;
     let subject = resp.subject.clone();
-    let result = write_response(t, resp, http11, is_head, keep_alive);
+    let budget = Budget::new(limits.min_transfer_rate, limits.min_rate_grace);
+    let mut guarded = RateGuard::new(t, budget, limits.write_timeout);
+    let result = write_response(&mut guarded, resp, http11, is_head, keep_alive);
+    if guarded.tripped() {
+        let b = guarded.budget();
+        crate::log::warn(
+            "slow reader: connection closed below the minimum transfer rate",
+            &[
+                ("remote", peer_text(peer).into()),
+                ("path", path.clone().into()),
+                ("bytes", b.bytes().into()),
+                ("blockedMs", (b.blocked().as_millis() as u64).into()),
+                ("minTransferRate", limits.min_transfer_rate.into()),
+            ],
+        );
+    }
+    drop(guarded);
     let bytes = match &result {
         Ok(w) => w.bytes,
         Err(WriteError::Source { written, .. }) => *written,
@@ -446,6 +463,15 @@ pub(crate) fn linger<T: Transport>(t: &mut T) {
 }
 
 /// The one access-log line per request. Never headers, never the query.
+/// The peer as the access log names it.
+fn peer_text(peer: &Peer) -> String {
+    match peer {
+        Peer::Tcp(addr) => addr.to_string(),
+        Peer::Unix { uid: Some(uid) } => format!("unix:uid={uid}"),
+        Peer::Unix { uid: None } => "unix".into(),
+    }
+}
+
 fn access_log(
     peer: &Peer,
     route: Option<(&str, &str)>,

@@ -6,7 +6,8 @@
 //!
 //! Map: `server` (listener, accept loop, worker pool, shutdown) → `conn` (one connection:
 //! handshake, deadlines, request loop; generic over the stream) → `parse` (pure framing,
-//! fuzzable) and `response` (writing). `limits` holds every bound, `tls` the rustls
+//! fuzzable), `query` (the one query-string parser) and `response` (writing, through
+//! `rate`'s minimum-transfer-rate guard). `limits` holds every bound, `tls` the rustls
 //! configuration and certificate files, `signals` the shutdown handle and SIGTERM/SIGINT,
 //! `sys` the few raw system calls.
 //!
@@ -23,6 +24,7 @@ mod conn;
 mod limits;
 pub mod parse;
 pub mod query;
+mod rate;
 mod response;
 mod server;
 mod signals;

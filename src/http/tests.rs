@@ -63,6 +63,24 @@ impl Read for Pieces {
     }
 }
 
+/// A stream with nothing to send for `gap` before each of its pieces.
+struct Drip {
+    left: usize,
+    gap: Duration,
+}
+
+impl Read for Drip {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        thread::sleep(self.gap);
+        self.left -= 1;
+        buf[..5].copy_from_slice(b"drip\n");
+        Ok(5)
+    }
+}
+
 struct TestHandler;
 
 impl Handler for TestHandler {
@@ -101,6 +119,31 @@ impl Handler for TestHandler {
                     reader: Box::new(&b"abc"[..]),
                     len: Some(10),
                     flush: Flush::AtEnd,
+                },
+                subject: None,
+            },
+            // 256 MiB of zeros, sized: more than any socket buffer holds.
+            "/big" => Response {
+                status: 200,
+                headers: vec![],
+                body: Body::Stream {
+                    reader: Box::new(io::repeat(0).take(256 << 20)),
+                    len: Some(256 << 20),
+                    flush: Flush::AtEnd,
+                },
+                subject: None,
+            },
+            // Three small pieces `ms` apart: a stream idle by design, like a watch.
+            "/drip" => Response {
+                status: 200,
+                headers: vec![],
+                body: Body::Stream {
+                    reader: Box::new(Drip {
+                        left: 3,
+                        gap: Duration::from_millis(param("ms").unwrap_or(300)),
+                    }),
+                    len: None,
+                    flush: Flush::EachRead,
                 },
                 subject: None,
             },
@@ -592,8 +635,12 @@ fn past_max_connections_a_client_gets_503_and_service_resumes_after() {
 
 #[test]
 fn five_hundred_idle_connections_do_not_delay_a_health_check() {
+    // Room for all of them (one address, none past its handshake): this is about the
+    // cost of idle sockets, not about the caps.
     let srv = start(short_limits_with(|l| {
-        l.handshake_timeout = Duration::from_secs(10)
+        l.handshake_timeout = Duration::from_secs(10);
+        l.max_connections = 1000;
+        l.max_connections_per_address = 1000;
     }));
     let idle: Vec<TcpStream> = (0..500)
         .map(|_| TcpStream::connect(srv.addr).unwrap())
@@ -605,6 +652,103 @@ fn five_hundred_idle_connections_do_not_delay_a_health_check() {
     drop(idle);
     // The idle connections' workers are freed when their clients leave.
     assert!(srv.wait_active(0, Duration::from_secs(5)));
+}
+
+/// Issue 12 item 2: idle TCP connections held every slot, and past the busy queue the
+/// refusals were resets. Now connections still handshaking hold at most three quarters
+/// of the slots and the oldest gives way to a newcomer, so a real client gets in.
+#[test]
+fn sockets_that_never_speak_cannot_keep_a_real_client_out() {
+    let srv = start(short_limits_with(|l| {
+        l.handshake_timeout = Duration::from_secs(30);
+        l.max_connections = 8;
+        l.max_connections_per_address = 100;
+    }));
+    let idle: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(srv.addr).unwrap())
+        .collect();
+    // Six of eight slots may be handshaking; the other two were refused.
+    assert!(srv.wait_active(6, Duration::from_secs(5)));
+    // A real client gets in (once the idle ones are older than EVICT_AFTER).
+    let t = Instant::now();
+    let status = loop {
+        let r = get(srv.addr, "/health");
+        if r.status == 200 || t.elapsed() > Duration::from_secs(5) {
+            break r.status;
+        }
+        assert_envelope(&r, 503, "server_busy");
+    };
+    assert_eq!(status, 200, "after {:?}", t.elapsed());
+    drop(idle);
+}
+
+/// One address holds at most `max_connections_per_address`; past it, a clean 503.
+#[test]
+fn one_address_gets_its_share_and_then_a_clean_503() {
+    let srv = start(short_limits_with(|l| {
+        l.handshake_timeout = Duration::from_secs(30);
+        l.max_connections_per_address = 4;
+    }));
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(srv.addr).unwrap())
+        .collect();
+    assert!(srv.wait_active(4, Duration::from_secs(5)));
+    for _ in 0..20 {
+        assert_envelope(&get(srv.addr, "/health"), 503, "server_busy");
+    }
+    drop(idle);
+    assert!(srv.wait_active(0, Duration::from_secs(5)));
+    assert_eq!(get(srv.addr, "/health").status, 200);
+}
+
+/// Issue 12 item 3: the write deadline was per write, so a client taking a few bytes
+/// at a time held its worker for ever. Now it is cut off below the minimum rate.
+#[test]
+fn a_slow_reader_is_cut_off_below_the_minimum_rate() {
+    let srv = start(short_limits_with(|l| {
+        l.min_transfer_rate = 1 << 20;
+        l.min_rate_grace = Duration::from_millis(500);
+    }));
+    let mut c = Client::connect(srv.addr);
+    c.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // Take about 20 KB/s, far below 1 MiB/s; every read well inside the write timeout.
+    // The server lets go of the connection (its worker is free) while we still read
+    // what the socket buffers hold.
+    assert!(srv.wait_active(1, Duration::from_secs(2)));
+    let t = Instant::now();
+    let mut buf = [0u8; 1024];
+    let mut got = 0usize;
+    while srv.stats.active_connections() > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "still served after {got} bytes"
+        );
+        match c.s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        srv.wait_active(0, Duration::from_secs(2)),
+        "worker still held"
+    );
+    assert!(got < 256 << 20, "the whole body arrived");
+    eprintln!("slow reader let go after {:?} and {got} bytes", t.elapsed());
+}
+
+/// The rate counts only time the server is blocked on the client: a stream that is idle
+/// because the server has nothing to send (a watch, a long poll) is never cut off.
+#[test]
+fn a_stream_idle_by_design_is_not_cut_off() {
+    let srv = start(short_limits_with(|l| {
+        l.min_transfer_rate = 1 << 20;
+        l.min_rate_grace = Duration::from_millis(100);
+    }));
+    let mut c = Client::connect(srv.addr);
+    let r = c.request("GET /drip?ms=400 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"drip\ndrip\ndrip\n");
 }
 
 fn short_limits_with(f: impl FnOnce(&mut Limits)) -> Limits {

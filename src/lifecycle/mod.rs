@@ -94,8 +94,7 @@ pub fn drain_info(annotations: &BTreeMap<String, String>) -> DrainInfo {
 /// Whether a node runs a k0s controller: `node.k0sproject.io/role=control-plane` or the
 /// `node-role.kubernetes.io/control-plane` key (its value differs between distributions).
 pub fn is_controller(labels: &BTreeMap<String, String>) -> bool {
-    labels.get("node.k0sproject.io/role").map(String::as_str) == Some("control-plane")
-        || labels.contains_key("node-role.kubernetes.io/control-plane")
+    crate::roles::is_controller(labels, None)
 }
 
 /// What the drain handlers and the drain worker share: the client, where joinery's own

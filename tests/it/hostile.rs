@@ -183,7 +183,14 @@ fn regression_close_notify_and_hold_does_not_spin() {
 #[test]
 fn regression_idle_connections_never_starve_the_rest() {
     let fake = FakeKube::start(1, &[]);
-    let d = Daemon::start(&fake);
+    // All 500 come from one address: lift the per-address cap, which has its own test.
+    let d = Daemon::start_with(
+        &fake,
+        DaemonOpts {
+            args: vec!["--max-connections-per-address".into(), "512".into()],
+            ..Default::default()
+        },
+    );
     let mut idle = Vec::new();
     for _ in 0..500 {
         let mut tls = tls_connect(&d);
@@ -288,4 +295,40 @@ fn regression_long_method_is_501_and_host_is_required() {
         .lines()
         .iter()
         .all(|l| l.len() < 2048 && !l.contains("XXXXXXXXXXXXXXXX")));
+}
+
+/// Issue 12 item 2: 512 idle TCP connections from one address (no TLS bytes) gave 503 to
+/// every other client while they were held, and past 530 the refusals were resets.
+#[test]
+fn regression_one_address_cannot_take_every_connection_slot() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start(&fake);
+    let hog: Vec<TcpStream> = (0..600)
+        .map(|_| TcpStream::connect(("127.0.0.1", d.port)).unwrap())
+        .collect();
+    // Another address is served at once, while the hog holds its sockets.
+    let t = Instant::now();
+    let r = d.curl("GET", "/v1/health", &["--interface", "127.0.0.2"]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // The hogging address itself gets a clean 503 envelope, never a reset.
+    for _ in 0..5 {
+        let r = d.curl("GET", "/v1/health", &["--interface", "127.0.0.1"]);
+        assert_eq!((r.status, r.exit), (503, 0), "{r:?}");
+        assert_eq!(r.json()["error"], "server_busy");
+    }
+    assert!(d
+        .output
+        .lines()
+        .iter()
+        .any(|l| l.contains("per-address connection cap")));
+    drop(hog);
+    let t = Instant::now();
+    while d
+        .curl("GET", "/v1/health", &["--interface", "127.0.0.1"])
+        .status
+        != 200
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "never recovered");
+    }
 }

@@ -617,3 +617,38 @@ fn a_node_that_never_becomes_ready_exits_7() {
     assert_eq!(code(&o), 2, "{}", text(&o));
     assert!(text(&o).contains("--wait needs --ssh"), "{}", text(&o));
 }
+
+#[test]
+fn regression_headless_join_puts_no_token_in_any_argv() {
+    use std::os::unix::process::CommandExt;
+    let c = Cluster::new(true);
+    // Slow Kubernetes down so the download's curl lives long enough to be seen.
+    c.fake
+        .control("POST", "/_fake/config", Some(json!({"latencyMs": 150})));
+    let watch = crate::joins::ArgvWatch::start(
+        vec![],
+        vec![PASSWORD.to_string()],
+        vec!["/v1/join-bundle".to_string()],
+    );
+    let child = Command::new("sh")
+        .arg(root().join("scripts/headless-join.sh"))
+        .args(c.ssh_args(&["--timeout", "60"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    watch.group(child.id());
+    let o = child.wait_with_output().unwrap();
+    let (hits, seen, scans) = watch.finish();
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(
+        hits.is_empty(),
+        "a secret in an argv ({scans} scans):\n{hits:#?}"
+    );
+    assert!(
+        !seen.is_empty(),
+        "the watcher never saw the download ({scans} scans)"
+    );
+    joined_host_checks(&c);
+}

@@ -8,6 +8,7 @@ mod crash;
 mod faults;
 mod hostile;
 mod join;
+mod joins;
 mod kit;
 mod lifecycle;
 mod startup;

@@ -448,6 +448,21 @@ impl Daemon {
         )
     }
 
+    /// GET with a bearer token from another local address (`127.0.0.2`, say): another
+    /// host, as far as the daemon can tell.
+    pub fn get_from(&self, source: &str, path: &str, token: &str) -> Reply {
+        self.curl(
+            "GET",
+            path,
+            &[
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                "--interface",
+                source,
+            ],
+        )
+    }
+
     /// POST of a JSON body with an optional bearer token.
     pub fn post_json(&self, path: &str, token: Option<&str>, body: &str) -> Reply {
         let mut extra = vec!["-H".to_string(), "Content-Type: application/json".into()];

@@ -48,6 +48,18 @@ fn oauth(d: &Daemon, params: &[(&str, &str)]) -> Reply {
     d.curl("POST", "/oauth/token", &extra)
 }
 
+/// The OAuth password grant with the installer password.
+fn password_grant(d: &Daemon) -> Reply {
+    oauth(
+        d,
+        &[
+            ("grant_type", "password"),
+            ("username", "admin"),
+            ("password", PASSWORD),
+        ],
+    )
+}
+
 fn assert_oauth_error(r: &Reply, status: u16, code: &str) {
     assert_eq!(r.status, status, "{}", r.text());
     let v = r.json();
@@ -288,14 +300,7 @@ fn two_controllers_racing_on_one_refresh_token_cannot_both_win() {
     let fake = FakeKube::start(1, &[]);
     let a = Daemon::start(&fake);
     let b = Daemon::start(&fake);
-    let login = oauth(
-        &a,
-        &[
-            ("grant_type", "password"),
-            ("username", "admin"),
-            ("password", PASSWORD),
-        ],
-    );
+    let login = password_grant(&a);
     assert_eq!(login.status, 200, "{}", login.text());
     let refresh = login.json()["refresh_token"].as_str().unwrap().to_string();
     let replies: Vec<Reply> = std::thread::scope(|s| {
@@ -542,4 +547,167 @@ fn the_token_commands_work_against_the_cluster() {
         let (code, _, err) = cli(&fake, args);
         assert_eq!(code, 2, "{args:?}: {err}");
     }
+}
+
+/// Issue 12 item 4: (a) the family id is not secret, and any made-up secret with it
+/// revoked the family; (b) a slow Kubernetes PUT answered 503 though the write went
+/// through, and the client's retry with the same token then killed the family.
+#[test]
+fn regression_refresh_families_survive_made_up_secrets_and_lost_answers() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start_with(
+        &fake,
+        DaemonOpts {
+            args: vec!["--kube-timeout".into(), "2".into()],
+            ..DaemonOpts::default()
+        },
+    );
+    let refresh = |token: &str| {
+        let r = oauth(
+            &d,
+            &[("grant_type", "refresh_token"), ("refresh_token", token)],
+        );
+        if r.status == 200 {
+            d.register_secret(r.json()["refresh_token"].as_str().unwrap());
+            d.register_secret(r.json()["access_token"].as_str().unwrap());
+        }
+        r
+    };
+    let login = password_grant(&d);
+    assert_eq!(login.status, 200, "{}", login.text());
+    let first = login.json()["refresh_token"].as_str().unwrap().to_string();
+    d.register_secret(&first);
+    let family = first.split_once('.').unwrap().0.to_string();
+
+    // (a) The family id with a made-up secret: refused, and the family lives.
+    let forged = format!("{family}.{}", "A".repeat(43));
+    assert_oauth_error(&refresh(&forged), 400, "invalid_grant");
+    let r = refresh(&first);
+    assert_eq!(r.status, 200, "the family was revoked: {}", r.text());
+    let second = r.json()["refresh_token"].as_str().unwrap().to_string();
+
+    // (b) The rotation's PUT lands but its answer is lost (the client gets a 503);
+    // the client retries with the same token and gets the token that write installed.
+    fake.control(
+        "POST",
+        "/_fake/faults",
+        Some(
+            json!([{"method": "PUT", "path": format!("secrets/joinery-refresh-{family}"),
+                     "kind": "lost", "delayMs": 100, "times": 1}]),
+        ),
+    );
+    let r = refresh(&second);
+    assert_eq!(r.status, 503, "{}", r.text());
+    let r = refresh(&second);
+    assert_eq!(r.status, 200, "the retry killed the family: {}", r.text());
+    let third = r.json()["refresh_token"].as_str().unwrap().to_string();
+    // The token the retry delivered rotates as usual.
+    let r = refresh(&third);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let fourth = r.json()["refresh_token"].as_str().unwrap().to_string();
+
+    // A token of an earlier generation is still reuse and revokes the family.
+    assert_oauth_error(&refresh(&first), 400, "invalid_grant");
+    assert_oauth_error(&refresh(&fourth), 400, "invalid_grant");
+}
+
+/// The `joinery-signing-key` Secret as the Kubernetes API shows it.
+fn signing_key_secret(fake: &FakeKube) -> Value {
+    let token = std::fs::read_to_string(fake.dir.path().join("token")).unwrap();
+    let r = curl_at(
+        &fake.dir.path().join("ca.crt"),
+        &format!(
+            "{}/api/v1/namespaces/kotsadm/secrets/joinery-signing-key",
+            fake.url
+        ),
+        &[
+            "-H".into(),
+            format!("Authorization: Bearer {}", token.trim()),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// Issue 12 item 5: the key was cached for ever, so after `joinery-signing-key` was
+/// deleted and one daemon restarted, each daemon refused the other's tokens and
+/// `/v1/ready` still said ok.
+#[test]
+fn regression_controllers_converge_after_the_signing_key_is_recreated() {
+    let fake = FakeKube::start(1, &[]);
+    let a = Daemon::start(&fake);
+    let b = Daemon::start(&fake);
+    let ta = a.login();
+    assert_eq!(b.get("/v1/nodes", &ta).status, 200);
+    fake.control(
+        "DELETE",
+        "/_fake/objects",
+        Some(json!([{"apiVersion": "v1", "kind": "Secret",
+                     "metadata": {"name": "joinery-signing-key", "namespace": "kotsadm"}}])),
+    );
+    drop(b);
+    let b2 = Daemon::start(&fake);
+    let t2 = b2.login(); // b2 made a new key: the Secret was gone
+                         // a's key now differs from the stored one: not ready, until it has re-read it.
+    let msg = a
+        .curl("GET", "/v1/ready", &[])
+        .assert_error(503, "not_ready");
+    assert!(msg.contains("signing key"), "{msg}");
+    assert_eq!(a.curl("GET", "/v1/ready", &[]).status, 200);
+    // Both daemons accept each other's tokens again.
+    assert_eq!(a.get("/v1/nodes", &t2).status, 200);
+    assert_eq!(b2.get("/v1/nodes", &a.login()).status, 200);
+}
+
+fn rotate_key(fake: &FakeKube) -> std::process::Output {
+    Command::new(joinery_bin())
+        .args(["key", "rotate", "--namespace", "kotsadm", "--kubeconfig"])
+        .arg(fake.kubeconfig())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap()
+}
+
+/// `joinery key rotate`: a new key with a kid; tokens of the old key keep verifying.
+#[test]
+fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
+    let fake = FakeKube::start(1, &[]);
+    let a = Daemon::start(&fake);
+    let b = Daemon::start(&fake);
+    let old = a.login();
+    let before = signing_key_secret(&fake);
+    let old_kid = before["metadata"]["annotations"]["joinery.replicated.com/kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = rotate_key(&fake);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("(was {old_kid})")), "{stderr}");
+    let after = signing_key_secret(&fake);
+    let ann = &after["metadata"]["annotations"];
+    assert_ne!(ann["joinery.replicated.com/kid"], old_kid.as_str());
+    assert!(after["data"]["previous"].is_string(), "{after}");
+    assert!(ann["joinery.replicated.com/previous-until"].is_string());
+    // Each daemon picks the new key up (ready re-reads it at once) ...
+    for d in [&a, &b] {
+        let mut tries = 0;
+        while d.curl("GET", "/v1/ready", &[]).status != 200 {
+            tries += 1;
+            assert!(tries < 5, "never ready after the rotation");
+        }
+    }
+    // ... signs with it, and still accepts what the old key signed.
+    let new = b.login();
+    for d in [&a, &b] {
+        assert_eq!(d.get("/v1/nodes", &old).status, 200);
+        assert_eq!(d.get("/v1/nodes", &new).status, 200);
+    }
+    // A second rotation drops the first key: its tokens are refused.
+    let out = rotate_key(&fake);
+    assert!(out.status.success());
+    assert_eq!(a.curl("GET", "/v1/ready", &[]).status, 503);
+    assert_eq!(a.curl("GET", "/v1/ready", &[]).status, 200);
+    a.get("/v1/nodes", &old).assert_error(401, "invalid_token");
+    assert_eq!(a.get("/v1/nodes", &new).status, 200);
 }

@@ -47,8 +47,9 @@ shows current data), managedFields, admission beyond "the namespace must exist".
 
 Control API (same port, no auth, never faulted), all JSON:
     POST   /_fake/faults        append rules [{method?, path (regex on path?query), kind:
-                                status|latency|drop|reset, code?, reason?, message?,
-                                retryAfter?, delayMs?, times?}]
+                                status|latency|drop|reset|lost, code?, reason?, message?,
+                                retryAfter?, delayMs?, times?}]; "lost" serves the request
+                                (a write lands) and then drops the answer after delayMs
     DELETE /_fake/faults        clear rules;  GET /_fake/faults lists them
     POST   /_fake/rotate-token  {"token"?} -> {"token"}; the old token gets 401 from now on
     POST   /_fake/objects       upsert objects (apiVersion+kind, or {"path","object"}) as given
@@ -1402,6 +1403,12 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n else b""
 
     def _send(self, code: int, obj=None, raw: bytes | None = None, ctype="application/json", headers=()):
+        lost = getattr(self, "lost_answer", None)
+        if lost:
+            # The request took effect; its answer comes late (delayMs) and then never.
+            self.lost_answer = None
+            time.sleep(lost.get("delayMs", 0) / 1000)
+            raise Abort(False)
         body = raw if raw is not None else json.dumps(obj, separators=(",", ":")).encode()
         self.send_response_only(code)
         self.send_header("Audit-Id", str(uuid.uuid4()))
@@ -1452,7 +1459,10 @@ class Handler(BaseHTTPRequestHandler):
             if time.monotonic() < fake.down_until:
                 raise Abort(True)
             fault = fake.take_fault(self.command, self.path)
-            if fault:
+            self.lost_answer = None
+            if fault and fault.get("kind") == "lost":
+                self.lost_answer = fault  # served below; _send then withholds the answer
+            elif fault:
                 self._fault(fault)
             if fake.latency:
                 time.sleep(fake.latency)
