@@ -356,6 +356,25 @@ fn query_code(e: &crate::http::query::QueryError) -> Code {
     }
 }
 
+// The auth layer never speaks in API errors; its errors are translated here.
+impl StoreError {
+    /// What a client hears: Kubernetes trouble as usual, a missing or broken secret as 503
+    /// (the daemon is not ready to authenticate anyone) with the detail in the log.
+    pub fn to_api_error(&self) -> ApiError {
+        match self {
+            StoreError::Kube(e) => ApiError::from_kube(e),
+            StoreError::Missing(m) | StoreError::Corrupt(m) => {
+                crate::log::error("auth secret unusable", &[("detail", m.as_str().into())]);
+                ApiError::new(
+                    Code::AuthUnavailable,
+                    "joinery cannot check credentials right now: an auth secret is missing or \
+                     unusable; the daemon's log says which",
+                )
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The catalogue against what answers with it (the HTTP server's refusals) and what
@@ -670,24 +689,5 @@ mod tests {
             && code.bytes().all(|c| c.is_ascii_lowercase() || c == b'_')
             && code.as_bytes()[0].is_ascii_lowercase();
         is_code.then(|| (code.to_string(), at + end + 2))
-    }
-}
-
-// The auth layer never speaks in API errors; its errors are translated here.
-impl StoreError {
-    /// What a client hears: Kubernetes trouble as usual, a missing or broken secret as 503
-    /// (the daemon is not ready to authenticate anyone) with the detail in the log.
-    pub fn to_api_error(&self) -> ApiError {
-        match self {
-            StoreError::Kube(e) => ApiError::from_kube(e),
-            StoreError::Missing(m) | StoreError::Corrupt(m) => {
-                crate::log::error("auth secret unusable", &[("detail", m.as_str().into())]);
-                ApiError::new(
-                    Code::AuthUnavailable,
-                    "joinery cannot check credentials right now: an auth secret is missing or \
-                     unusable; the daemon's log says which",
-                )
-            }
-        }
     }
 }
