@@ -198,7 +198,7 @@ fn authenticate_download(
         )),
         Err(JoinTokenError::NotJoin) => {
             let claims =
-                jwt::verify(key.as_bytes(), token, SESSION_AUDIENCE, now).map_err(refused)?;
+                crate::auth::session::verify(key.as_bytes(), token, now).map_err(refused)?;
             match Scope::parse(&claims.scope) {
                 Some(Scope::Admin) => Ok(Downloader::Admin(claims.sub)),
                 _ => Err(ApiError::new(
