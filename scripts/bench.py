@@ -181,6 +181,41 @@ def get(conn: http.client.HTTPConnection, path: str, headers=None) -> bytes:
     return body
 
 
+def paged_list(conn: http.client.HTTPSConnection, headers: dict) -> int:
+    """The fake's own paged node list (500 a page), as joinery's live list makes it;
+    returns the bytes on the wire."""
+    size, cont = 0, None
+    for _ in range(1000):
+        q = "/api/v1/nodes?limit=500" + (f"&continue={cont}" if cont else "")
+        body = get(conn, q, headers)
+        size += len(body)
+        # The token sits in the list's metadata, ahead of the items; a regex keeps
+        # Python's JSON parsing out of the fake's time.
+        m = re.search(rb'"continue":\s*"([^"]*)"', body[:4096])
+        cont = m.group(1).decode() if m else None
+        if not cont:
+            return size
+    raise RuntimeError("fake list did not end")
+
+
+def fake_control(fake: "Fake", method: str, path: str, body=None):
+    """A call to the fake's control API (/_fake/...)."""
+    c = http.client.HTTPSConnection("127.0.0.1", fake.port, context=CTX, timeout=60)
+    c.request(method, "/_fake/" + path, body=None if body is None else json.dumps(body),
+              headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    out = r.read()
+    c.close()
+    if r.status != 200:
+        raise RuntimeError(f"{method} /_fake/{path}: {r.status} {out[:300]!r}")
+    return json.loads(out)
+
+
+def api_requests(fake: "Fake") -> list[dict]:
+    """The fake's request log, without watch streams (they are logged when they end)."""
+    return [r for r in fake_control(fake, "GET", "requests") if "watch=" not in (r.get("query") or "")]
+
+
 def login(d: Daemon) -> tuple[str, float]:
     c = d.conn()
     t = time.perf_counter()
@@ -478,18 +513,7 @@ http {{
         kh = {"Authorization": f"Bearer {fake.token}"}
 
         def fake_list() -> int:
-            size, cont = 0, None
-            for _ in range(1000):
-                q = "/api/v1/nodes?limit=500" + (f"&continue={cont}" if cont else "")
-                body = get(kc, q, kh)
-                size += len(body)
-                # The token sits in the list's metadata, ahead of the items; a regex
-                # keeps Python's JSON parsing out of the fake's time.
-                m = re.search(rb'"continue":\s*"([^"]*)"', body[:4096])
-                cont = m.group(1).decode() if m else None
-                if not cont:
-                    return size
-            raise RuntimeError("fake list did not end")
+            return paged_list(kc, kh)
 
         wire = fake_list()
         before = proc_status(d.pid)["VmRSS"] * 1024
@@ -526,6 +550,180 @@ http {{
                  f"+{mib(peak_seq - before)} over idle (sequential)",
                  "bounded by paging: growth < wire size" if goal else "—",
                  ok=(peak_seq - before < wire) if goal else None)
+
+    def wait_synced(self, d: Daemon, timeout: float = 300) -> float:
+        """Seconds until /v1/ready says the watch-fed view is in sync."""
+        t0 = time.perf_counter()
+        while True:
+            c = d.conn()
+            c.request("GET", "/v1/ready")
+            r = c.getresponse()
+            body = r.read()
+            c.close()
+            if r.status == 200 and json.loads(body).get("cacheInSync"):
+                return time.perf_counter() - t0
+            if time.perf_counter() - t0 > timeout:
+                raise RuntimeError("the watch-fed view did not sync")
+            time.sleep(0.05)
+
+    def cache(self, count: int, reps: int, idle_secs: int, changes: int) -> None:
+        """Issue 14's goals: /v1/nodes from the watch-fed view beside kubectl and the
+        fake's own paged list, API requests per call and when idle, change-to-visible
+        latency (list and waiter), RSS, and start-up against a slow API server."""
+        log(f"watch-fed view: idle RSS with 3 nodes, start-up against a 200 ms API server")
+        small = self.fake(3)
+        d = self.daemon(small)
+        self.wait_synced(d)
+        c = d.conn()
+        get(c, "/v1/health")
+        c.close()
+        time.sleep(0.5)
+        idle3 = proc_status(d.pid)["VmRSS"] * 1024
+        self.row("idle RSS with 3 nodes, view in sync (3 watch threads)", mib(idle3),
+                 goal="<= 4 MiB", ok=idle3 <= 4 * MIB)
+        self.stop(d.proc)
+        fake_control(small, "POST", "config", {"latencyMs": 200})
+        port = free_port()
+        argv = self.daemon_argv(small, d.data_dir, port=port)  # certificate already there
+        request = b"GET /v1/health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+        times = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                while True:
+                    if time.perf_counter() > t0 + 20 or p.poll() is not None:
+                        raise RuntimeError("joinery did not answer /v1/health within 20 s")
+                    try:
+                        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+                    except ConnectionRefusedError:
+                        time.sleep(0.0002)
+                        continue
+                    with CTX.wrap_socket(raw) as sock:
+                        sock.sendall(request)
+                        resp = b""
+                        while chunk := sock.recv(4096):
+                            resp += chunk
+                    if resp.startswith(b"HTTP/1.1 200"):
+                        break
+                times.append(time.perf_counter() - t0)
+            finally:
+                p.send_signal(signal.SIGTERM)
+                p.wait(30)
+        med = statistics.median(times)
+        self.row("exec to first 200 from /v1/health, every API-server answer delayed 200 ms "
+                 "(median of 10; --bind-address given)", ms(med),
+                 "the API server's own delay: 200 ms", f"min {ms(min(times))}, max {ms(max(times))}",
+                 "<= 15 ms", ok=med <= 0.015)
+        self.stop(small.proc)
+
+        log(f"watch-fed view with {count} nodes")
+        fake = self.fake(count)
+        d = self.daemon(fake, extra=["--kube-timeout", "60"])
+        token, _ = login(d)
+        auth = {"Authorization": f"Bearer {token}"}
+        synced = self.wait_synced(d)
+        kc = http.client.HTTPSConnection("127.0.0.1", fake.port, context=CTX, timeout=60)
+        kh = {"Authorization": f"Bearer {fake.token}"}
+        c = d.conn()
+        answer = len(get(c, "/v1/nodes", auth))
+        time.sleep(0.5)
+        rss = proc_status(d.pid)["VmRSS"] * 1024
+
+        kubectl = shutil.which("kubectl")
+        cache_dir = Path(tempfile.mkdtemp(prefix="kube-cache-", dir=self.work))
+        kubectl_argv = [kubectl, "--kubeconfig", str(fake.dir / "kubeconfig"), "--cache-dir",
+                        str(cache_dir), "get", "nodes", "-o", "json"] if kubectl else None
+
+        def run_kubectl() -> None:
+            subprocess.run(kubectl_argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
+
+        if kubectl_argv:
+            run_kubectl()  # discovery cached, as on an operator's machine
+        # Interleaved, so all three see the same load on a shared machine.
+        jt, ft, kt = [], [], []
+        for _ in range(reps):
+            t = time.perf_counter()
+            paged_list(kc, kh)
+            ft.append(time.perf_counter() - t)
+            if kubectl_argv:
+                t = time.perf_counter()
+                run_kubectl()
+                kt.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            get(c, "/v1/nodes", auth)
+            jt.append(time.perf_counter() - t)
+        j50, f50 = statistics.median(jt), statistics.median(ft)
+        self.row(f"GET /v1/nodes, {count:,} nodes, view in sync: p50 ({reps}, interleaved) vs the fake's own paged list",
+                 f"{ms(j50)} (p99 {ms(pct(jt, 99))})", f"fake's paged list: {ms(f50)}",
+                 f"{j50 / f50:.3f}x", "<= 0.1x", ok=j50 <= 0.1 * f50)
+        if kt:
+            k50 = statistics.median(kt)
+            self.row(f"GET /v1/nodes, {count:,} nodes, view in sync: p50 vs `kubectl get nodes -o json` (same fake, discovery cached)",
+                     ms(j50), f"kubectl: {ms(k50)}", f"{j50 / k50:.3f}x", "<= 0.05x", ok=j50 <= 0.05 * k50)
+        else:
+            self.notes.append("kubectl not found: the kubectl comparison was not run")
+
+        fake_control(fake, "DELETE", "requests")
+        calls = 20
+        for _ in range(calls):
+            get(c, "/v1/nodes", auth)
+        per_call = len(api_requests(fake)) / calls
+        self.row(f"API-server requests per GET /v1/nodes, view in sync ({calls} calls; the fake's request log)",
+                 f"{per_call:g}", "a live paged list: " + str(-(-count // 500)), "—", "0", ok=per_call == 0)
+        c.close()  # the daemon closes keep-alive connections idle for 30 s
+        fake_control(fake, "DELETE", "requests")
+        time.sleep(idle_secs)
+        idle_reqs = api_requests(fake)
+        c = d.conn()
+        self.row(f"API-server requests from an idle daemon in {idle_secs} s ({count:,} nodes, drain worker running)",
+                 str(len(idle_reqs)), "before: a full node list every 5-7 s", "—", "0", ok=not idle_reqs)
+
+        # Change to visible: the write's answer from the fake, then (a) the next
+        # /v1/nodes that shows it, (b) a waiter's answer.
+        listed, waited = [], []
+        for i in range(changes):
+            name = f"node-{count - i}"
+            fake_control(fake, "POST", "node-ready", {"name": name, "ready": False})
+            rx = re.compile(rb'"name":"' + name.encode() + rb'"[^{}]*?"ready":(true|false)')
+            deadline = time.monotonic() + 30
+            while rx.search(get(c, "/v1/nodes", auth)).group(1) != b"false":
+                if time.monotonic() > deadline:
+                    raise RuntimeError("a change never became visible")
+            box = {}
+
+            def wait(name=name, box=box) -> None:
+                wc = d.conn()
+                get(wc, f"/v1/nodes/{name}?waitFor=ready&timeoutSeconds=60", auth)
+                box["t"] = time.perf_counter()
+                wc.close()
+
+            th = threading.Thread(target=wait)
+            th.start()
+            while b"joinery_cache_waiters 1" not in get(c, "/metrics", auth):
+                time.sleep(0.005)
+            t0 = time.perf_counter()
+            fake_control(fake, "POST", "node-ready", {"name": name, "ready": True})
+            while rx.search(get(c, "/v1/nodes", auth)).group(1) != b"true":
+                if time.perf_counter() > t0 + 30:
+                    raise RuntimeError("a change never became visible")
+            listed.append(time.perf_counter() - t0)
+            th.join(60)
+            waited.append(box["t"] - t0)
+        self.row(f"change (Ready) visible after the API server's write, median of {changes}: in GET /v1/nodes / to a waiter",
+                 f"{ms(statistics.median(listed))} / {ms(statistics.median(waited))}",
+                 "—", f"max {ms(max(listed))} / {ms(max(waited))}", "<= 1 s (median)",
+                 ok=statistics.median(listed) <= 1 and statistics.median(waited) <= 1)
+        c.close()
+        kc.close()
+        grown = rss - idle3
+        self.row(f"RSS with {count:,} nodes cached (after one /v1/nodes), over idle with 3 nodes",
+                 f"{mib(rss)} (+{mib(grown)})", f"the /v1/nodes answer: {mib(answer)}",
+                 f"{grown / answer:.2f}x the answer", "<= 2x the answer", ok=grown <= 2 * answer)
+        self.row(f"first sync of the view, {count:,} nodes (daemon start to cacheInSync)",
+                 f"<= {synced:.2f} s after login", "—", "—", "—")
+        self.stop(d.proc)
+        self.stop(fake.proc)
 
     def aes_ceiling(self) -> float:
         out = subprocess.run(["openssl", "speed", "-evp", "aes-128-gcm", "-seconds", "2",
@@ -738,7 +936,8 @@ def main() -> int:
     ap.add_argument("--joins-gib", type=float, default=1.0)
     ap.add_argument("--secs", type=int, default=10, help="wrk duration")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    ap.add_argument("--only", default="size,memory,health,login,nodes,bundle,joins",
+    ap.add_argument("--idle-secs", type=int, default=60, help="cache: idle window counted")
+    ap.add_argument("--only", default="size,memory,health,login,nodes,cache,bundle,joins",
                     help="all: comma-separated sections to run")
     args = ap.parse_args()
 
@@ -771,6 +970,8 @@ def main() -> int:
             if "nodes" in only:
                 b.nodes(50, reps=30, secs=5, goal=False)
                 b.nodes(5000, reps=8, secs=8, goal=True)
+            if "cache" in only:
+                b.cache(5000, reps=8, idle_secs=args.idle_secs, changes=10)
             if "bundle" in only:
                 files = make_artifacts(work / "artifacts", args.mb * MIB)
                 b.bundle(files)

@@ -58,7 +58,7 @@ fn oauth_error(error: &'static str, description: impl Into<String>) -> OAuthErro
 impl OAuthError {
     /// From one of our own errors (Kubernetes down, an auth Secret unusable).
     fn from_api(e: ApiError) -> OAuthError {
-        let error = if e.status == 503 {
+        let error = if e.status() == 503 {
             "temporarily_unavailable"
         } else {
             "server_error"
@@ -85,7 +85,7 @@ impl OAuthError {
             .find(|(n, _)| n == "Retry-After")
             .and_then(|(_, v)| v.parse().ok());
         OAuthError {
-            status: api.status,
+            status: api.status(),
             error: "temporarily_unavailable",
             description: api.message,
             retry_after: secs,

@@ -9,7 +9,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde::Deserialize;
 
 use super::{
-    json_body, json_response, now, Access, ApiError, Context, Identity, Route, SESSION_AUDIENCE,
+    json_body, json_response, now, Access, ApiError, Code, Context, Identity, Route,
+    SESSION_AUDIENCE,
 };
 use crate::auth::throttle::Refusal;
 use crate::auth::{jwt, password, Scope};
@@ -27,8 +28,8 @@ struct Login {
 pub fn login(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
     let body: Login = json_body(req, r#"{"password": "<installer password>"}"#)?;
     if body.password.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_body",
+        return Err(ApiError::new(
+            Code::InvalidBody,
             "the password must not be empty",
         ));
     }
@@ -50,7 +51,7 @@ pub fn login(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Respo
             ],
         );
         return Err(ApiError::unauthorized(
-            "invalid_password",
+            Code::InvalidPassword,
             "the password is not the installer password of this cluster",
         ));
     }
@@ -78,16 +79,12 @@ pub fn client_ip(req: &Request) -> IpAddr {
 pub fn refusal(r: Refusal) -> ApiError {
     let secs = r.retry_after_secs();
     let err = match r {
-        Refusal::TooManyAttempts { .. } => ApiError::new(
-            429,
-            "too_many_attempts",
+        Refusal::TooManyAttempts { .. } => ApiError::new(Code::TooManyAttempts,
             format!(
                 "too many wrong passwords from this address; wait {secs} seconds before trying again"
             ),
         ),
-        Refusal::Busy { .. } => ApiError::new(
-            503,
-            "busy",
+        Refusal::Busy { .. } => ApiError::new(Code::Busy,
             "too many password checks are running at once; try again in a moment",
         ),
     };
@@ -99,8 +96,7 @@ pub fn refusal(r: Refusal) -> ApiError {
 pub fn bearer_refusal(r: Refusal) -> ApiError {
     let secs = r.retry_after_secs();
     ApiError::new(
-        429,
-        "too_many_attempts",
+        Code::TooManyAttempts,
         format!(
             "too many unknown or revoked tokens from this address; wait {secs} seconds \
              before trying again"

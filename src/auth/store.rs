@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use super::key::SigningKey;
 use super::password;
-use crate::api::ApiError;
 use crate::kube;
 
 /// Secret holding the installer password (Embedded Cluster's own).
@@ -49,25 +48,6 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::Kube(e) => write!(f, "{e}"),
             StoreError::Missing(m) | StoreError::Corrupt(m) => f.write_str(m),
-        }
-    }
-}
-
-impl StoreError {
-    /// What a client hears: Kubernetes trouble as usual, a missing or broken secret as 503
-    /// (the daemon is not ready to authenticate anyone) with the detail in the log.
-    pub fn to_api_error(&self) -> ApiError {
-        match self {
-            StoreError::Kube(e) => ApiError::from_kube(e),
-            StoreError::Missing(m) | StoreError::Corrupt(m) => {
-                crate::log::error("auth secret unusable", &[("detail", m.as_str().into())]);
-                ApiError::new(
-                    503,
-                    "auth_unavailable",
-                    "joinery cannot check credentials right now: an auth secret is missing or \
-                     unusable; the daemon's log says which",
-                )
-            }
         }
     }
 }

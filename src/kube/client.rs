@@ -51,6 +51,8 @@ pub struct Client {
 
 struct Inner {
     agent: ureq::Agent,
+    /// The configuration of watch agents (see [`Client::stream_agent`]).
+    watch_config: ureq::config::Config,
     server: String,
     token: Option<Token>,
     namespace: Option<String>,
@@ -171,6 +173,17 @@ pub struct Listed<U> {
     pub items: Vec<U>,
     pub resource_version: String,
 }
+
+/// What the paging loop learns from a page.
+struct PageSeen {
+    continue_token: Option<String>,
+    resource_version: Option<String>,
+    /// Items kept so far, this page's included.
+    kept: usize,
+}
+
+/// The page callback of [`Client::pages`]: `(body, restarted)`.
+type OnPage<'a> = dyn FnMut(&[u8], bool) -> Result<PageSeen, Error> + 'a;
 
 /// One answer from the API server, body already read under a cap.
 pub(super) struct Reply {
@@ -328,24 +341,43 @@ impl Client {
             .client_cert(client_cert)
             .unversioned_rustls_crypto_provider(provider)
             .build();
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .https_only(true)
-            .http_status_as_error(false)
-            // The API server is local or in-cluster: never route it through an env proxy.
-            .proxy(None)
-            // The API server does not redirect; a 3xx is answered as a protocol error.
-            .max_redirects(0)
-            .timeout_connect(Some(timeouts.connect))
-            .timeout_global(Some(timeouts.request))
-            .user_agent(format!("joinery/{}", env!("CARGO_PKG_VERSION")))
-            .accept("application/json")
+        let config = |tls: TlsConfig| {
+            ureq::Agent::config_builder()
+                .tls_config(tls)
+                .https_only(true)
+                .http_status_as_error(false)
+                // The API server is local or in-cluster: never route it through an env proxy.
+                .proxy(None)
+                // The API server does not redirect; a 3xx is answered as a protocol error.
+                .max_redirects(0)
+                .timeout_connect(Some(timeouts.connect))
+                .timeout_global(Some(timeouts.request))
+                .user_agent(format!("joinery/{}", env!("CARGO_PKG_VERSION")))
+                .accept("application/json")
+        };
+        // Every idle pooled connection keeps its buffers (ureq's default: 128 KiB each
+        // way), and the reflectors, the auth loader and handlers call at once: keep the
+        // buffers modest and at most two idle connections.
+        let agent = config(tls.clone())
+            .input_buffer_size(32 << 10)
+            .output_buffer_size(16 << 10)
+            .max_response_header_size(32 << 10)
+            .max_idle_connections(2)
+            .max_idle_connections_per_host(2)
             .build()
             .new_agent();
+        // Watches send one short request and read lines through their own buffer: small
+        // buffers (ureq's default is 128 KiB each way per connection).
+        let watch_config = config(tls)
+            .input_buffer_size(16 << 10)
+            .output_buffer_size(4 << 10)
+            .max_response_header_size(16 << 10)
+            .build();
 
         Ok(Client {
             inner: Arc::new(Inner {
                 agent,
+                watch_config,
                 server: t.server,
                 token,
                 namespace: t.namespace,
@@ -477,12 +509,36 @@ impl Client {
         query: &str,
         mut keep: impl FnMut(K) -> U,
     ) -> Result<Listed<U>, Error> {
+        let mut items: Vec<U> = Vec::new();
+        let resource_version = self.pages(base, query, &mut |body, restarted| {
+            if restarted {
+                items.clear();
+            }
+            let page = wire::parse_page::<K>(body)?;
+            items.extend(page.items.into_iter().map(&mut keep));
+            Ok(PageSeen {
+                continue_token: page.continue_token,
+                resource_version: page.resource_version,
+                kept: items.len(),
+            })
+        })?;
+        Ok(Listed {
+            items,
+            resource_version,
+        })
+    }
+
+    /// The paging loop behind [`list_map`](Self::list_map), written once (not once per
+    /// kind: the static binary has a size budget). `on_page(body, restarted)` takes a
+    /// page (told when the list started again) and returns its continue token, its
+    /// resourceVersion and the items kept so far. Returns the list's resourceVersion.
+    fn pages(&self, base: &str, query: &str, on_page: &mut OnPage<'_>) -> Result<String, Error> {
         let mut restarted = false;
         'restart: loop {
-            let mut items: Vec<U> = Vec::new();
             let mut token: Option<String> = None;
             let mut first_version = None;
             let mut pages = 0;
+            let mut fresh = restarted;
             loop {
                 let path = list_path(base, query, token.as_deref());
                 let body = match self.fetch(Method::GET, &path, None, LIST_BODY_LIMIT) {
@@ -492,26 +548,21 @@ impl Client {
                     }
                     r => r?,
                 };
-                let page = wire::parse_page::<K>(&body)?;
+                let seen = on_page(&body, fresh)?;
+                fresh = false;
                 drop(body);
                 pages += 1;
                 // Every page of one list carries the first page's snapshot version.
                 if first_version.is_none() {
-                    first_version = page.resource_version.clone();
+                    first_version = seen.resource_version;
                 }
-                items.extend(page.items.into_iter().map(&mut keep));
                 match next_page(
-                    page.continue_token.as_deref(),
+                    seen.continue_token.as_deref(),
                     token.as_deref(),
                     pages,
-                    items.len(),
+                    seen.kept,
                 )? {
-                    Next::Done => {
-                        return Ok(Listed {
-                            items,
-                            resource_version: first_version.unwrap_or_default(),
-                        })
-                    }
+                    Next::Done => return Ok(first_version.unwrap_or_default()),
                     Next::Fetch(t) => token = Some(t),
                 }
             }
@@ -586,10 +637,10 @@ impl Client {
         }
     }
 
-    /// A fresh agent with this client's TLS and timeouts but a connection pool of its
-    /// own, for a watcher: shutting it down cuts only that watcher's stream.
+    /// A fresh agent with this client's TLS and timeouts but a connection pool (and
+    /// small buffers) of its own, for watches: shutting it down cuts only their streams.
     pub(super) fn stream_agent(&self) -> ureq::Agent {
-        ureq::Agent::new_with_config(self.inner.agent.config().clone())
+        ureq::Agent::new_with_config(self.inner.watch_config.clone())
     }
 
     /// A streamed GET on `agent` lasting at most `budget`: the 2xx body, unread, or

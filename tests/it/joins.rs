@@ -96,6 +96,11 @@ impl ArgvWatch {
         }
     }
 
+    /// How many argvs with a secret were seen so far.
+    pub(crate) fn hits_so_far(&self) -> usize {
+        self.hits.lock().unwrap().len()
+    }
+
     /// Watches the process group `pgid` from now on.
     pub(crate) fn group(&self, pgid: u32) {
         self.group.store(pgid as i32, Ordering::Relaxed);
@@ -190,14 +195,18 @@ fn regression_join_token_is_never_in_any_argv() {
     let cmds = steps(&create_command(&d, &admin, json!(["worker"])));
     let token = token_in(&cmds[0]);
     // Slow Kubernetes down so curl lives long enough to be seen many times over.
-    fake.control("POST", "/_fake/config", Some(json!({"latencyMs": 150})));
+    fake.control("POST", "/_fake/config", Some(json!({"latencyMs": 300})));
     let watch = ArgvWatch::start(vec![token.clone()], vec![], vec!["/v1/join-bundle".into()]);
     // The watcher works: a process with the token in its argv is caught.
-    let bait = Command::new("sh")
-        .args(["-c", "sleep 0.3", "bait", &token])
-        .status()
+    let mut bait = Command::new("sh")
+        .args(["-c", "sleep 60", "bait", &token])
+        .spawn()
         .unwrap();
-    assert!(bait.success());
+    wait_until(60, "the watcher catching the bait", || {
+        watch.hits_so_far() > 0
+    });
+    bait.kill().unwrap();
+    bait.wait().unwrap();
     let host = tempfile::tempdir().unwrap();
     let (code, out, err) =
         paste_into_sh_watched(host.path(), &(cmds.join("\n") + "\n"), Some(&watch));
