@@ -62,9 +62,13 @@ fn parse_filters(query: &str) -> Result<Filters, ApiError> {
             Some(value.to_string())
         }
     };
-    let ready = q
-        .bool("ready")
-        .map_err(|_| invalid("ready must be true or false".into()))?;
+    // A JSON-style boolean, as the OpenAPI document says (not the 1/0 `force` takes).
+    let ready = match q.get("ready") {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(invalid("ready must be true or false".into())),
+    };
     Ok(Filters { role, ready })
 }
 
@@ -193,6 +197,10 @@ mod tests {
             }
         );
         assert_eq!(ok("ready=true&").ready, Some(true));
+        assert!(
+            parse_filters("ready=0").is_err(),
+            "the schema says true or false"
+        );
         assert_eq!(ok("role=gpu%2Dnode").role.as_deref(), Some("gpu-node"));
         for (q, code, needle) in [
             ("ready=yes", "invalid_filter", "true or false"),
