@@ -273,6 +273,13 @@ fn plan(args: &InstallArgs, root: &Path) -> Result<Plan, InstallError> {
             paths.push((flag, p.clone(), true));
         }
     }
+    // A socket outside /run and the data dir is in a ReadWritePaths= directory, which
+    // must exist when the unit starts.
+    if let Some(dir) = cfg.socket.as_deref().and_then(Path::parent) {
+        if !dir.starts_with("/run") && !dir.starts_with(&cfg.data_dir) {
+            paths.push(("--socket", dir.to_path_buf(), true));
+        }
+    }
     if let Some(j) = &cfg.join {
         paths.push(("--ec-config", j.ec_config.clone(), true));
         paths.push(("--license", j.license.clone(), true));
@@ -603,6 +610,7 @@ pub fn install(args: &InstallArgs, out: &mut dyn Write) -> Result<(), InstallErr
         binary: &args.binary_path,
         serve_args: &plan.serve_args,
         data_dir: &plan.cfg.data_dir,
+        socket: plan.cfg.socket.as_deref(),
         max_connections: plan.cfg.max_connections,
     })
     .map_err(|e| usage(format!("install: {e}")))?;

@@ -10,6 +10,7 @@ mod hostile;
 mod join;
 mod kit;
 mod lifecycle;
+mod sandbox;
 mod startup;
 mod throttle;
 mod tokens;

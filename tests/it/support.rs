@@ -322,6 +322,12 @@ impl Daemon {
         {
             cmd.arg("--socket=none");
         }
+        Daemon::spawn_exact(cmd)
+    }
+
+    /// Starts a daemon from a prepared command exactly as given (its socket included);
+    /// stderr must be piped.
+    pub fn spawn_exact(cmd: Command) -> Daemon {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().to_path_buf();
         Daemon::spawn(cmd, tmp, path)
