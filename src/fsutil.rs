@@ -3,7 +3,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Writes `data` to `path` through a temporary file beside it: create, write, set
 /// `mode` (the umask may have narrowed it), fsync, rename, fsync the directory. A crash
@@ -32,6 +32,18 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// `path` (absolute, as on the installed system) under `root`; `..` and the leading `/`
+/// are dropped, so the result never leaves `root`.
+pub fn under(root: &Path, path: &Path) -> PathBuf {
+    let mut p = root.to_path_buf();
+    for c in path.components() {
+        if let std::path::Component::Normal(n) = c {
+            p.push(n);
+        }
+    }
+    p
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod fsutil;
@@ -16,5 +17,6 @@ pub mod labels;
 pub mod lifecycle;
 pub mod log;
 pub mod metrics;
+pub mod preflight;
 pub mod roles;
 pub mod version;

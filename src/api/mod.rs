@@ -15,7 +15,7 @@ mod oauth;
 mod observe;
 mod ready;
 mod session;
-mod tokens;
+pub mod tokens;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -26,6 +26,7 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 use crate::config::{Config, KubeSource, Sources};
+use crate::fsutil::under;
 use crate::http::tls;
 use manifest::{sha256_hex, Entry, Kind, Manifest, MANIFEST_PATH};
 
@@ -38,28 +39,44 @@ const UNIT_DIR: &str = "/etc/systemd/system";
 const KEPT_MANIFEST: &str = "install.manifest";
 
 pub const INSTALL_USAGE: &str = "\
-USAGE:
-    joinery install [--root DIR] [--dry-run] [--now] [--force] [--binary-path PATH]
-                    [serve flags...]
-    joinery uninstall [--root DIR] [--dry-run] [--purge] [--data-dir DIR]
+Usage: joinery install [--root DIR] [--dry-run] [--now] [--force]
+                       [--binary-path PATH] [serve flags...]
 
-install (as root, on a controller) validates the serve flags, creates the data dir
-(0700), generates the TLS certificate unless --tls-cert is given, copies this binary to
-/usr/local/bin/joinery, writes /etc/systemd/system/joinery.service and records what it
-wrote in /etc/joinery/install.manifest. Defaults fit an Embedded Cluster controller:
---kubeconfig /var/lib/k0s/pki/admin.conf, --data-dir /var/lib/joinery, port 30081.
+Run as root on a controller: validates the serve flags (joinery serve --help)
+and the files they name, creates the data dir (0700), generates the TLS
+certificate unless --tls-cert is given, copies this binary to
+/usr/local/bin/joinery, writes /etc/systemd/system/joinery.service and records
+what it wrote in /etc/joinery/install.manifest. Defaults fit an Embedded
+Cluster controller: --kubeconfig /var/lib/k0s/pki/admin.conf, --data-dir
+/var/lib/joinery, port 30081, socket /run/joinery/joinery.sock. Run it again
+with other flags to change them, then restart the service.
 
-    --root DIR          write under DIR instead of / (never runs systemctl)
-    --dry-run           print what would be written; change nothing
-    --now               also run `systemctl enable --now joinery` (not with --root)
-    --force             overwrite a unit or binary that install did not write
-    --binary-path PATH  where the binary goes (default /usr/local/bin/joinery)
+  --root DIR          write under DIR instead of / (never runs systemctl)
+  --dry-run           print what would be written; change nothing
+  --now               also `systemctl enable --now joinery` (not with --root)
+  --force             overwrite a unit or binary that install did not write
+  --binary-path PATH  where the binary goes (default /usr/local/bin/joinery)
 
-uninstall removes what the manifest lists while its content is unchanged, and the
-directories install created once empty. The data dir (certificate, key, caches) is kept
-so clients' pins stay valid, with a note of what install made there
-(<data-dir>/install.manifest); --purge removes it too (--data-dir DIR finds a kept data
-dir other than /var/lib/joinery once the rest is gone).
+Exit codes: 0 done; 1 failed while writing (what was written is in the
+manifest, for uninstall); 2 a flag or a file it names is wrong, or not root.
+";
+
+pub const UNINSTALL_USAGE: &str = "\
+Usage: joinery uninstall [--root DIR] [--dry-run] [--purge] [--data-dir DIR]
+
+Stops and disables the service, then removes what the install manifest lists
+while its content is unchanged, and the directories install created once empty.
+The data dir (certificate, key, caches) is kept so clients' pins stay valid,
+with a note of what install made there (<data-dir>/install.manifest).
+With nothing installed it says so and exits 0.
+
+  --root DIR      work under DIR instead of / (never runs systemctl)
+  --dry-run       print what would be removed; change nothing
+  --purge         remove the data dir too
+  --data-dir DIR  find a kept data dir other than /var/lib/joinery once the
+                  rest is gone
+
+Exit codes: 0 done (or nothing to do); 1 failed while removing; 2 usage error.
 ";
 
 /// A failed install or uninstall: `usage` ones exit 2 (fix the command line), the rest 1.
@@ -202,17 +219,6 @@ pub fn parse_uninstall_args(args: Vec<OsString>) -> Result<UninstallArgs, Instal
     Ok(out)
 }
 
-/// `path` (absolute, as on the installed system) under `root`.
-fn under(root: &Path, path: &Path) -> PathBuf {
-    let mut p = root.to_path_buf();
-    for c in path.components() {
-        if let Component::Normal(n) = c {
-            p.push(n);
-        }
-    }
-    p
-}
-
 /// Whether the user gave `flag` (as `--flag V` or `--flag=V`).
 fn has_flag(args: &[String], flag: &str) -> bool {
     args.iter()
@@ -318,15 +324,8 @@ fn plan(args: &InstallArgs, root: &Path) -> Result<Plan, InstallError> {
             ));
         }
     }
-    if let Some(j) = &cfg.join {
-        use crate::join::inputs;
-        inputs::load_roles(&under(root, &j.ec_config))
-            .map_err(|e| usage(format!("install: {e}")))?;
-        let license = inputs::load_license(&under(root, &j.license))
-            .map_err(|e| usage(format!("install: {e}")))?;
-        inputs::scan_artifacts(&under(root, &j.artifacts_dir), &license.app_slug)
-            .map_err(|e| usage(format!("install: {e}")))?;
-    }
+    // The files themselves, as `serve` will read them.
+    crate::preflight::check(&cfg, root, false).map_err(|e| usage(format!("install: {e}")))?;
     Ok(Plan {
         cfg,
         serve_args,
@@ -949,7 +948,7 @@ mod tests {
             plan(&a, root.path()).map(|p| p.serve_args)
         };
         let e = check(&["--api-prot", "1"]).unwrap_err();
-        assert!(e.usage && e.message.contains("unexpected argument"), "{e}");
+        assert!(e.usage && e.message.contains("unknown flag"), "{e}");
         let e = check(&["--api-port", "70000"]).unwrap_err();
         assert!(e.message.contains("--api-port"), "{e}");
         let e = check(&["--data-dir", "state"]).unwrap_err();

@@ -198,7 +198,7 @@ fn install_refuses_mistakes_and_a_dry_run_writes_nothing() {
     let r = root.path().to_str().unwrap();
     let before = tree(root.path());
     for (args, needle) in [
-        (vec!["--api-prot", "1"], "unexpected argument"),
+        (vec!["--api-prot", "1"], "did you mean --api-port?"),
         (vec!["--api-port", "99999"], "--api-port"),
         (
             vec!["--license", "/etc/joinery/license.yaml"],
