@@ -583,6 +583,19 @@ fn systemctl(args: &[&str], out: &mut dyn Write) -> Result<(), InstallError> {
     }
 }
 
+/// Refuses to run as another user than root: install and uninstall write where only
+/// root can, and "Permission denied" halfway through helps nobody.
+fn must_be_root(cmd: &str) -> Result<(), InstallError> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(usage(format!(
+            "{cmd}: run as root (e.g. sudo joinery {cmd} ...): it writes /usr/local/bin, \
+             /etc and the data dir; --dry-run and --root DIR work as any user"
+        )));
+    }
+    Ok(())
+}
+
 /// `joinery install`. Prints each step to `out`.
 pub fn install(args: &InstallArgs, out: &mut dyn Write) -> Result<(), InstallError> {
     let root = args.root.clone().unwrap_or_else(|| PathBuf::from("/"));
@@ -591,6 +604,9 @@ pub fn install(args: &InstallArgs, out: &mut dyn Write) -> Result<(), InstallErr
             "install: --root {}: no such directory",
             root.display()
         )));
+    }
+    if args.root.is_none() && !args.dry_run {
+        must_be_root("install")?;
     }
     let plan = plan(args, &root)?;
     let manifest_real = under(&root, Path::new(MANIFEST_PATH));
@@ -641,7 +657,8 @@ pub fn install(args: &InstallArgs, out: &mut dyn Write) -> Result<(), InstallErr
     if !same_file {
         ins.check_file(&args.binary_path, &exe_bytes)?;
     }
-    ins.check_file(&unit_path, unit_text.as_bytes())?;
+    // A unit that changes leaves the running service on its old flags until restarted.
+    let unit_changes = ins.check_file(&unit_path, unit_text.as_bytes())? == Some(true);
     let steps = |ins: &mut Installer<'_>| -> Result<Option<String>, InstallError> {
         ins.ensure_dir(Path::new("/etc/joinery"), 0o755, Kind::Dir)?;
         ins.ensure_dir(&plan.cfg.data_dir, 0o700, Kind::DataDir)?;
@@ -701,6 +718,9 @@ pub fn install(args: &InstallArgs, out: &mut dyn Write) -> Result<(), InstallErr
         }
         if args.now {
             systemctl(&["enable", "--now", unit::UNIT_NAME], out)?;
+            if unit_changes {
+                systemctl(&["restart", unit::UNIT_NAME], out)?;
+            }
         }
     }
     let _ = writeln!(next, "\nNext steps:");
@@ -713,6 +733,13 @@ pub fn install(args: &InstallArgs, out: &mut dyn Write) -> Result<(), InstallErr
     }
     if !args.now {
         let _ = writeln!(next, "  systemctl enable --now joinery");
+        if unit_changes {
+            let _ = writeln!(
+                next,
+                "  systemctl restart joinery      # the unit changed: a running service \
+                 keeps the old flags until restarted"
+            );
+        }
     }
     let _ = writeln!(
         next,
@@ -759,6 +786,9 @@ fn manifest_data_dir(m: &Manifest) -> Option<PathBuf> {
 /// `install` reuses the certificate and still knows it made it, and a later
 /// `uninstall --purge [--data-dir DIR]` can finish the job.
 pub fn uninstall(args: &UninstallArgs, out: &mut dyn Write) -> Result<(), InstallError> {
+    if args.root.is_none() && !args.dry_run {
+        must_be_root("uninstall")?;
+    }
     let root = args.root.clone().unwrap_or_else(|| PathBuf::from("/"));
     let main_real = under(&root, Path::new(MANIFEST_PATH));
     let kept_path = args.data_dir.join(KEPT_MANIFEST);
@@ -767,12 +797,16 @@ pub fn uninstall(args: &UninstallArgs, out: &mut dyn Write) -> Result<(), Instal
         None => match read_manifest(&under(&root, &kept_path), "uninstall")? {
             Some(m) => (m, kept_path),
             None => {
-                return Err(failed(format!(
-                    "uninstall: nothing to do: no install manifest at {MANIFEST_PATH} or {}{} \
-                     (joinery install writes it)",
+                // Automation runs uninstall whether or not install ran: not an error.
+                writeln!(
+                    out,
+                    "nothing to do: joinery is not installed (no install manifest at \
+                     {MANIFEST_PATH} or {}{})",
                     kept_path.display(),
                     root_note(&root)
-                )))
+                )
+                .map_err(|e| failed(format!("uninstall: writing output: {e}")))?;
+                return Ok(());
             }
         },
     };
