@@ -48,8 +48,9 @@ pub fn under(root: &Path, path: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::write_atomic;
+    use super::{under, write_atomic};
     use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
 
     #[test]
     fn replaces_whole_files_with_the_given_mode() {
@@ -62,5 +63,21 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         // Only the file itself is left behind: no temporary files.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn rooted_paths_stay_under_the_root() {
+        assert_eq!(
+            under(Path::new("/r"), Path::new("/etc/x")),
+            PathBuf::from("/r/etc/x")
+        );
+        assert_eq!(
+            under(Path::new("/r"), Path::new("/../etc")),
+            PathBuf::from("/r/etc")
+        );
+        assert_eq!(
+            under(Path::new("/"), Path::new("/etc/x")),
+            PathBuf::from("/etc/x")
+        );
     }
 }
