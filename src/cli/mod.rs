@@ -16,6 +16,9 @@ use crate::auth::apitoken::{self, ApiTokens, TokenError, TokenInfo};
 use crate::config::{self, Config, ConfigError, KubeAccess, Sources};
 use crate::{auth, daemon, install, log, version};
 
+mod client;
+mod ops;
+
 /// How a `joinery` command ends. The numbers are documented in `joinery help` and
 /// docs/; scripts rely on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,10 +56,21 @@ The daemon and its set-up:
   hash-password  read a password on stdin, print its bcrypt hash
   token          create, list or revoke API tokens (through Kubernetes)
 
+Operating the cluster (through the local socket, or --api URL from anywhere):
+  health         cluster health: etcd quorum, nodes ready
+  nodes          list the nodes
+  node NAME      one node in detail
+  join-command   the steps that join a new host
+  drain NODE     evict a node's pods (--wait to follow it)
+  resume NODE    make a drained node schedulable again
+  remove NODE    remove a node from the cluster
+  pin            the pin of the serving certificate (read from its file)
+
   version        print the version (also --version, -V)
   help           print this help (also --help, -h)
 
-Exit codes: 0 done; 1 failed at run time; 2 usage or configuration error.
+Exit codes: 0 done; 1 failed at run time; 2 usage or configuration error;
+3 not found; 4 refused by the API; 5 API unreachable.
 ";
 
 /// Runs `joinery ARGS...` (without the program name).
@@ -80,6 +94,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
         "uninstall" => uninstall_cmd(rest),
         "hash-password" => hash_password(rest),
         "token" => token(rest),
+        op if ops::names().any(|n| n == op) => Ok(ops::run(op, rest)),
         "version" | "--version" | "-V" => no_args(&cmd, rest).map(|()| {
             println!(
                 "joinery {} (commit {}, built {})",
@@ -94,7 +109,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
             Exit::Ok
         }),
         other => {
-            let known = COMMANDS.iter().map(|(c, _)| *c);
+            let known = COMMANDS.iter().map(|(c, _)| *c).chain(ops::names());
             let hint = config::nearest(other, known)
                 .map(|c| format!("; did you mean `joinery {c}`?"))
                 .unwrap_or_default();
@@ -129,7 +144,11 @@ const COMMANDS: &[(&str, Help)] = &[
 ];
 
 fn help_for(cmd: &str) -> Option<String> {
-    COMMANDS.iter().find(|(c, _)| *c == cmd).map(|(_, f)| f())
+    COMMANDS
+        .iter()
+        .find(|(c, _)| *c == cmd)
+        .map(|(_, f)| f())
+        .or_else(|| ops::help(cmd))
 }
 
 /// Whether `--help` or `-h` is among the arguments (before a `--`).

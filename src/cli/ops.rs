@@ -45,18 +45,19 @@ const COMMANDS: &[(&str, &str, &str)] = &[
         "health",
         "joinery health [-o table|json]",
         "The cluster's health: etcd quorum and failure tolerance, the leader, every\n\
-         node's readiness and drain state.\n",
+         node's readiness and drain state. -o json prints the API's JSON.\n",
     ),
     (
         "nodes",
         "joinery nodes [-o table|json|wide]",
-        "Every node: name, readiness, roles and InternalIP (wide adds the labels).\n",
+        "Every node: name, readiness, roles and InternalIP (wide adds the labels).\n\
+         -o json prints the API's JSON.\n",
     ),
     (
         "node",
         "joinery node NAME [-o table|json]",
         "One node in detail: addresses, conditions, taints, drain state and, for a\n\
-         controller, its etcd membership.\n",
+         controller, its etcd membership. -o json prints the API's JSON.\n",
     ),
     (
         "join-command",
@@ -69,9 +70,10 @@ const COMMANDS: &[(&str, &str, &str)] = &[
         "drain",
         "joinery drain NODE [--deadline SECONDS] [--wait]",
         "Cordons the node and evicts its pods, respecting disruption budgets.\n\
-         --deadline S  give up on the pods left after S seconds (1 to 3600; without\n\
-         \x20             it the API drains now and waits up to 60 s for the end)\n\
-         --wait        follow the drain, a line per change, until it ends\n",
+         \x20 --deadline S  give up on the pods left after S seconds (1 to 3600;\n\
+         \x20               without it the API drains now and waits up to 60 s)\n\
+         \x20 --wait        print a line per change of the drain until it ends;\n\
+         \x20               exit 0 once drained, 1 if resumed meanwhile\n",
     ),
     (
         "resume",
@@ -82,7 +84,7 @@ const COMMANDS: &[(&str, &str, &str)] = &[
         "remove",
         "joinery remove NODE [--force]",
         "Removes a drained node from the cluster (a controller leaves etcd first).\n\
-         --force  remove it even though it is not drained (never past etcd quorum)\n",
+         \x20 --force  remove it even though it is not drained (never past etcd quorum)\n",
     ),
 ];
 
@@ -590,6 +592,13 @@ fn node(client: &Client, path: &str, format: &str) -> Result<Exit, Stop> {
     out += &format!("Status:         {}\n", ready(&n));
     out += &format!("Roles:          {}\n", strs(&n["roles"]));
     out += &format!("InternalIP:     {}\n", s(&n["internalIP"]));
+    let addresses: Vec<String> = n["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| format!("{}={}", s(&a["type"]), s(&a["address"])))
+        .collect();
+    out += &format!("Addresses:      {}\n", addresses.join(", "));
     out += &format!(
         "Schedulable:    {}\n",
         if n["unschedulable"].as_bool() == Some(true) {

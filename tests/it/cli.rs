@@ -64,6 +64,14 @@ const HELP_COMMANDS: &[&[&str]] = &[
     &["token", "create", "--help"],
     &["token", "list", "-h"],
     &["version", "--help"],
+    &["health", "--help"],
+    &["nodes", "--help"],
+    &["node", "-h"],
+    &["join-command", "--help"],
+    &["drain", "--help"],
+    &["resume", "--help"],
+    &["remove", "--help"],
+    &["pin", "--help"],
 ];
 
 #[test]

@@ -11,6 +11,7 @@ mod hostile;
 mod join;
 mod kit;
 mod lifecycle;
+mod ops;
 mod sandbox;
 mod startup;
 mod throttle;
