@@ -793,7 +793,7 @@ def main() -> int:
     print(report)
     if args.out:
         args.out.write_text(
-            "# Benchmarks\n\nWritten by `scripts/bench.sh` (see README, Performance). "
+            "# Benchmarks\n\nWritten by `scripts/bench.sh` (see docs/benchmarks.md). "
             "Peers run on the same machine in the same run; goals marked PASS or **MISS**.\n\n"
             + report
         )

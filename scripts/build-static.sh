@@ -5,7 +5,7 @@
 # budget.
 #
 #   scripts/build-static.sh                                   # x86_64-unknown-linux-musl
-#   scripts/build-static.sh --target aarch64-unknown-linux-musl
+#   scripts/build-static.sh --target aarch64-unknown-linux-musl   # installs its cross gcc
 #
 # Environment: JOINERY_SIZE_BUDGET (bytes, default 3670016 = 3.5 MiB); CARGO_TARGET_DIR
 # as usual. The last line of output is the binary's path, so other scripts can use
@@ -38,9 +38,10 @@ if ! rustup target list --installed | grep -qx "$target"; then
     rustup target add "$target" >&2
 fi
 
-# ring compiles C and assembly, so the target needs a C compiler. For x86_64 the
-# host's gcc with musl's headers (musl-tools) does; another architecture needs its own
-# cross compiler, named in CC_<target> (cargo's cc crate convention) or found on PATH.
+# ring compiles C and assembly, so the target needs a C compiler. For the host's
+# architecture the host's gcc with musl's headers (musl-tools) does; another
+# architecture needs its own cross compiler: CC_<target> (cargo's cc crate convention)
+# when set, else one on PATH, else Debian's gcc-<arch>-linux-gnu, installed here.
 arch=${target%%-*}
 cc_var="CC_${target//-/_}"
 if [ -z "${!cc_var:-}" ]; then
@@ -49,12 +50,12 @@ if [ -z "${!cc_var:-}" ]; then
         export "$cc_var"=musl-gcc
     elif command -v "$arch-linux-musl-gcc" >/dev/null; then
         export "$cc_var"="$arch-linux-musl-gcc"
-    elif command -v "$arch-linux-gnu-gcc" >/dev/null; then
-        export "$cc_var"="$arch-linux-gnu-gcc"
     else
-        echo "build-static.sh: no C compiler for $target; install a cross compiler (e.g." \
-            "gcc-${arch//_/-}-linux-gnu) or set $cc_var" >&2
-        exit 1
+        if ! command -v "$arch-linux-gnu-gcc" >/dev/null; then
+            echo "== installing the cross compiler gcc-${arch//_/-}-linux-gnu" >&2
+            apt_install "gcc-${arch//_/-}-linux-gnu"
+        fi
+        export "$cc_var"="$arch-linux-gnu-gcc"
     fi
 fi
 # Cross targets also need a linker; the C compiler links musl binaries fine (Rust

@@ -10,7 +10,8 @@
 # It waits (bounded) until the cluster has a Ready controller, asks joinery for the join
 # steps, then either runs them on the new host (--ssh: `ssh HOST sh -s`, the steps on
 # stdin) and waits until the new node is Ready, or prints them as a shell script
-# (--print) for another tool to run with `sh`. Progress goes to stderr.
+# (--print) for another tool to run with `sh`. Progress goes to stderr. The wait for
+# the new node is one long call (GET /v1/nodes/NAME?waitFor=ready), not polling.
 #
 # OPTIONS
 #   --api URL            joinery on a controller, https://IP:30081
@@ -31,6 +32,8 @@
 #                        HOST without USER@)
 #   --print              print the steps (they hold a single-use token) and exit
 #   --timeout SECONDS    bound on each wait (default 600)
+#   --wait [SECONDS]     bound on the wait for the new node to be Ready (default: the
+#                        --timeout); the node is waited for with --ssh in any case
 #   --interval SECONDS   between polls (default 5)
 #   -h, --help           this text
 #   --flat               (alone; debugging) print JSON from stdin the way this
@@ -159,7 +162,7 @@ if [ "${1-}" = --flat ]; then flat; exit; fi
 
 # ---- the command line ------------------------------------------------------------------
 api='' pin='' cacert='' insecure=0 password_file='' token_file='' roles='' ssh_target='' print=0
-ssh_cmd=${JOINERY_SSH:-ssh -o BatchMode=yes} remote_dir='' node_name='' timeout=600 interval=5
+ssh_cmd=${JOINERY_SSH:-ssh -o BatchMode=yes} remote_dir='' node_name='' timeout=600 interval=5 wait=
 need() { [ $# -ge 2 ] || die 2 "$1 needs a value (see --help)"; }
 while [ $# -gt 0 ]; do
     case $1 in
@@ -179,6 +182,9 @@ while [ $# -gt 0 ]; do
         --node-name) need "$@"; node_name=$2; shift 2 ;;
         --print) print=1; shift ;;
         --timeout) need "$@"; timeout=$2; shift 2 ;;
+        --wait)
+            # The value is optional: taken only when the next word is a number.
+            case ${2-} in ''|*[!0-9]*) wait=default; shift ;; *) wait=$2; shift 2 ;; esac ;;
         --interval) need "$@"; interval=$2; shift 2 ;;
         -h|--help) usage_text; exit 0 ;;
         *) die 2 "unknown argument $1 (see --help)" ;;
@@ -220,6 +226,11 @@ if [ "$print" = 1 ] && [ -n "$ssh_target" ]; then die 2 "give --ssh HOST or --pr
 [ "$print" = 1 ] || [ -n "$ssh_target" ] || die 2 "give --ssh [USER@]HOST to run the steps there, or --print"
 case $timeout in ''|*[!0-9]*) die 2 "--timeout: a whole number of seconds" ;; esac
 case $interval in ''|*[!0-9]*|0) die 2 "--interval: a whole number of seconds, at least 1" ;; esac
+case $wait in
+    '') wait=$timeout ;;
+    default) wait=$timeout; [ "$print" = 0 ] || die 2 "--wait needs --ssh: with --print the steps run later, elsewhere" ;;
+    *) [ "$print" = 0 ] || die 2 "--wait needs --ssh: with --print the steps run later, elsewhere" ;;
+esac
 if [ -n "$ssh_target" ] && [ -z "$node_name" ]; then
     node_name=${ssh_target#*@}
 fi
@@ -438,18 +449,42 @@ rc=$?
 [ "$rc" = 0 ] || die 6 "a join step failed on $ssh_target (exit $rc); its output is above"
 
 # ---- 4. the new node Ready ------------------------------------------------------------------
+# By name: when --node-name (or the ssh host) is an address, the node's name is found in
+# the node list first (polled only until the node registers).
 started=$(date +%s)
-while :; do
+name=$node_name
+case $node_name in
+    *[!0-9.]*) case $node_name in *:*) name='' ;; esac ;;
+    *) name='' ;;
+esac
+while [ -z "$name" ]; do
     if nodes; then
         set -- $(node_state)
-        case $3 in
-            ready) say "node $4 is Ready"; echo "joined $4 (roles $roles)"; exit 0 ;;
-            notready) note="node $4 is registered, not Ready yet" ;;
-            *) note="node $node_name is not registered yet" ;;
-        esac
+        case $3 in ready|notready) name=$4 ;; *) note="node $node_name is not registered yet" ;; esac
     fi
+    [ -n "$name" ] && break
     t=$(elapsed)
-    [ "$t" -ge "$timeout" ] && die 7 "node $node_name was not Ready after ${timeout}s: $note"
-    say "waiting for node $node_name to be Ready (${t}s of ${timeout}s): $note"
+    [ "$t" -ge "$wait" ] && die 7 "node $node_name was not Ready after ${wait}s: $note"
+    say "waiting for node $node_name to register (${t}s of ${wait}s): $note"
     sleep "$interval"
+done
+case $name in *[!a-z0-9.-]*|'') die 1 "node name \"$name\" is not a Kubernetes node name" ;; esac
+while :; do
+    t=$(elapsed)
+    left=$((wait - t))
+    [ "$left" -gt 0 ] || die 7 "node $name was not Ready after ${wait}s: $note"
+    [ "$left" -le 600 ] || left=600
+    say "waiting for node $name to be Ready (${t}s of ${wait}s)"
+    # One call that answers when the node is Ready (504 wait_timeout when time is up).
+    if call GET "/v1/nodes/$name?waitFor=ready&timeoutSeconds=$left" -K "$tmp/auth.conf" \
+        --max-time $((left + 30)); then
+        case $status in
+            200) say "node $name is Ready"; echo "joined $name (roles $roles)"; exit 0 ;;
+            401) die 3 "the API refused the session token: $(api_error)" ;;
+            504) note=$(get message "$tmp/flat") ;;
+            *) note=$(api_error); sleep "$interval" ;;
+        esac
+    else
+        curl_problem "$rc"; sleep "$interval"
+    fi
 done

@@ -4,8 +4,8 @@
 # runs it under qemu-aarch64: `joinery version`, then `joinery serve` against the fake
 # Kubernetes API, answering `GET /v1/health` over TLS.
 #
-# Installs what it needs when missing (Debian packages gcc-aarch64-linux-gnu for ring's
-# C parts, qemu-user-static; the Rust target). Prints how long the build took.
+# Installs what it needs when missing (qemu-user-static here; build-static.sh installs
+# the cross compiler and the Rust target). Prints how long the build took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +13,6 @@ target=aarch64-unknown-linux-musl
 SUDO=
 [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO=sudo
 missing=()
-command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu)
 command -v qemu-aarch64-static >/dev/null || command -v qemu-aarch64 >/dev/null || missing+=(qemu-user-static)
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
@@ -24,8 +23,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 qemu=$(command -v qemu-aarch64-static || command -v qemu-aarch64)
 
-export CC_aarch64_unknown_linux_musl=${CC_aarch64_unknown_linux_musl:-aarch64-linux-gnu-gcc}
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER:-aarch64-linux-gnu-gcc}
 start=$(date +%s)
 bin=$(bash scripts/build-static.sh --target "$target" | tail -n1)
 echo "== arm64 build took $(($(date +%s) - start)) s"

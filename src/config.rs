@@ -5,7 +5,7 @@
 //! over the default. Raw strings are turned into typed values here, once, so a mistake is
 //! a start-up error that names the flag and says what would be accepted, never a surprise
 //! at request time. The table in [`FLAGS`] is the single source for `joinery help` and
-//! the README's configuration table.
+//! the configuration table in docs/configuration.md.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -40,6 +40,13 @@ pub struct Config {
     /// Wrong passwords allowed per address and minute before it is locked out.
     pub login_failures: u32,
     pub max_connections: usize,
+    /// Connections one client address (an IPv6 /64) may hold at once.
+    pub max_connections_per_address: usize,
+    /// Bytes per second a client must take a response at while the server waits on
+    /// it; 0: no minimum.
+    pub min_transfer_rate: u64,
+    /// Open waiters and node streams at once (never more than half the connections).
+    pub max_waiters: usize,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
     /// The local Unix socket (plain HTTP, admin for `socket_uid`); `None`: disabled.
@@ -160,6 +167,24 @@ pub const FLAGS: &[Flag] = &[
         env: "JOINERY_MAX_CONNECTIONS",
         default: "512",
         help: "Connections served at once; past it a new one gets 503.",
+    },
+    Flag {
+        name: "--max-connections-per-address",
+        env: "JOINERY_MAX_CONNECTIONS_PER_ADDRESS",
+        default: "64",
+        help: "Connections one client address (an IPv6 /64) may hold at once; past it, 503.",
+    },
+    Flag {
+        name: "--min-transfer-rate",
+        env: "JOINERY_MIN_TRANSFER_RATE",
+        default: "1024",
+        help: "Bytes/s a client must read a response at while joinery waits on it (after 10 s of slack); slower ones are closed; 0 turns it off.",
+    },
+    Flag {
+        name: "--max-waiters",
+        env: "JOINERY_MAX_WAITERS",
+        default: "64",
+        help: "Open waits (?waitFor=) and node streams (?watch=true) at once, at most half of --max-connections; past it 503.",
     },
     Flag {
         name: "--idle-timeout",
@@ -383,6 +408,13 @@ impl Config {
         };
         let login_failures = src.number("--login-failures", 5u32, (1, 100_000))?;
         let max_connections = src.number("--max-connections", 512usize, (1, 65_536))?;
+        let max_connections_per_address =
+            src.number("--max-connections-per-address", 64usize, (1, 65_536))?;
+        let min_transfer_rate = src.number("--min-transfer-rate", 1024u64, (0, 1 << 30))?;
+        // Waiting requests hold a connection each: keep half for everything else.
+        let max_waiters = src
+            .number("--max-waiters", 64usize, (0, 32_768))?
+            .min(max_connections / 2);
         let idle_timeout = Duration::from_secs(src.number("--idle-timeout", 30u64, (1, 3600))?);
         let shutdown_grace =
             Duration::from_secs(src.number("--shutdown-grace", 10u64, (0, 600))?);
@@ -419,6 +451,9 @@ impl Config {
             join,
             login_failures,
             max_connections,
+            max_connections_per_address,
+            min_transfer_rate,
+            max_waiters,
             idle_timeout,
             shutdown_grace,
             socket,
@@ -616,23 +651,26 @@ mod tests {
 }
 
 #[cfg(test)]
-mod readme {
-    /// The README's configuration table lists exactly the flags `serve` takes.
+mod docs {
+    /// docs/configuration.md's table lists exactly the flags `serve` takes.
     #[test]
-    fn readme_documents_every_flag() {
-        let readme = include_str!("../README.md");
+    fn configuration_doc_documents_every_flag() {
+        let doc = include_str!("../docs/configuration.md");
         for f in super::FLAGS {
             let row = format!(
                 "| `{}` | `{}` | {} | {} |",
                 f.name, f.env, f.default, f.help
             );
-            assert!(readme.contains(&row), "README lacks or misstates:\n{row}");
+            assert!(
+                doc.contains(&row),
+                "docs/configuration.md lacks or misstates:\n{row}"
+            );
         }
-        let rows = readme.lines().filter(|l| l.starts_with("| `--")).count();
+        let rows = doc.lines().filter(|l| l.starts_with("| `--")).count();
         assert_eq!(
             rows,
             super::FLAGS.len(),
-            "README documents flags serve lacks"
+            "docs/configuration.md documents flags serve lacks"
         );
     }
 }

@@ -1,10 +1,12 @@
 //! `joinery serve`: turns a validated [`Config`] into a running daemon.
 //!
-//! Start-up order matters and is logged step by step: the Kubernetes client, the bind
-//! address (the node's InternalIP when it can be found), the TLS certificate (and its
-//! pin, which joining hosts use), the auth secrets, and then the listener. Kubernetes
-//! being down does not stop the daemon: health answers, and everything that needs the
-//! API says so until it is back.
+//! Three steps. `build`: the Kubernetes client, the bind address (the node's
+//! InternalIP when it can be found), the TLS certificate (and its pin, which joining
+//! hosts use), the auth stores (nothing read yet), the listeners. `start_background`: the
+//! cache's watch threads, the drain worker, the loading of the password hash and signing
+//! key. `run`: serve until SIGTERM. The daemon listens before Kubernetes has answered
+//! anything (except the node lookup when `--bind-address` is not given): `/v1/health`
+//! answers at once, and `/v1/ready` says not ready until logins can be served.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -13,8 +15,10 @@ use crate::api::{Api, Context, ServerInfo};
 use crate::auth::apitoken::ApiTokens;
 use crate::auth::refresh::RefreshTokens;
 use crate::auth::store::{PasswordHashes, SigningKeys};
+use crate::cache::Cache;
 use crate::config::{Config, KubeSource};
 use crate::http::{self, tls};
+use crate::join::seed::SeedSigner;
 use crate::join::JoinService;
 use crate::kube;
 use crate::log;
@@ -29,41 +33,35 @@ impl std::fmt::Display for StartError {
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Runs the daemon until SIGTERM or SIGINT: build everything and bind the listeners,
+/// start the background threads, then serve.
 pub fn serve(cfg: Config) -> Result<(), StartError> {
     http::install_panic_hook();
+    let built = build(&cfg)?;
+    let background = start_background(&built.ctx)?;
+    run(built, background)
+}
+
+/// What [`build`] makes: the shared context and the bound (not yet serving) listeners.
+struct Built {
+    ctx: Arc<Context>,
+    server: http::Server,
+    socket: Option<(http::Server, std::path::PathBuf)>,
+    local_addr: SocketAddr,
+    pin: String,
+    cert_path: std::path::PathBuf,
+}
+
+/// The data dir, the Kubernetes client, the bind address, the TLS identity, the auth
+/// stores and the join service, then the listeners. Reads nothing from Kubernetes except
+/// this node's InternalIP when no `--bind-address` is given.
+fn build(cfg: &Config) -> Result<Built, StartError> {
     create_data_dir(&cfg.data_dir)?;
     let kube = kube_client(&cfg.kube, cfg.kube_timeout)?;
     log::info("kubernetes api", &[("server", kube.server().into())]);
 
     let node_name = cfg.node_name.clone().or_else(hostname);
-    // The node lookup costs an API call (and a timeout while Kubernetes is down): only
-    // make it when no address was configured.
-    let bind_ip = match cfg.bind_address {
-        Some(ip) => {
-            log::info(
-                "bind address from configuration",
-                &[("address", ip.to_string().into())],
-            );
-            ip
-        }
-        None => match own_internal_ip(&kube, node_name.as_deref()) {
-            Ok(ip) => {
-                log::info(
-                    "bind address is this node's InternalIP",
-                    &[("address", ip.to_string().into())],
-                );
-                ip
-            }
-            Err(why) => {
-                log::warn(
-                    "listening on all addresses: this node's InternalIP is unknown",
-                    &[("reason", why.into())],
-                );
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-            }
-        },
-    };
+    let bind_ip = bind_address(cfg, &kube, node_name.as_deref());
 
     let cert_path = match &cfg.tls_cert {
         Some(p) => p.clone(),
@@ -82,6 +80,8 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     }
     .map_err(|e| StartError(e.to_string()))?;
 
+    // Nothing is read from Kubernetes here: the Secrets are loaded in the background
+    // once the daemon listens (see `start_background`).
     let passwords = match &cfg.password_hash_file {
         Some(path) => PasswordHashes::from_file(path).map_err(StartError)?,
         None => PasswordHashes::from_secret(kube.clone(), &cfg.namespace),
@@ -90,13 +90,6 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         Some(path) => SigningKeys::from_file(path).map_err(StartError)?,
         None => SigningKeys::from_secret(kube.clone(), &cfg.namespace),
     };
-    // Load the key now when we can; when Kubernetes is down it is retried on first use.
-    if let Err(e) = keys.get() {
-        log::warn(
-            "signing key not loaded yet; will retry on first use",
-            &[("reason", e.to_string().into())],
-        );
-    }
 
     let join = match &cfg.join {
         None => {
@@ -114,6 +107,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
                 &cfg.data_dir,
                 kube.clone(),
                 &cfg.namespace,
+                SeedSigner::new(identity.key.clone(), &identity.cert_der).map_err(StartError)?,
             )
             .map_err(StartError)?,
         ),
@@ -121,6 +115,8 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
 
     let limits = http::Limits {
         max_connections: cfg.max_connections,
+        max_connections_per_address: cfg.max_connections_per_address,
+        min_transfer_rate: cfg.min_transfer_rate,
         idle_timeout: cfg.idle_timeout,
         grace: cfg.shutdown_grace,
         ..http::Limits::default()
@@ -131,8 +127,13 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     let local_addr = server
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
-    let lifecycle =
-        crate::lifecycle::Lifecycle::new(kube.clone(), &cfg.namespace, node_name.as_deref());
+    let cache = Cache::new(cfg.max_waiters);
+    let lifecycle = crate::lifecycle::Lifecycle::new(
+        kube.clone(),
+        cache.clone(),
+        &cfg.namespace,
+        node_name.as_deref(),
+    );
     let socket = match &cfg.socket {
         None => None,
         Some(path) => Some((bind_socket(path, &limits)?, path.clone())),
@@ -140,10 +141,11 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     let mut stats = vec![server.stats()];
     stats.extend(socket.as_ref().map(|(s, _)| s.stats()));
     let ctx = Arc::new(Context {
-        lifecycle: lifecycle.clone(),
+        lifecycle,
         api_tokens: ApiTokens::new(kube.clone(), &cfg.namespace),
         refresh: RefreshTokens::new(kube.clone(), &cfg.namespace),
         kube,
+        cache,
         passwords,
         keys,
         server: ServerInfo {
@@ -161,26 +163,147 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
             ..Default::default()
         }),
     });
-    if ctx.join.is_some() {
-        // Compress and hash the artifacts once, so joins are served from cache. The
-        // thread ends by itself; the process may exit while it runs (the cache only
-        // ever holds complete, renamed files).
-        let warm = ctx.clone();
+    Ok(Built {
+        ctx,
+        server,
+        socket,
+        local_addr,
+        pin: identity.pin,
+        cert_path,
+    })
+}
+
+/// The address to listen on: `--bind-address`, else this node's InternalIP, else all.
+fn bind_address(cfg: &Config, kube: &kube::Client, node_name: Option<&str>) -> IpAddr {
+    // The node lookup costs an API call (and a timeout while Kubernetes is down): only
+    // make it when no address was configured.
+    if let Some(ip) = cfg.bind_address {
+        log::info(
+            "bind address from configuration",
+            &[("address", ip.to_string().into())],
+        );
+        return ip;
+    }
+    match own_internal_ip(kube, node_name) {
+        Ok(ip) => {
+            log::info(
+                "bind address is this node's InternalIP",
+                &[("address", ip.to_string().into())],
+            );
+            ip
+        }
+        Err(why) => {
+            log::warn(
+                "listening on all addresses: this node's InternalIP is unknown",
+                &[("reason", why.into())],
+            );
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        }
+    }
+}
+
+/// The threads the daemon owns besides the servers.
+struct Background {
+    cache: crate::cache::Threads,
+    drain_worker: crate::lifecycle::WorkerHandle,
+}
+
+/// The cache's reflectors, the drain worker, and two threads that end by themselves
+/// (the process may exit while they run): the bundle cache warm-up and the loading of
+/// the password hash and signing key, retried until both are read.
+fn start_background(ctx: &Arc<Context>) -> Result<Background, StartError> {
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new()
-            .name("bundle-cache".into())
-            .spawn(move || {
+            .name(name.into())
+            .spawn(f)
+            .map(drop)
+            .map_err(|e| StartError(format!("cannot start the {name} thread: {e}")))
+    };
+    if ctx.join.is_some() {
+        // Compress and hash the artifacts once, so joins are served from cache (the
+        // cache only ever holds complete, renamed files).
+        let warm = ctx.clone();
+        spawn(
+            "bundle-cache",
+            Box::new(move || {
                 if let Some(j) = &warm.join {
                     j.warm_cache();
                 }
-            })
-            .map_err(|e| StartError(format!("cannot start the cache thread: {e}")))?;
+            }),
+        )?;
     }
+    let auth = ctx.clone();
+    spawn("auth-load", Box::new(move || load_auth(&auth)))?;
+    let cache = ctx
+        .cache
+        .start(&ctx.kube)
+        .map_err(|e| StartError(format!("cannot start the cache threads: {e}")))?;
     // Drains in progress (on any controller, before any restart) are carried on by it.
-    let drain_worker = crate::lifecycle::WorkerHandle::start(lifecycle)
+    let drain_worker = crate::lifecycle::WorkerHandle::start(ctx.lifecycle.clone())
         .map_err(|e| StartError(format!("cannot start the drain worker: {e}")))?;
+    Ok(Background {
+        cache,
+        drain_worker,
+    })
+}
+
+/// Read the password hash and the signing key (creating it if absent) until both are
+/// loaded, backing off from 0.5 s to 10 s; logins wait for them, `/v1/ready` says so.
+fn load_auth(ctx: &Context) {
+    let mut pause = std::time::Duration::from_millis(500);
+    loop {
+        let key = ctx.keys.get().map(drop);
+        let hash = ctx.passwords.current().map(drop);
+        match (key, hash) {
+            (Ok(()), Ok(())) => {
+                log::info("password hash and signing key loaded", &[]);
+                return;
+            }
+            (k, h) => {
+                let why: Vec<String> = [k.err(), h.err()]
+                    .into_iter()
+                    .flatten()
+                    .map(|e| e.to_string())
+                    .collect();
+                log::warn(
+                    "password hash or signing key not loaded yet; will retry",
+                    &[("reason", why.join("; ").into())],
+                );
+            }
+        }
+        if ctx.lifecycle.stopping() {
+            return;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_secs(10));
+    }
+}
+
+/// Serve until SIGTERM/SIGINT; then end waiters and streams, stop the local socket,
+/// the cache and the drain worker, and return.
+fn run(built: Built, background: Background) -> Result<(), StartError> {
+    let Built {
+        ctx,
+        server,
+        socket,
+        local_addr,
+        pin,
+        cert_path,
+    } = built;
     let tls_shutdown = server.shutdown_handle();
     http::install_signal_handlers(tls_shutdown.clone())
         .map_err(|e| StartError(format!("cannot install signal handlers: {e}")))?;
+    // On shutdown, open waits and node streams end at once (cleanly), so the server's
+    // grace period is not spent on them.
+    let cache = ctx.cache.clone();
+    let watched = tls_shutdown.clone();
+    std::thread::Builder::new()
+        .name("waiters-follower".into())
+        .spawn(move || {
+            watched.wait();
+            cache.release_waiters();
+        })
+        .map_err(|e| StartError(format!("cannot start the waiters-follower thread: {e}")))?;
     let api = Arc::new(Api::new(ctx));
     // The local socket runs on its own thread and stops when the TLS server does (on
     // SIGTERM, SIGINT, or if it fails); both are joined before `serve` returns.
@@ -195,7 +318,7 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
         "listening",
         &[
             ("address", format!("https://{local_addr}").into()),
-            ("pin", identity.pin.clone().into()),
+            ("pin", pin.into()),
             ("certificate", cert_path.display().to_string().into()),
         ],
     );
@@ -207,7 +330,8 @@ pub fn serve(cfg: Config) -> Result<(), StartError> {
     }
     // Stop the drain worker whether or not the server ended cleanly: it gives up its
     // Leases so another controller's joinery carries on at once.
-    drain_worker.shutdown();
+    background.drain_worker.shutdown();
+    background.cache.stop();
     served.map_err(|e| StartError(format!("server stopped: {e}")))?;
     log::info("stopped", &[]);
     Ok(())

@@ -3,8 +3,10 @@
 //! The binary (`src/main.rs`) is a thin CLI over this library; the library is split so
 //! fuzz targets and unit tests can reach the pure parts. See `ARCHITECTURE.md` for the map.
 
+pub mod addr;
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -6,8 +6,29 @@
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The most characters of any one string field in a log line. Fields can carry client
+/// text (a path, a node name from a URL); past this they are cut and end in `…`, so no
+/// client can make one line (or the journal) grow with what it sends.
+pub const MAX_FIELD_CHARS: usize = 512;
+
+/// `s` cut to [`MAX_FIELD_CHARS`] characters, marked with `…` when cut.
+pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(MAX_FIELD_CHARS) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((i, _)) => std::borrow::Cow::Owned(format!("{}…", &s[..i])),
+    }
+}
+
 /// Write one log line. `fields` must be a JSON object; `time` and `level` are added.
+/// String fields are clipped ([`clip`]).
 pub fn emit(level: &str, mut fields: serde_json::Map<String, serde_json::Value>) {
+    for v in fields.values_mut() {
+        if let serde_json::Value::String(s) = v {
+            if let std::borrow::Cow::Owned(c) = clip(s) {
+                *s = c;
+            }
+        }
+    }
     let mut line = serde_json::Map::new();
     line.insert("time".into(), rfc3339_now().into());
     line.insert("level".into(), level.into());
@@ -97,7 +118,16 @@ pub(crate) fn civil_parts(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
 
 #[cfg(test)]
 mod tests {
-    use super::civil;
+    use super::{civil, clip, MAX_FIELD_CHARS};
+
+    #[test]
+    fn long_fields_are_clipped_on_a_char_boundary() {
+        assert_eq!(clip("/v1/nodes"), "/v1/nodes");
+        let long = "é".repeat(10_000);
+        let c = clip(&long);
+        assert_eq!(c.chars().count(), MAX_FIELD_CHARS + 1);
+        assert!(c.ends_with('…'));
+    }
 
     #[test]
     fn civil_dates() {

@@ -294,6 +294,54 @@ impl Metrics {
     }
 }
 
+/// The watch-fed view's families, appended to the page by `/metrics`.
+pub fn render_cache(stats: &crate::cache::Stats) -> String {
+    let mut out = String::with_capacity(1024);
+    let gauges: [(&str, &str, &str, String); 6] = [
+        (
+            "joinery_cache_in_sync",
+            "gauge",
+            "1 when the watch-fed view of nodes, leases and etcd members is in sync (reads are served from it), else 0.",
+            u8::from(stats.in_sync).to_string(),
+        ),
+        (
+            "joinery_cache_age_seconds",
+            "gauge",
+            "Seconds since the node view was last confirmed current by a list, an event or a bookmark (-1: never).",
+            stats.age_seconds.map_or("-1".to_string(), |a| format!("{a:.3}")),
+        ),
+        (
+            "joinery_cache_nodes",
+            "gauge",
+            "Nodes in the view.",
+            stats.nodes.to_string(),
+        ),
+        (
+            "joinery_cache_events_total",
+            "counter",
+            "Watch events applied to the view (all resources).",
+            stats.events.to_string(),
+        ),
+        (
+            "joinery_cache_relists_total",
+            "counter",
+            "Full lists made to (re)fill the view: one per resource at start, then after a 410 Gone or an outage.",
+            stats.relists.to_string(),
+        ),
+        (
+            "joinery_cache_waiters",
+            "gauge",
+            "Open waits (?waitFor=) and node streams (?watch=true).",
+            stats.waiting.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in gauges {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    out
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {}", help.replace('\\', r"\\"));
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -312,6 +360,11 @@ pub struct CountingReader<R> {
     inner: R,
     metrics: &'static Metrics,
     finished: bool,
+    /// Bytes still to hand out when the reader was given a range of the bundle; the
+    /// server stops reading at a sized body's end and never sees EOF, so a range that
+    /// ends the bundle counts it here.
+    left: Option<u64>,
+    range_ends_bundle: bool,
 }
 
 impl<R: Read> CountingReader<R> {
@@ -320,27 +373,59 @@ impl<R: Read> CountingReader<R> {
         CountingReader::new(inner, global())
     }
 
+    /// Hands out `len` bytes of `inner` at most; the bundle counts as streamed when they
+    /// are all out and `ends_bundle` (the range reaches the bundle's last byte).
+    pub fn range(self, len: u64, ends_bundle: bool) -> CountingReader<R> {
+        CountingReader {
+            left: Some(len),
+            range_ends_bundle: ends_bundle,
+            ..self
+        }
+    }
+
     pub fn new(inner: R, metrics: &'static Metrics) -> CountingReader<R> {
         CountingReader {
             inner,
             metrics,
             finished: false,
+            left: None,
+            range_ends_bundle: false,
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.metrics
+                .bundles_streamed
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let buf = match self.left {
+            Some(0) => return Ok(0),
+            Some(left) => {
+                let max = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                &mut buf[..max]
+            }
+            None => buf,
+        };
         let n = self.inner.read(buf)?;
         if n > 0 {
             self.metrics
                 .bundle_bytes
                 .fetch_add(n as u64, Ordering::Relaxed);
-        } else if !buf.is_empty() && !self.finished {
-            self.finished = true;
-            self.metrics
-                .bundles_streamed
-                .fetch_add(1, Ordering::Relaxed);
+            if let Some(left) = &mut self.left {
+                *left -= n as u64;
+                if *left == 0 && self.range_ends_bundle {
+                    self.finish();
+                }
+            }
+        } else if !buf.is_empty() && self.left.is_none() {
+            self.finish();
         }
         Ok(n)
     }
@@ -499,6 +584,24 @@ mod tests {
         assert_eq!(out.len(), 10_000);
         // Reading again at the end does not count a second bundle.
         assert_eq!(r.read(&mut [0; 8]).unwrap(), 0);
+        let s = samples(&m.render(Connections::default()));
+        assert_eq!(s["joinery_join_bundle_bytes_total"], "10000");
+        assert_eq!(s["joinery_join_bundles_streamed_total"], "1");
+    }
+
+    #[test]
+    fn a_range_counts_the_bundle_only_when_it_reaches_the_end() {
+        // The server reads a sized body only up to its length, never to EOF.
+        let m: &'static Metrics = Box::leak(Box::new(Metrics::new()));
+        let mut first = CountingReader::new(&[7u8; 10_000][..], m).range(4_000, false);
+        let mut out = Vec::new();
+        first.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 4_000);
+        let s = samples(&m.render(Connections::default()));
+        assert_eq!(s["joinery_join_bundles_streamed_total"], "0");
+        let mut rest = CountingReader::new(&[7u8; 6_000][..], m).range(6_000, true);
+        let mut buf = [0u8; 6_000];
+        rest.read_exact(&mut buf).unwrap();
         let s = samples(&m.render(Connections::default()));
         assert_eq!(s["joinery_join_bundle_bytes_total"], "10000");
         assert_eq!(s["joinery_join_bundles_streamed_total"], "1");

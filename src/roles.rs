@@ -30,6 +30,17 @@ pub fn roles_from_labels(labels: &BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
+/// The one rule for "is this node a controller": k0s labels it
+/// `node.k0sproject.io/role=control-plane`, Kubernetes tooling marks it
+/// `node-role.kubernetes.io/control-plane`, or it was joined with Embedded Cluster's
+/// controller role (its name comes from the EC config, when joinery has one).
+pub fn is_controller(labels: &BTreeMap<String, String>, ec_controller_role: Option<&str>) -> bool {
+    labels.get("node.k0sproject.io/role").map(String::as_str) == Some("control-plane")
+        || labels.contains_key("node-role.kubernetes.io/control-plane")
+        || ec_controller_role
+            .is_some_and(|role| roles_from_labels(labels).iter().any(|r| r == role))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,12 @@
 //! The roles of `GET /v1/join-bundle?roles=...` and of a create-join-command body:
-//! parsed from any query and checked against a config, with no panic.
+//! parsed from any query (through the shared query parser) and checked against a
+//! config, with no panic.
 #![no_main]
 
 use std::sync::OnceLock;
 
-use joinery::join::command::{check_roles, roles_from_query};
+use joinery::http::query::Params;
+use joinery::join::command::{check_roles, roles_from_param};
 use joinery::join::inputs::{parse_roles, Roles};
 use libfuzzer_sys::fuzz_target;
 
@@ -18,8 +20,10 @@ fn roles() -> &'static Roles {
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    if let Ok(list) = roles_from_query(&text) {
-        let _ = check_roles(&list, roles());
+    if let Ok(q) = Params::parse(&text, &["roles"]) {
+        if let Ok(list) = roles_from_param(q.get("roles")) {
+            let _ = check_roles(&list, roles());
+        }
     }
     // The body path: `{"roles": [...]}`'s array, straight into check_roles.
     if let Ok(list) = serde_json::from_slice::<Vec<String>>(data) {

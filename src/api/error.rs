@@ -4,6 +4,7 @@
 //! on them); messages are sentences a person can act on. A 5xx message stays generic and
 //! the detail goes to the log, so nothing internal (let alone a secret) reaches a client.
 
+use crate::auth::store::StoreError;
 use crate::http::{Body, Response};
 use crate::kube;
 
@@ -49,7 +50,11 @@ impl ApiError {
         ApiError::new(
             404,
             "not_found",
-            format!("no endpoint at {path}; see the API reference in the README"),
+            // The path is client text (up to the 8 KiB URL cap): quoted in part only.
+            format!(
+                "no endpoint at {}; see the API reference in docs/api.md",
+                crate::log::clip(path)
+            ),
         )
     }
 
@@ -111,13 +116,13 @@ impl ApiError {
                 "the Kubernetes API refused joinery's credentials; check the service account \
                  token or the kubeconfig joinery was started with",
             ),
-            K::Forbidden { message } => ApiError::new(
+            // The API server's text names joinery's service account and the permission:
+            // logged above, never sent (5xx bodies stay generic).
+            K::Forbidden { .. } => ApiError::new(
                 502,
                 "kubernetes_forbidden",
-                format!(
-                    "joinery lacks a Kubernetes permission ({message}); grant it, e.g. with \
-                     scripts/rbac.yaml"
-                ),
+                "joinery lacks a Kubernetes permission it needs; the daemon's log names it; \
+                 grant it, e.g. with scripts/rbac.yaml",
             ),
             K::Config(_)
             | K::NotFound
@@ -160,5 +165,32 @@ pub fn json_bytes_response(status: u16, mut bytes: Vec<u8>) -> Response {
         ],
         body: Body::Bytes(bytes),
         subject: None,
+    }
+}
+
+/// Every endpoint's query refusals: 400 with the parser's own code and sentence.
+impl From<crate::http::query::QueryError> for ApiError {
+    fn from(e: crate::http::query::QueryError) -> ApiError {
+        ApiError::bad_request(e.code(), e.message())
+    }
+}
+
+// The auth layer never speaks in API errors; its errors are translated here.
+impl StoreError {
+    /// What a client hears: Kubernetes trouble as usual, a missing or broken secret as 503
+    /// (the daemon is not ready to authenticate anyone) with the detail in the log.
+    pub fn to_api_error(&self) -> ApiError {
+        match self {
+            StoreError::Kube(e) => ApiError::from_kube(e),
+            StoreError::Missing(m) | StoreError::Corrupt(m) => {
+                crate::log::error("auth secret unusable", &[("detail", m.as_str().into())]);
+                ApiError::new(
+                    503,
+                    "auth_unavailable",
+                    "joinery cannot check credentials right now: an auth secret is missing or \
+                     unusable; the daemon's log says which",
+                )
+            }
+        }
     }
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::{Access, ApiError, Context, Identity, Route};
 use crate::auth::Scope;
+use crate::http::query::Params;
 use crate::http::{Body, Request, Response};
 use crate::roles::roles_from_labels;
 use crate::{kube, labels};
@@ -44,94 +45,32 @@ fn invalid(message: String) -> ApiError {
     ApiError::bad_request("invalid_filter", message)
 }
 
-/// Reads `role=<role>` and `ready=true|false`; anything else is refused by name, so a
-/// typo (`roles=`, `Ready=`) never silently returns every node.
+/// Reads `role=<role>` and `ready=true|false` through the shared query parser, which
+/// refuses anything else by name, so a typo (`roles=`, `Ready=`) never silently returns
+/// every node.
 fn parse_filters(query: &str) -> Result<Filters, ApiError> {
-    let mut f = Filters::default();
-    let mut unknown: Vec<String> = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent_decode(raw_key)
-            .ok_or_else(|| invalid("the query string has a malformed %-escape".into()))?;
-        let value = percent_decode(raw_value)
-            .ok_or_else(|| invalid("the query string has a malformed %-escape".into()))?;
-        match key.as_str() {
-            "role" => {
-                if f.role.is_some() {
-                    return Err(invalid("give role at most once".into()));
-                }
-                labels::check_name(&value).map_err(|p| {
-                    invalid(format!(
-                        "role {:?} is not a role name ({p}); e.g. role=controller",
-                        clip(&value)
-                    ))
-                })?;
-                f.role = Some(value);
-            }
-            "ready" => {
-                if f.ready.is_some() {
-                    return Err(invalid("give ready at most once".into()));
-                }
-                f.ready = Some(match value.as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => {
-                        return Err(invalid(format!(
-                            "ready must be true or false, not {:?}",
-                            clip(&value)
-                        )))
-                    }
-                });
-            }
-            _ => {
-                if unknown.len() < 5 {
-                    unknown.push(format!("{:?}", clip(&key)));
-                }
-            }
+    let q = Params::parse(query, &["role", "ready"])?;
+    let role = match q.get("role") {
+        None => None,
+        Some(value) => {
+            labels::check_name(value).map_err(|p| {
+                invalid(format!(
+                    "role {:?} is not a role name ({p}); e.g. role=controller",
+                    clip(value)
+                ))
+            })?;
+            Some(value.to_string())
         }
-    }
-    if !unknown.is_empty() {
-        return Err(ApiError::bad_request(
-            "unknown_parameter",
-            format!(
-                "unknown query parameter {}; this endpoint takes role=<role> and \
-                 ready=true|false",
-                unknown.join(", ")
-            ),
-        ));
-    }
-    Ok(f)
+    };
+    let ready = q
+        .bool("ready")
+        .map_err(|_| invalid("ready must be true or false".into()))?;
+    Ok(Filters { role, ready })
 }
 
 /// At most 64 characters of client input, for messages.
 fn clip(s: &str) -> String {
     s.chars().take(64).collect()
-}
-
-/// `%XX` and `+` decoding of one query component; `None` when an escape is malformed or
-/// the result is not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The body for these nodes and filters, or 422 when it would exceed `limit` bytes.
@@ -190,7 +129,10 @@ fn render(nodes: &[kube::Node], f: &Filters, limit: usize) -> Result<Vec<u8>, Ap
 
 pub fn nodes(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
     let filters = parse_filters(&req.query)?;
-    let nodes = ctx.kube.list_nodes().map_err(|e| ApiError::from_kube(&e))?;
+    let nodes = match ctx.cache.nodes() {
+        Some(nodes) => nodes,
+        None => ctx.kube.list_nodes().map_err(|e| ApiError::from_kube(&e))?,
+    };
     let body = render(&nodes, &filters, MAX_INPUTS_BYTES)?;
     Ok(Response {
         status: 200,
@@ -256,11 +198,11 @@ mod tests {
         for (q, code, needle) in [
             ("ready=yes", "invalid_filter", "true or false"),
             ("ready=", "invalid_filter", "true or false"),
-            ("ready=true&ready=false", "invalid_filter", "once"),
+            ("ready=true&ready=false", "invalid_query", "once"),
             ("role=", "invalid_filter", "not a role name"),
             ("role=a%20b", "invalid_filter", "not a role name"),
-            ("role=a&role=b", "invalid_filter", "once"),
-            ("role=%zz", "invalid_filter", "%-escape"),
+            ("role=a&role=b", "invalid_query", "once"),
+            ("role=%zz", "invalid_query", "%-escape"),
             (
                 "roles=a&limit=3",
                 "unknown_parameter",

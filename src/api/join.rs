@@ -14,20 +14,17 @@ use serde::Deserialize;
 use super::{
     json_body, json_response, now, Access, ApiError, Context, Identity, Route, SESSION_AUDIENCE,
 };
-use crate::auth::{self, jwt, JwtError, Scope};
-use crate::http::{Body, Request, Response};
+use crate::auth::join::{self as join_token, JoinTokenError, JOIN_TTL_SECS};
+use crate::auth::{self, jwt, Scope};
+use crate::http::query::Params;
+use crate::http::{Body, Peer, Request, Response};
+use crate::join::assemble::{self, ClusterView};
 use crate::join::command::{self, CommandInputs};
 use crate::join::k0s;
-use crate::join::seed::{self, Endpoint, Seed};
-use crate::join::ticket::{self, ConsumeError};
-use crate::join::{Entry, JoinService};
+use crate::join::ticket::{self, Members, State, Ticket, DOWNLOAD_WINDOW_SECS};
+use crate::join::JoinService;
 use crate::kube;
-use crate::roles::roles_from_labels;
-
-/// Audience of join tokens.
-pub const JOIN_AUDIENCE: &str = "join-bundle";
-/// How long a join token (and its ticket, and the k0s token) lives.
-pub const JOIN_TTL_SECS: i64 = 3600;
+use crate::roles;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,17 +61,6 @@ fn invalid_roles(message: String) -> ApiError {
     ApiError::bad_request("invalid_roles", message)
 }
 
-/// Whether a node is a controller: it holds the configured controller role, or k0s
-/// marks it as control plane.
-fn is_controller(node: &kube::Node, controller_role: &str) -> bool {
-    roles_from_labels(&node.labels)
-        .iter()
-        .any(|r| r == controller_role)
-        || node
-            .labels
-            .contains_key("node-role.kubernetes.io/control-plane")
-}
-
 /// This controller's InternalIP, when its node is known.
 fn own_internal_ip(ctx: &Context, nodes: &[kube::Node]) -> Option<IpAddr> {
     let name = ctx.server.node_name.as_deref()?;
@@ -104,11 +90,6 @@ fn advertise_address(ctx: &Context, nodes: &[kube::Node]) -> Result<IpAddr, ApiE
     })
 }
 
-fn stamp(now: i64) -> String {
-    let (date, time) = crate::log::civil(now);
-    format!("{}-{}", date.replace('-', ""), time.replace(':', ""))
-}
-
 pub fn create_command(
     ctx: &Context,
     req: &Request,
@@ -120,7 +101,10 @@ pub fn create_command(
     require_multi_node(svc)?;
     let nodes = ctx.kube.list_nodes().map_err(|e| ApiError::from_kube(&e))?;
     let ctl = svc.roles.controller.name.as_str();
-    if !nodes.iter().any(|n| n.ready && is_controller(n, ctl)) {
+    if !nodes
+        .iter()
+        .any(|n| n.ready && roles::is_controller(&n.labels, Some(ctl)))
+    {
         return Err(ApiError::new(
             409,
             "no_ready_controller",
@@ -132,23 +116,13 @@ pub fn create_command(
     let now = now();
     let jti = ticket::new_id().map_err(|_| ApiError::internal())?;
     let expires = now + JOIN_TTL_SECS;
+    let requested_by = who.map(|w| w.subject.clone()).unwrap_or_default();
     // The ticket first: a token is never handed out without one.
     svc.tickets
-        .issue(&jti, &body.roles, expires, now)
+        .issue(&jti, &body.roles, &requested_by, expires, now)
         .map_err(|e| ApiError::from_kube(&e))?;
     let key = ctx.keys.get().map_err(|e| e.to_api_error())?;
-    let claims = jwt::Claims {
-        iss: SESSION_AUDIENCE.into(),
-        sub: "join".into(),
-        aud: JOIN_AUDIENCE.into(),
-        iat: now,
-        nbf: now,
-        exp: expires,
-        jti: jti.clone(),
-        scope: JOIN_AUDIENCE.into(),
-        roles: body.roles.clone(),
-    };
-    let token = jwt::sign(key.as_bytes(), &claims);
+    let token = join_token::issue(key.as_bytes(), &jti, &body.roles, now, SESSION_AUDIENCE);
     let steps = command::join_steps(&CommandInputs {
         app_slug: &svc.license.app_slug,
         roles: &body.roles,
@@ -157,7 +131,7 @@ pub fn create_command(
         token: &token,
         pin: &ctx.server.pin,
         self_signed: ctx.server.self_signed,
-        stamp: &stamp(now),
+        stamp: &assemble::stamp(now),
     });
     crate::log::info(
         "audit",
@@ -165,21 +139,25 @@ pub fn create_command(
             ("action", "create-join-command".into()),
             ("subject", who.map(|w| w.subject.clone()).into()),
             ("roles", body.roles.join(",").into()),
-            ("ticket", jti.into()),
+            ("ticket", jti.clone().into()),
             ("result", "issued".into()),
         ],
     );
     crate::metrics::global().join_command_issued();
     Ok(json_response(
         200,
-        &serde_json::json!({ "joinSteps": steps }),
+        &serde_json::json!({ "joinSteps": steps, "joinId": jti }),
     ))
 }
 
-/// Who is downloading: an admin session, or a join token (with its ticket id).
+/// Who is downloading: an admin session, or a join token (with its claims).
 enum Downloader {
     Admin(String),
-    Join { ticket: String },
+    Join {
+        ticket: String,
+        /// The token's time is up: only a download already under way may go on.
+        expired: bool,
+    },
 }
 
 fn authenticate_download(
@@ -197,29 +175,32 @@ fn authenticate_download(
                  session token, as 'Authorization: Bearer TOKEN'",
             )
         })?;
-    let key = ctx.keys.get().map_err(|e| e.to_api_error())?;
     let now = now();
-    let refused = |e: JwtError| {
+    let key = ctx.keys.key_for(token, now).map_err(|e| e.to_api_error())?;
+    let refused = |e: jwt::JwtError| {
         ApiError::unauthorized(
             "invalid_token",
             format!("the token was refused ({e}); ask for a new join command"),
         )
     };
-    match jwt::verify(key.as_bytes(), token, JOIN_AUDIENCE, now) {
-        Ok(claims) => {
-            if claims.roles != roles {
-                return Err(ApiError::new(
-                    403,
-                    "roles_mismatch",
-                    format!(
-                        "this join token is for roles={}; download with exactly those roles",
-                        claims.roles.join(",")
-                    ),
-                ));
-            }
-            Ok(Downloader::Join { ticket: claims.jti })
-        }
-        Err(JwtError::Audience) => {
+    match join_token::verify(key.as_bytes(), token, roles, now) {
+        Ok(claims) => Ok(Downloader::Join {
+            ticket: claims.jti,
+            expired: false,
+        }),
+        Err(JoinTokenError::Expired(claims)) => Ok(Downloader::Join {
+            ticket: claims.jti,
+            expired: true,
+        }),
+        Err(JoinTokenError::Roles(theirs)) => Err(ApiError::new(
+            403,
+            "roles_mismatch",
+            format!(
+                "this join token is for roles={}; download with exactly those roles",
+                theirs.join(",")
+            ),
+        )),
+        Err(JoinTokenError::NotJoin) => {
             let claims =
                 jwt::verify(key.as_bytes(), token, SESSION_AUDIENCE, now).map_err(refused)?;
             match Scope::parse(&claims.scope) {
@@ -231,162 +212,430 @@ fn authenticate_download(
                 )),
             }
         }
-        Err(e) => Err(refused(e)),
+        Err(JoinTokenError::Refused(e)) => Err(refused(e)),
     }
 }
 
-pub fn bundle(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
-    let svc = service(ctx)?;
-    let roles = command::roles_from_query(&req.query).map_err(invalid_roles)?;
-    command::check_roles(&roles, &svc.roles).map_err(invalid_roles)?;
-    let who = authenticate_download(ctx, req, &roles)?;
-    require_multi_node(svc)?;
-    let now = now();
+fn token_used() -> ApiError {
+    ApiError::new(
+        410,
+        "join_token_used",
+        "this join token was already used (each works once, and only the host that started \
+         a download may resume it); ask for a new join command with \
+         POST /v1/create-join-command",
+    )
+}
 
-    // Gather everything the bundle needs before the ticket is spent.
+fn token_expired() -> ApiError {
+    ApiError::new(
+        410,
+        "join_token_expired",
+        "this join token has expired (join commands work for one hour); ask for a new join \
+         command with POST /v1/create-join-command",
+    )
+}
+
+pub(super) fn join_revoked() -> ApiError {
+    ApiError::new(
+        410,
+        "join_revoked",
+        "this join was revoked by an administrator; ask for a new join command",
+    )
+}
+
+/// The downloading client, as the ledger and the resume rule know it.
+fn client_of(req: &Request) -> String {
+    match &req.peer {
+        Peer::Tcp(a) => a.ip().to_canonical().to_string(),
+        Peer::Unix { .. } => "local".to_string(),
+    }
+}
+
+/// What a join token's request may do with its ticket, decided without writing.
+enum Verdict {
+    /// An issued ticket: win it, then make the bundle's members.
+    Start(Ticket),
+    /// This client's own download: go on with the ticket as it is.
+    Continue(Ticket),
+}
+
+fn judge(t: Option<Ticket>, expired: bool, client: &str, now: i64) -> Result<Verdict, ApiError> {
+    let Some(t) = t else {
+        return Err(if expired {
+            token_expired()
+        } else {
+            token_used()
+        });
+    };
+    match t.state {
+        State::Revoked => Err(join_revoked()),
+        State::Issued if expired || t.expires <= now => Err(token_expired()),
+        State::Issued => Ok(Verdict::Start(t)),
+        State::Downloading if t.resumable_by(client, now) => Ok(Verdict::Continue(t)),
+        State::Downloading => Err(token_used()),
+    }
+}
+
+/// Everything a bundle needs from the cluster, read (never written) before a ticket is
+/// spent.
+struct Gathered {
+    nodes: Vec<kube::Node>,
+    cluster_id: String,
+    k0s_address: IpAddr,
+}
+
+fn artifacts_unchanged(svc: &JoinService) -> Result<(), ApiError> {
+    svc.check_artifacts().map_err(|why| {
+        crate::log::error(
+            "an artifact changed since start-up",
+            &[("error", why.clone().into())],
+        );
+        ApiError::new(
+            503,
+            "artifacts_changed",
+            format!(
+                "an artifact is not the file joinery scanned at start-up ({why}); restart \
+                 joinery so it scans the artifacts again, then retry (the join command is \
+                 still good)"
+            ),
+        )
+    })
+}
+
+fn gather(ctx: &Context, svc: &JoinService) -> Result<Gathered, ApiError> {
+    artifacts_unchanged(svc)?;
     let nodes = ctx.kube.list_nodes().map_err(|e| ApiError::from_kube(&e))?;
     let address = advertise_address(ctx, &nodes)?;
-    let ctl_role = svc.roles.controller.name.as_str();
-    let (controllers, workers): (Vec<&kube::Node>, Vec<&kube::Node>) =
-        nodes.iter().partition(|n| is_controller(n, ctl_role));
-    let endpoint = |n: &&kube::Node| Endpoint {
-        name: n.name.clone(),
-        internal_ip: n.internal_ip.clone().unwrap_or_default(),
-    };
-    let joins_controller = roles.iter().any(|r| r == ctl_role);
-    let kind = if joins_controller {
-        k0s::Kind::Controller
-    } else {
-        k0s::Kind::Worker
-    };
     let cluster_id = ctx
         .kube
         .namespace_uid(k0s::NAMESPACE)
         .map_err(|e| ApiError::from_kube(&e))?;
-    let expiration = crate::log::rfc3339(now + JOIN_TTL_SECS);
-    let description = format!("joinery: join with roles {}", roles.join(","));
     // k0s listens on the controller's InternalIP, which may differ from joinery's
     // bind address (e.g. 0.0.0.0 or a dedicated interface).
     let k0s_address = own_internal_ip(ctx, &nodes).unwrap_or(address);
-    let k0s_token = k0s::create(&ctx.kube, k0s_address, kind, &expiration, &description).map_err(
-        |e| match e {
-            k0s::CreateError::Kube(e) => ApiError::from_kube(&e),
-            k0s::CreateError::NoCa => {
-                crate::log::error("ConfigMap kube-system/kube-root-ca.crt has no ca.crt", &[]);
-                ApiError::new(
-                    502,
-                    "kubernetes_error",
-                    "the cluster CA (ConfigMap kube-system/kube-root-ca.crt) is missing; the \
-                 daemon's log has the details",
-                )
-            }
-            k0s::CreateError::Random(_) => ApiError::internal(),
-        },
-    )?;
+    Ok(Gathered {
+        nodes,
+        cluster_id,
+        k0s_address,
+    })
+}
 
-    let subject = match &who {
-        Downloader::Admin(sub) => sub.clone(),
-        Downloader::Join { ticket: t } => {
-            if let Err(e) = svc.tickets.consume(t, now) {
-                // The bootstrap token made above is useless now; it expires by itself.
-                return Err(match e {
-                    ConsumeError::Used => ApiError::new(
-                        410,
-                        "join_token_used",
-                        "this join token was already used (each works once); ask for a new \
-                         join command with POST /v1/create-join-command",
-                    ),
-                    ConsumeError::Expired => ApiError::new(
-                        410,
-                        "join_token_expired",
-                        "this join token has expired; ask for a new join command",
-                    ),
-                    ConsumeError::Kube(e) => ApiError::from_kube(&e),
-                });
+fn k0s_error(e: k0s::CreateError) -> ApiError {
+    match e {
+        k0s::CreateError::Kube(e) => ApiError::from_kube(&e),
+        k0s::CreateError::NoCa => {
+            crate::log::error("ConfigMap kube-system/kube-root-ca.crt has no ca.crt", &[]);
+            ApiError::new(
+                502,
+                "kubernetes_error",
+                "the cluster CA (ConfigMap kube-system/kube-root-ca.crt) is missing; the \
+                 daemon's log has the details",
+            )
+        }
+        k0s::CreateError::Random(_) => ApiError::internal(),
+    }
+}
+
+/// Makes the per-join members: the signed seed and a fresh k0s bootstrap token.
+fn make_members(
+    ctx: &Context,
+    svc: &JoinService,
+    g: &Gathered,
+    roles: &[String],
+    now: i64,
+    until: i64,
+) -> Result<Members, ApiError> {
+    let kind = if assemble::joins_controller(svc, roles) {
+        k0s::Kind::Controller
+    } else {
+        k0s::Kind::Worker
+    };
+    let seed = assemble::seed(
+        svc,
+        &ClusterView {
+            nodes: &g.nodes,
+            cluster_id: g.cluster_id.clone(),
+        },
+        roles,
+        now,
+        until,
+    );
+    let signed = svc.seed_signer.sign(&seed).map_err(|e| {
+        crate::log::error("signing the cluster seed failed", &[("error", e.into())]);
+        ApiError::internal()
+    })?;
+    let created = k0s::create(
+        &ctx.kube,
+        g.k0s_address,
+        kind,
+        &crate::log::rfc3339(until),
+        &format!("joinery: join with roles {}", roles.join(",")),
+    )
+    .map_err(k0s_error)?;
+    Ok(Members {
+        seed: signed,
+        k0s_token: created.token,
+        bootstrap_id: created.id,
+        time: now,
+    })
+}
+
+/// Deletes a bootstrap token this request made and no bundle will carry.
+fn discard_bootstrap(ctx: &Context, id: &str) {
+    if let Err(e) = k0s::delete(&ctx.kube, id) {
+        crate::log::warn(
+            "deleting an unused bootstrap token failed; it expires by itself",
+            &[("token_id", id.into()), ("error", e.to_string().into())],
+        );
+    }
+}
+
+/// Takes the ticket of a join token to where its bundle can be streamed: won by this
+/// client, its members made and stored. Nothing is written unless the ticket is issued
+/// (won here) or already this client's.
+/// Who asks to download with a join token.
+struct Claimant<'a> {
+    ticket: &'a str,
+    /// The token's time is up.
+    expired: bool,
+    client: &'a str,
+    roles: &'a [String],
+}
+
+fn claim(
+    ctx: &Context,
+    svc: &JoinService,
+    g: &Gathered,
+    who: &Claimant<'_>,
+    now: i64,
+) -> Result<Ticket, ApiError> {
+    let (id, expired, client, roles) = (who.ticket, who.expired, who.client, who.roles);
+    let first = svc.tickets.get(id).map_err(|e| ApiError::from_kube(&e))?;
+    let mut t = match judge(first, expired, client, now)? {
+        Verdict::Continue(t) => t,
+        Verdict::Start(t) => match svc.tickets.start(&t, client, now) {
+            Ok(t) => {
+                crate::metrics::global().join_ticket_consumed();
+                t
             }
-            crate::metrics::global().join_ticket_consumed();
-            format!("join:{t}")
+            // Another request wrote the ticket first: it may have been this client's
+            // own earlier attempt (whose answer was lost), so judge again.
+            Err(kube::Error::Conflict) | Err(kube::Error::NotFound) => {
+                let again = svc.tickets.get(id).map_err(|e| ApiError::from_kube(&e))?;
+                match judge(again, expired, client, now)? {
+                    Verdict::Continue(t) => t,
+                    Verdict::Start(_) => return Err(token_used()),
+                }
+            }
+            // Ambiguous (the write may have landed): this client's retry finds the
+            // ticket its own and goes on.
+            Err(e) => return Err(ApiError::from_kube(&e)),
+        },
+    };
+    if t.members.is_none() {
+        let until = t.started.unwrap_or(now) + DOWNLOAD_WINDOW_SECS;
+        let members = make_members(ctx, svc, g, roles, now, until)?;
+        let mut next = t.clone();
+        next.members = Some(members.clone());
+        t = match svc.tickets.write(&next) {
+            Ok(t) => t,
+            Err(e) => {
+                discard_bootstrap(ctx, &members.bootstrap_id);
+                // A racing attempt of the same client stored its members first.
+                if matches!(e, kube::Error::Conflict) {
+                    match svc.tickets.get(id).map_err(|e| ApiError::from_kube(&e))? {
+                        Some(t) if t.members.is_some() && t.resumable_by(client, now) => t,
+                        Some(t) if t.state == State::Revoked => return Err(join_revoked()),
+                        _ => return Err(token_used()),
+                    }
+                } else {
+                    return Err(ApiError::from_kube(&e));
+                }
+            }
+        };
+    }
+    Ok(t)
+}
+
+/// The server's refusal, also in a header: the join step prints it when curl, resuming,
+/// does not keep the body.
+fn with_message_header(e: ApiError) -> ApiError {
+    let line = format!("{} ({} {})", e.message, e.status, e.code);
+    e.with_header("Joinery-Error", line)
+}
+
+pub fn bundle(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Response, ApiError> {
+    bundle_inner(ctx, req, who).map_err(with_message_header)
+}
+
+fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
+    let svc = service(ctx)?;
+    let query = Params::parse(&req.query, &["roles"])?;
+    let roles = command::roles_from_param(query.get("roles")).map_err(invalid_roles)?;
+    command::check_roles(&roles, &svc.roles).map_err(invalid_roles)?;
+    let who = authenticate_download(ctx, req, &roles)?;
+    require_multi_node(svc)?;
+    let now = now();
+    let client = client_of(req);
+    let head = req.method == "HEAD";
+
+    let (subject, members, ticket) = match &who {
+        Downloader::Join {
+            ticket: id,
+            expired,
+        } => {
+            if head {
+                // HEAD says what a GET would get, and spends nothing.
+                let t = svc.tickets.get(id).map_err(|e| ApiError::from_kube(&e))?;
+                judge(t, *expired, &client, now)?;
+                artifacts_unchanged(svc)?;
+                return Ok(bundle_head(svc, &roles, now));
+            }
+            let g = gather(ctx, svc)?;
+            let who = Claimant {
+                ticket: id,
+                expired: *expired,
+                client: &client,
+                roles: &roles,
+            };
+            let t = claim(ctx, svc, &g, &who, now)?;
+            let m = t.members.clone().ok_or_else(ApiError::internal)?;
+            (format!("join:{id}"), m, Some(t))
+        }
+        Downloader::Admin(sub) => {
+            if head {
+                return Ok(bundle_head(svc, &roles, now));
+            }
+            let g = gather(ctx, svc)?;
+            let m = make_members(ctx, svc, &g, &roles, now, now + JOIN_TTL_SECS)?;
+            (sub.clone(), m, None)
         }
     };
 
-    let mut versions = std::collections::BTreeMap::new();
-    versions.insert("joinery".to_string(), crate::version::VERSION.to_string());
-    if let Some(k) = controllers
-        .iter()
-        .map(|n| n.node_info.kubelet_version.clone())
-        .find(|v| !v.is_empty())
-    {
-        versions.insert("kubernetes".to_string(), k);
-    }
-    let controller_eps: Vec<Endpoint> = controllers.iter().map(endpoint).collect();
-    let worker_eps: Vec<Endpoint> = workers.iter().map(endpoint).collect();
-    let seed = Seed {
-        cluster_id,
-        versions,
-        connections: seed::connections(&controller_eps, &worker_eps, joins_controller),
-        controllers: controller_eps,
-        roles: seed::ordered_roles(&svc.roles, &roles)
-            .into_iter()
-            .map(String::from)
-            .collect(),
-        node_labels: seed::node_labels(&svc.roles, &roles),
-        issued_at: now,
-        expires_at: now + JOIN_TTL_SECS,
+    let built = assemble::entries(svc, &members.seed, &members.k0s_token).and_then(|e| {
+        let mut s = crate::join::stream_at(e.clone(), &svc.cache, members.time.max(0) as u64)?;
+        // A join's bundle is measured, so it has a length and can be resumed.
+        let total = match ticket {
+            Some(_) => Some(s.measure()?),
+            None => None,
+        };
+        Ok((e, s, total))
+    });
+    let (entries, mut stream, total) = match built {
+        Ok(b) => b,
+        Err(e) => {
+            crate::log::error(
+                "starting the bundle failed",
+                &[("error", e.to_string().into())],
+            );
+            // A bootstrap token no bundle carries is deleted; a join's ticket keeps its
+            // members, so this client's retry gets the same bundle.
+            if ticket.is_none() {
+                discard_bootstrap(ctx, &members.bootstrap_id);
+            }
+            return Err(ApiError::internal());
+        }
     };
-    let key = ctx.keys.get().map_err(|e| e.to_api_error())?;
-    let mut entries = svc.artifact_entries();
-    entries.push(Entry::bytes("license.yaml", svc.license.raw.clone(), 0o644));
-    entries.push(Entry::bytes(
-        "cluster-seed.json",
-        seed::sign(key.as_bytes(), &seed),
-        0o644,
-    ));
-    entries.push(Entry::bytes(
-        "k0s-join-token",
-        format!("{k0s_token}\n"),
-        0o600,
-    ));
-    let sums = svc.cache.sha256sums(&entries).map_err(|e| {
-        crate::log::error(
-            "hashing artifacts failed",
-            &[("error", e.to_string().into())],
-        );
-        ApiError::internal()
-    })?;
-    entries.push(Entry::bytes("SHA256SUMS", sums, 0o644));
-    let stream = crate::join::stream(entries, &svc.cache).map_err(|e| {
-        crate::log::error(
-            "starting the bundle failed",
-            &[("error", e.to_string().into())],
-        );
-        ApiError::internal()
-    })?;
-    let file = command::bundle_file_name(&svc.license.app_slug, &roles, &stamp(now));
+    let file = assemble::file_name(svc, &roles, members.time);
+    let mut headers = bundle_headers(&file);
+    let mut status = 200;
+    let mut len = None;
+    let reader: Box<dyn std::io::Read + Send> = match (&ticket, total) {
+        (Some(t), Some(total)) => {
+            let etag = assemble::etag(&t.id, members.time, &entries, total);
+            let if_range_ok = req.header("if-range").is_none_or(|v| v == etag);
+            let (first, last) = match req.header("range").and_then(assemble::parse_range) {
+                Some((first, _)) if if_range_ok && first >= total => {
+                    return Err(ApiError::new(
+                        416,
+                        "range_not_satisfiable",
+                        format!(
+                            "the bundle is {total} bytes, so it has nothing from byte {first} \
+                             on; the download is complete"
+                        ),
+                    )
+                    .with_header("Content-Range", format!("bytes */{total}")));
+                }
+                Some((first, last)) if if_range_ok => {
+                    status = 206;
+                    let last = last.map_or(total - 1, |l| l.min(total - 1));
+                    headers.push((
+                        "Content-Range".into(),
+                        format!("bytes {first}-{last}/{total}"),
+                    ));
+                    (first, last)
+                }
+                _ => (0, total.saturating_sub(1)),
+            };
+            headers.push(("ETag".into(), etag));
+            headers.push(("Accept-Ranges".into(), "bytes".into()));
+            if let Err(e) = stream.skip(first) {
+                crate::log::error(
+                    "resuming the bundle failed",
+                    &[("error", e.to_string().into())],
+                );
+                return Err(ApiError::internal());
+            }
+            let n = if total == 0 { 0 } else { last + 1 - first };
+            len = Some(n);
+            Box::new(crate::join::watch::Watched::new(
+                crate::metrics::CountingReader::bundle(stream).range(n, last + 1 >= total),
+                svc.tickets.handle(),
+                t.id.clone(),
+                first,
+                (last + 1 >= total).then_some(total),
+            ))
+        }
+        _ => Box::new(crate::metrics::CountingReader::bundle(stream)),
+    };
     crate::log::info(
         "audit",
         &[
             ("action", "join-bundle".into()),
             ("subject", subject.clone().into()),
             ("roles", roles.join(",").into()),
-            ("result", "streaming".into()),
+            ("client", client.clone().into()),
+            (
+                "result",
+                if status == 206 {
+                    "resuming"
+                } else {
+                    "streaming"
+                }
+                .into(),
+            ),
         ],
     );
     Ok(Response {
-        status: 200,
-        headers: vec![
-            ("Content-Type".into(), "application/gzip".into()),
-            (
-                "Content-Disposition".into(),
-                format!("attachment; filename=\"{file}\""),
-            ),
-            ("Cache-Control".into(), "no-store".into()),
-        ],
+        status,
+        headers,
         body: Body::Stream {
-            reader: Box::new(crate::metrics::CountingReader::bundle(stream)),
-            len: None,
+            reader,
+            len,
+            flush: crate::http::Flush::AtEnd,
         },
         subject: Some(subject),
     })
+}
+
+fn bundle_headers(file: &str) -> Vec<(String, String)> {
+    vec![
+        ("Content-Type".into(), "application/gzip".into()),
+        (
+            "Content-Disposition".into(),
+            format!("attachment; filename=\"{file}\""),
+        ),
+        ("Cache-Control".into(), "no-store".into()),
+    ]
+}
+
+fn bundle_head(svc: &JoinService, roles: &[String], now: i64) -> Response {
+    Response {
+        status: 200,
+        headers: bundle_headers(&assemble::file_name(svc, roles, now)),
+        body: Body::Empty,
+        subject: None,
+    }
 }
 
 pub(super) const ROUTES: &[Route] = &[

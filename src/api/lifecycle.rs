@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::nodes::NodeSummary;
 use super::{json_body, json_response, Access, ApiError, Context, Identity, Route};
 use crate::auth::Scope;
+use crate::http::query::Params;
 use crate::http::{Request, Response};
 use crate::kube::{self, NodePatch};
 use crate::labels;
@@ -113,7 +114,11 @@ struct Detail {
 fn detail(ctx: &Context, node: kube::Node) -> Result<Value, ApiError> {
     let etcd = if is_controller(&node.labels) {
         // The rest of the detail stands without it; the log says why it is missing.
-        let m = ctx.kube.get_etcd_member(&node.name).unwrap_or_else(|e| {
+        let cached = ctx.cache.etcd_member(&node.name);
+        let m = cached
+            .map(Ok)
+            .unwrap_or_else(|| ctx.kube.get_etcd_member(&node.name));
+        let m = m.unwrap_or_else(|e| {
             log::warn(
                 "cannot read the node's EtcdMember",
                 &[
@@ -177,6 +182,15 @@ fn detail(ctx: &Context, node: kube::Node) -> Result<Value, ApiError> {
 
 fn show(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
     let name = node_name(req)?;
+    if let Some((wait, seconds)) = super::wait::wait_params(&req.query)? {
+        return match super::wait::wait_node(ctx, name, wait, seconds)? {
+            Some(node) => Ok(json_response(200, &detail(ctx, node)?)),
+            None => Ok(json_response(
+                200,
+                &json!({"name": name, "state": "deleted"}),
+            )),
+        };
+    }
     let node = get_node(ctx, name)?;
     Ok(json_response(200, &detail(ctx, node)?))
 }
@@ -281,7 +295,15 @@ fn relabel(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respo
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct DrainBody {
-    deadline_seconds: Option<i64>,
+    /// `None`: absent; `Some(None)`: an explicit `null`, which is refused rather than
+    /// read as "absent" (it once started a synchronous drain).
+    #[serde(default, deserialize_with = "explicit")]
+    deadline_seconds: Option<Option<i64>>,
+}
+
+/// Keeps an explicit JSON `null` apart from an absent field.
+fn explicit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
 }
 
 fn drain_reply(state: DrainState) -> Response {
@@ -300,7 +322,19 @@ fn start_drain(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<R
     } else {
         json_body(req, r#"{"deadlineSeconds": 0..3600}"#)?
     };
-    let deadline = body.deadline_seconds.unwrap_or(0);
+    let deadline = match body.deadline_seconds {
+        None => 0,
+        Some(Some(n)) => n,
+        Some(None) => {
+            return Err(ApiError::bad_request(
+                "invalid_deadline",
+                format!(
+                    "deadlineSeconds must be a number, 0 (drain now and wait) to \
+                     {MAX_DEADLINE_SECONDS}, not null; omit it to drain now and wait"
+                ),
+            ))
+        }
+    };
     if !(0..=MAX_DEADLINE_SECONDS as i64).contains(&deadline) {
         return Err(ApiError::bad_request(
             "invalid_deadline",
@@ -391,24 +425,9 @@ fn resume(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respon
 // ---- DELETE /v1/nodes/{name}?force= ------------------------------------------------
 
 fn force_param(query: &str) -> Result<bool, ApiError> {
-    let mut force = false;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k != "force" {
-            continue;
-        }
-        force = match v {
-            "true" | "1" => true,
-            "false" | "0" => false,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    "force must be true or false",
-                ))
-            }
-        };
-    }
-    Ok(force)
+    Ok(Params::parse(query, &["force"])?
+        .bool("force")?
+        .unwrap_or(false))
 }
 
 fn remove(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Response, ApiError> {
@@ -488,6 +507,9 @@ fn remove(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respon
 // ---- GET /v1/cluster/health --------------------------------------------------------
 
 fn cluster_health(ctx: &Context, _: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
+    if let Some((nodes, leases)) = ctx.cache.nodes_and_leases() {
+        return Ok(json_response(200, &health::cluster_health(&nodes, &leases)));
+    }
     let nodes = ctx.kube.list_nodes().map_err(|e| ApiError::from_kube(&e))?;
     // Without the leases the leader is unknown; the rest of the answer still stands.
     let leases = ctx
@@ -507,7 +529,8 @@ pub(super) const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/v1/nodes/{name}",
-        access: Access::Needs(Scope::Admin),
+        // Reads, like GET /v1/nodes: the read scope may look (docs/api.md, Scopes).
+        access: Access::Needs(Scope::Read),
         handler: show,
     },
     Route {
@@ -537,7 +560,7 @@ pub(super) const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/v1/cluster/health",
-        access: Access::Needs(Scope::Admin),
+        access: Access::Needs(Scope::Read),
         handler: cluster_health,
     },
 ];
@@ -572,8 +595,10 @@ mod tests {
     fn force_values() {
         assert!(!force_param("").unwrap());
         assert!(force_param("force=true").unwrap());
-        assert!(!force_param("force=false&x=1").unwrap());
+        assert!(!force_param("force=false").unwrap());
         assert!(force_param("force=yes").is_err());
+        // One rule for every endpoint: an unknown key is refused, not ignored.
+        assert!(force_param("force=false&x=1").is_err());
     }
 
     #[test]

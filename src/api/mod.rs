@@ -8,6 +8,7 @@
 mod error;
 mod flux;
 mod join;
+mod joins;
 mod lifecycle;
 mod meta;
 mod nodes;
@@ -16,6 +17,7 @@ mod observe;
 mod ready;
 mod session;
 pub mod tokens;
+mod wait;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -39,6 +41,9 @@ pub const SESSION_AUDIENCE: &str = "joinery";
 /// knows about itself, and the join service when joins are configured.
 pub struct Context {
     pub kube: kube::Client,
+    /// The watch-fed view of nodes, leases and etcd members (`None` from reads while
+    /// out of sync: handlers then list live).
+    pub cache: crate::cache::Cache,
     pub passwords: PasswordHashes,
     pub keys: SigningKeys,
     pub server: ServerInfo,
@@ -105,6 +110,7 @@ const AREAS: &[&[Route]] = &[
     session::ROUTES,
     nodes::ROUTES,
     join::ROUTES,
+    joins::ROUTES,
     flux::ROUTES,
     observe::ROUTES,
     oauth::ROUTES,
@@ -249,19 +255,32 @@ fn authenticate(ctx: &Context, req: &Request) -> Result<Identity, ApiError> {
         ));
     };
     if token.starts_with(apitoken::PREFIX) {
+        // An API token can cost a Kubernetes GET: an address that keeps presenting bad
+        // ones is refused before the lookup (throttle.rs, bearer budget).
+        let ip = session::client_ip(req);
+        ctx.throttle
+            .bearer_allowed(ip)
+            .map_err(session::bearer_refusal)?;
         return match ctx.api_tokens.verify(token, now()) {
             Ok(info) => Ok(Identity {
                 subject: format!("token:{}", info.id),
                 scope: info.scope(),
             }),
             Err(TokenError::Kube(e)) => Err(ApiError::from_kube(&e)),
-            Err(e) => Err(ApiError::unauthorized(
-                "invalid_token",
-                format!("{e}; create a new one with POST /v1/auth/tokens"),
-            )),
+            Err(e) => {
+                ctx.throttle.bearer_failed(ip);
+                Err(ApiError::unauthorized(
+                    "invalid_token",
+                    format!("{e}; create a new one with POST /v1/auth/tokens"),
+                ))
+            }
         };
     }
-    let key = ctx.keys.get().map_err(|e| e.to_api_error())?;
+    // The key that signed it, of those accepted (after a rotation, two).
+    let key = ctx
+        .keys
+        .key_for(token, now())
+        .map_err(|e| e.to_api_error())?;
     let claims = jwt::verify(key.as_bytes(), token, SESSION_AUDIENCE, now()).map_err(|e| {
         ApiError::unauthorized(
             "invalid_token",

@@ -22,6 +22,7 @@ use super::{now, Access, ApiError, Context, Identity, Route};
 use crate::auth::refresh::{RefreshError, REFRESH_TTL_SECS};
 use crate::auth::throttle::Refusal;
 use crate::auth::{jwt, password, Scope};
+use crate::http::query::{self, Params};
 use crate::http::{Body, Request, Response};
 
 /// How long an access token from this endpoint is valid.
@@ -68,7 +69,16 @@ impl OAuthError {
     /// A password check the throttle refused: RFC 6749 has no code for it, so the
     /// status (429 or 503) and `Retry-After` carry the meaning, as in the JSON login.
     fn throttled(r: Refusal) -> OAuthError {
-        let api = session::refusal(r);
+        OAuthError::throttled_as(session::refusal(r))
+    }
+
+    /// Like [`OAuthError::throttled`], for an address over its budget of bad refresh
+    /// (bearer) tokens.
+    fn bearer_throttled(r: Refusal) -> OAuthError {
+        OAuthError::throttled_as(session::bearer_refusal(r))
+    }
+
+    fn throttled_as(api: ApiError) -> OAuthError {
         let secs = api
             .headers
             .iter()
@@ -149,7 +159,7 @@ fn grant(ctx: &Context, req: &Request) -> Result<Response, OAuthError> {
     };
     match form.get("grant_type").map(String::as_str) {
         Some("password") => password_grant(ctx, req, &form, wanted),
-        Some("refresh_token") => refresh_grant(ctx, &form, wanted),
+        Some("refresh_token") => refresh_grant(ctx, req, &form, wanted),
         Some(other) => Err(oauth_error(
             "unsupported_grant_type",
             format!(
@@ -182,18 +192,17 @@ fn password_grant(
         .map_err(|e| OAuthError::from_api(e.to_api_error()))?;
     // Guesses here count against the same per-address budget as POST /v1/auth/token.
     let ip = session::client_ip(req);
-    let permit = ctx.throttle.check(ip).map_err(OAuthError::throttled)?;
+    let attempt = ctx.throttle.check(ip).map_err(OAuthError::throttled)?;
     // The hash is checked even for a wrong username, so both cost the same time.
     let password_ok = !pw.is_empty() && password::verify_password(pw, &hash);
-    drop(permit);
     if username != USERNAME || !password_ok {
-        ctx.throttle.record_failure(ip);
+        attempt.failed();
         return Err(oauth_error(
             "invalid_grant",
             "the username must be \"admin\" and the password the installer password",
         ));
     }
-    ctx.throttle.record_success(ip);
+    attempt.succeeded();
     let scope = wanted.unwrap_or(Scope::Admin);
     let refresh = ctx
         .refresh
@@ -204,6 +213,7 @@ fn password_grant(
 
 fn refresh_grant(
     ctx: &Context,
+    req: &Request,
     form: &BTreeMap<String, String>,
     wanted: Option<Scope>,
 ) -> Result<Response, OAuthError> {
@@ -213,32 +223,46 @@ fn refresh_grant(
             "the refresh_token grant needs refresh_token",
         ));
     };
-    let rotated = ctx
-        .refresh
-        .rotate(presented, wanted, now())
-        .map_err(|e| match e {
-            RefreshError::Unknown => oauth_error(
-                "invalid_grant",
-                "the refresh token is unknown, expired or revoked; log in again",
+    // A refresh token can cost a Kubernetes GET: the same per-address budget of failed
+    // bearer credentials as API tokens.
+    let ip = session::client_ip(req);
+    ctx.throttle
+        .bearer_allowed(ip)
+        .map_err(OAuthError::bearer_throttled)?;
+    let rotated = ctx.refresh.rotate(presented, wanted, now());
+    // Only tokens of our shape were looked up; others cost nothing.
+    let looked_up = crate::auth::refresh::parse(presented).is_some();
+    if looked_up
+        && matches!(
+            rotated,
+            Err(RefreshError::Unknown | RefreshError::Reused | RefreshError::Expired)
+        )
+    {
+        ctx.throttle.bearer_failed(ip);
+    }
+    let rotated = rotated.map_err(|e| match e {
+        RefreshError::Unknown => oauth_error(
+            "invalid_grant",
+            "the refresh token is unknown, expired or revoked; log in again",
+        ),
+        RefreshError::Expired => oauth_error(
+            "invalid_grant",
+            format!(
+                "the refresh token expired (they last {} days); log in again",
+                REFRESH_TTL_SECS / 86_400
             ),
-            RefreshError::Expired => oauth_error(
-                "invalid_grant",
-                format!(
-                    "the refresh token expired (they last {} days); log in again",
-                    REFRESH_TTL_SECS / 86_400
-                ),
-            ),
-            RefreshError::Reused => oauth_error(
-                "invalid_grant",
-                "the refresh token was already used, so every token from that login is \
+        ),
+        RefreshError::Reused => oauth_error(
+            "invalid_grant",
+            "the refresh token was already used, so every token from that login is \
                  revoked; log in again",
-            ),
-            RefreshError::Scope(granted) => oauth_error(
-                "invalid_scope",
-                format!("this refresh token was granted only the '{granted}' scope"),
-            ),
-            RefreshError::Kube(e) => OAuthError::from_api(ApiError::from_kube(&e)),
-        })?;
+        ),
+        RefreshError::Scope(granted) => oauth_error(
+            "invalid_scope",
+            format!("this refresh token was granted only the '{granted}' scope"),
+        ),
+        RefreshError::Kube(e) => OAuthError::from_api(ApiError::from_kube(&e)),
+    })?;
     let scope = wanted.unwrap_or(rotated.scope);
     issue(
         ctx,
@@ -337,7 +361,7 @@ fn check_client(
     let text = String::from_utf8(decoded).map_err(|_| bad())?;
     let (id, secret) = text.split_once(':').ok_or_else(bad)?;
     // §2.3.1: the id and secret are form-urlencoded inside Basic.
-    let id = decode_component(id).map_err(|_| bad())?;
+    let id = query::decode_component(id).map_err(|_| bad())?;
     if !secret.is_empty() {
         return Err(oauth_error(
             "invalid_client",
@@ -353,45 +377,15 @@ fn check_client(
     Ok(())
 }
 
-/// Parses an `application/x-www-form-urlencoded` body. A parameter given twice is an
-/// error (§3.2), as is anything that is not UTF-8 once decoded.
+/// Parses an `application/x-www-form-urlencoded` body with the shared query parser: a
+/// parameter given twice is an error (§3.1), unknown ones are kept and ignored (§3.2).
 fn parse_form(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
-    let mut form = BTreeMap::new();
-    for pair in text.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = decode_component(k)?;
-        let value = decode_component(v)?;
-        if form.insert(key.clone(), value).is_some() {
-            return Err(format!(
-                "the parameter {:?} is given more than once",
-                key.chars().take(40).collect::<String>()
-            ));
-        }
-    }
-    Ok(form)
-}
-
-/// Decodes `+` and `%XX` of one form component.
-fn decode_component(s: &str) -> Result<String, String> {
-    let bad = || "the body has a malformed %-escape".to_string();
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
-                let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| "a parameter is not UTF-8 once decoded".to_string())
+    let params = Params::parse_form(text).map_err(|e| e.message())?;
+    Ok(params
+        .pairs()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
 }
 
 pub(super) const ROUTES: &[Route] = &[Route {

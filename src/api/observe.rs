@@ -35,7 +35,8 @@ pub fn metrics(ctx: &Context, _: &Request, _: Option<&Identity>) -> Result<Respo
         conns.accepted += s.accepted();
         conns.rejected_busy += s.rejected_busy();
     }
-    let page = metrics::global().render(conns);
+    let mut page = metrics::global().render(conns);
+    page.push_str(&metrics::render_cache(&ctx.cache.stats()));
     Ok(text(METRICS_CONTENT_TYPE, page.into_bytes()))
 }
 

@@ -35,13 +35,12 @@ pub fn login(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Respo
     let ip = client_ip(req);
     // The hash first: a slow Kubernetes API must not hold a bcrypt slot.
     let hash = ctx.passwords.current().map_err(|e| e.to_api_error())?;
-    let permit = ctx.throttle.check(ip).map_err(refusal)?;
+    let attempt = ctx.throttle.check(ip).map_err(refusal)?;
     let ok = password::verify_password(&body.password, &hash);
-    drop(permit);
     if ok {
-        ctx.throttle.record_success(ip);
+        attempt.succeeded();
     } else {
-        ctx.throttle.record_failure(ip);
+        attempt.failed();
         crate::log::info(
             "audit",
             &[
@@ -93,6 +92,21 @@ pub fn refusal(r: Refusal) -> ApiError {
         ),
     };
     err.with_header("Retry-After", secs.to_string())
+}
+
+/// The answer to a bearer credential refused before its lookup: this address presented
+/// too many bad ones (429 with `Retry-After`).
+pub fn bearer_refusal(r: Refusal) -> ApiError {
+    let secs = r.retry_after_secs();
+    ApiError::new(
+        429,
+        "too_many_attempts",
+        format!(
+            "too many unknown or revoked tokens from this address; wait {secs} seconds \
+             before trying again"
+        ),
+    )
+    .with_header("Retry-After", secs.to_string())
 }
 
 /// The claims of a session token for `subject`.

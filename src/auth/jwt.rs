@@ -124,9 +124,53 @@ pub fn sign_input(key: &[u8], signing_input: &str) -> String {
     URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }
 
+/// Whether `token`'s signature segment is `key`'s HS256 over its first two segments.
+/// Only picks which of several keys to [`verify`] with; `verify` does every check.
+pub fn signed_with(key: &[u8], token: &str) -> bool {
+    if token.len() > MAX_TOKEN_BYTES {
+        return false;
+    }
+    let Some((input, signature_b64)) = token.rsplit_once('.') else {
+        return false;
+    };
+    let Ok(signature) = URL_SAFE_NO_PAD.decode(signature_b64) else {
+        return false;
+    };
+    let mut mac = new_mac(key);
+    mac.update(input.as_bytes());
+    mac.verify_slice(&signature).is_ok()
+}
+
 /// Check `token` and return its claims if it was signed with `key`, names `expected_aud`
 /// as its audience, and is valid at `now` (Unix seconds) within [`LEEWAY_SECS`].
 pub fn verify(key: &[u8], token: &str, expected_aud: &str, now: i64) -> Result<Claims, JwtError> {
+    verify_checked(key, token, expected_aud, now).map_err(|(e, _)| e)
+}
+
+/// Like [`verify`], but a token that is well-signed and only expired also carries its
+/// claims, so a caller can tell "your time is up" from "this is no token of ours" (a
+/// join being resumed after its token expired, or a precise 410).
+pub fn verify_checked(
+    key: &[u8],
+    token: &str,
+    expected_aud: &str,
+    now: i64,
+) -> Result<Claims, (JwtError, Option<Box<Claims>>)> {
+    let claims = verify_signed(key, token, expected_aud, now).map_err(|e| (e, None))?;
+    // Saturating: the claims are signed, but a huge value must not overflow into a panic.
+    if claims.exp.saturating_add(LEEWAY_SECS) <= now {
+        return Err((JwtError::Expired, Some(Box::new(claims))));
+    }
+    Ok(claims)
+}
+
+/// Every check of [`verify`] but the expiry.
+fn verify_signed(
+    key: &[u8],
+    token: &str,
+    expected_aud: &str,
+    now: i64,
+) -> Result<Claims, JwtError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(JwtError::TooLarge);
     }
@@ -169,10 +213,6 @@ pub fn verify(key: &[u8], token: &str, expected_aud: &str, now: i64) -> Result<C
     };
     if !audience_ok {
         return Err(JwtError::Audience);
-    }
-    // Saturating: the claims are signed, but a huge value must not overflow into a panic.
-    if raw.exp.saturating_add(LEEWAY_SECS) <= now {
-        return Err(JwtError::Expired);
     }
     if raw.nbf > now.saturating_add(LEEWAY_SECS) {
         return Err(JwtError::NotYetValid);
@@ -638,6 +678,16 @@ mod tests {
     fn verify_table() {
         for (name, make, expected) in CASES {
             check(name, &make(), *expected);
+        }
+    }
+
+    #[test]
+    fn signed_with_picks_the_key_that_signed() {
+        let token = sign(b"key one", &claims());
+        assert!(signed_with(b"key one", &token));
+        assert!(!signed_with(b"key two", &token));
+        for bad in ["", "a.b", "a.b.!!!", &"x".repeat(MAX_TOKEN_BYTES + 1)] {
+            assert!(!signed_with(b"key one", bad), "{bad:.20}");
         }
     }
 

@@ -16,6 +16,7 @@
 //! stores log ids only), so callers may log and return these errors as they are.
 
 pub mod apitoken;
+pub mod join;
 pub mod jwt;
 pub mod key;
 pub mod password;

@@ -11,14 +11,31 @@
 //!
 //! Rotation reads the Secret, checks the hash, and replaces it with a PUT carrying the
 //! `resourceVersion` it read: if two controllers race on the same token, Kubernetes lets
-//! exactly one PUT through and the other gets a conflict. A conflict, or a token of the
-//! family that is not the current one, means a token was presented twice: the family is
-//! deleted (uid-preconditioned), so the attacker's and the victim's newer tokens both die
-//! and the user logs in again. Each refresh token is valid [`REFRESH_TTL_SECS`] (30 days)
-//! from when it was issued; expired families are swept when new ones are made.
+//! exactly one PUT through and the other gets a conflict. A conflict, or a token that
+//! matches one of the family's *earlier* generations (the Secret keeps the hashes of the
+//! last [`HISTORY`]), means a token was presented twice: the family is deleted
+//! (uid-preconditioned), so the attacker's and the victim's newer tokens both die and
+//! the user logs in again. A secret that matches no generation is only refused
+//! (`Unknown`): the family id is not secret (it is the Secret's name and the token's
+//! visible prefix), so a made-up secret must not be able to revoke anyone's family.
+//!
+//! The ambiguous case: the PUT of a rotation fails with a timeout or 5xx, yet may have
+//! gone through; the client got an error and retries with the same token, which is now
+//! the family's previous one. The daemon that attempted the PUT remembers the token it
+//! tried to install for [`RETRY_GRACE`]; a retry within that time, when the Secret shows
+//! the PUT landed, gets that very token (its first delivery: the failed request never
+//! carried it), so nothing is honoured twice and the family lives. Retries of the same
+//! family on one daemon are serialised, so a retry never races the slow PUT it repeats.
+//! Only unanswered rotations get this grace (RFC 9700 §4.14.2 allows a grace period):
+//! presenting the previous token after a rotation that *was* answered is reuse, as
+//! before, so replay detection stays exact. A retry that lands on another controller
+//! has no such record and is treated as reuse (the user logs in again).
+//!
+//! Each refresh token is valid [`REFRESH_TTL_SECS`] (30 days) from when it was issued;
+//! expired families are swept when new ones are made.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,6 +53,20 @@ pub const SECRET_PREFIX: &str = "joinery-refresh-";
 pub const LABEL: &str = "joinery.replicated.com/refresh-family";
 
 const HASH_KEY: &str = "sha256";
+/// Data key of the earlier generations' hashes, newest first, comma-separated.
+const HISTORY_KEY: &str = "history";
+/// How many earlier generations are remembered (a token older than that is `Unknown`).
+pub const HISTORY: usize = 16;
+/// How long a daemon remembers a rotation whose PUT failed ambiguously, for the retry.
+pub const RETRY_GRACE: Duration = Duration::from_secs(60);
+/// At most this many such rotations are remembered at once.
+const MAX_UNANSWERED: usize = 256;
+/// How long a family id with no Secret is remembered, so repeating a made-up refresh
+/// token costs no API call (many different ones meet the per-address budget of failed
+/// bearer credentials in `throttle.rs`).
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// Bounds the map of absent families.
+const MAX_ABSENT: usize = 4096;
 const ANN_GENERATION: &str = "joinery.replicated.com/generation";
 const ANN_SUBJECT: &str = "joinery.replicated.com/subject";
 const ANN_SCOPE: &str = "joinery.replicated.com/scope";
@@ -109,7 +140,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The Secret of a family at `generation` whose current token is `token`.
+/// The Secret of a family at `generation` whose current token is `token`, and whose
+/// earlier generations' hashes are `history` (newest first).
 fn family_secret(
     family: &str,
     token: &str,
@@ -117,6 +149,7 @@ fn family_secret(
     scope: Scope,
     generation: u64,
     expires: i64,
+    history: &[String],
 ) -> kube::NewSecret {
     kube::NewSecret {
         name: format!("{SECRET_PREFIX}{family}"),
@@ -130,9 +163,25 @@ fn family_secret(
             (ANN_SCOPE.to_string(), scope.as_str().to_string()),
             (ANN_EXPIRES.to_string(), expires.to_string()),
         ]),
-        data: BTreeMap::from([(HASH_KEY.to_string(), hash_hex(token).into_bytes())]),
+        data: BTreeMap::from([
+            (HASH_KEY.to_string(), hash_hex(token).into_bytes()),
+            (
+                HISTORY_KEY.to_string(),
+                history[..history.len().min(HISTORY)].join(",").into_bytes(),
+            ),
+        ]),
         type_: Some("Opaque".into()),
     }
+}
+
+/// A rotation whose PUT failed in a way that may have let it through: the token it
+/// tried to install, kept for the client's retry ([`RETRY_GRACE`]).
+struct Unanswered {
+    /// Hash of the token that was presented (now the family's previous one, if the
+    /// PUT landed).
+    presented: String,
+    rotated: Rotated,
+    at: Instant,
 }
 
 /// The refresh-token families, in one namespace.
@@ -140,6 +189,30 @@ pub struct RefreshTokens {
     kube: kube::Client,
     namespace: String,
     last_sweep: Mutex<Option<Instant>>,
+    /// By family.
+    unanswered: Mutex<HashMap<String, Unanswered>>,
+    /// Families with a rotation running in this daemon, so a retry waits for it.
+    busy: Mutex<HashSet<String>>,
+    idle: Condvar,
+    /// Families found missing, and when.
+    absent: Mutex<HashMap<String, Instant>>,
+}
+
+/// Holds a family's in-process rotation lock; released on drop.
+struct FamilyLock<'a> {
+    tokens: &'a RefreshTokens,
+    family: String,
+}
+
+impl Drop for FamilyLock<'_> {
+    fn drop(&mut self) {
+        lock(&self.tokens.busy).remove(&self.family);
+        self.tokens.idle.notify_all();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl RefreshTokens {
@@ -148,6 +221,23 @@ impl RefreshTokens {
             kube,
             namespace: namespace.to_string(),
             last_sweep: Mutex::new(None),
+            unanswered: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashSet::new()),
+            idle: Condvar::new(),
+            absent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits until no other rotation of `family` runs in this daemon, then takes its turn.
+    fn lock_family(&self, family: &str) -> FamilyLock<'_> {
+        let mut busy = lock(&self.busy);
+        while busy.contains(family) {
+            busy = self.idle.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        busy.insert(family.to_string());
+        FamilyLock {
+            tokens: self,
+            family: family.to_string(),
         }
     }
 
@@ -161,7 +251,15 @@ impl RefreshTokens {
                 .map(|b| format!("{b:02x}"))
                 .collect();
             let token = new_token(&family)?;
-            let new = family_secret(&family, &token, subject, scope, 1, now + REFRESH_TTL_SECS);
+            let new = family_secret(
+                &family,
+                &token,
+                subject,
+                scope,
+                1,
+                now + REFRESH_TTL_SECS,
+                &[],
+            );
             match self.kube.create_secret(&self.namespace, &new) {
                 Ok(_) => return Ok(token),
                 // 80 random bits collided: draw again.
@@ -181,15 +279,58 @@ impl RefreshTokens {
         now: i64,
     ) -> Result<Rotated, RefreshError> {
         let (family, _) = parse(token).ok_or(RefreshError::Unknown)?;
+        if lock(&self.absent)
+            .get(family)
+            .is_some_and(|t| t.elapsed() < NEGATIVE_TTL)
+        {
+            return Err(RefreshError::Unknown);
+        }
+        let _turn = self.lock_family(family);
         let name = format!("{SECRET_PREFIX}{family}");
-        let secret = self
+        let Some(secret) = self
             .kube
             .get_secret(&self.namespace, &name)
             .map_err(RefreshError::Kube)?
-            .ok_or(RefreshError::Unknown)?;
+        else {
+            let mut absent = lock(&self.absent);
+            if absent.len() >= MAX_ABSENT {
+                absent.retain(|_, t| t.elapsed() < NEGATIVE_TTL);
+                if absent.len() >= MAX_ABSENT {
+                    absent.clear();
+                }
+            }
+            absent.insert(family.to_string(), Instant::now());
+            return Err(RefreshError::Unknown);
+        };
         let a = &secret.annotations;
         let stored = secret.data.get(HASH_KEY).map(Vec::as_slice).unwrap_or(b"");
-        if !same(stored, hash_hex(token).as_bytes()) {
+        let presented = hash_hex(token);
+        let history: Vec<String> = secret
+            .data
+            .get(HISTORY_KEY)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .map(|h| {
+                h.split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !same(stored, presented.as_bytes()) {
+            let earlier = history
+                .iter()
+                .any(|h| same(h.as_bytes(), presented.as_bytes()));
+            if !earlier {
+                // A secret no generation ever had: refused, and nothing revoked.
+                return Err(RefreshError::Unknown);
+            }
+            if let Some(done) = self.take_unanswered(family, &presented, stored) {
+                crate::log::info(
+                    "refresh token rotation completed on retry",
+                    &[("family", family.into())],
+                );
+                return Ok(done);
+            }
             self.revoke(
                 family,
                 &secret.uid,
@@ -197,6 +338,8 @@ impl RefreshTokens {
             );
             return Err(RefreshError::Reused);
         }
+        // The presented token is current: any rotation remembered for it never landed.
+        lock(&self.unanswered).remove(family);
         let expires = a.get(ANN_EXPIRES).and_then(|v| v.parse::<i64>().ok());
         let scope = a.get(ANN_SCOPE).and_then(|s| Scope::parse(s));
         let subject = a.get(ANN_SUBJECT).cloned().unwrap_or_default();
@@ -216,6 +359,8 @@ impl RefreshTokens {
         }
         let fresh = new_token(family).map_err(RefreshError::Kube)?;
         let next = generation.saturating_add(1);
+        let mut older = vec![presented.clone()];
+        older.extend(history);
         let new = family_secret(
             family,
             &fresh,
@@ -223,17 +368,19 @@ impl RefreshTokens {
             scope,
             next,
             now + REFRESH_TTL_SECS,
+            &older,
         );
+        let rotated = Rotated {
+            subject,
+            scope,
+            refresh_token: fresh,
+            generation: next,
+        };
         match self
             .kube
             .replace_secret(&self.namespace, &secret.resource_version, &new)
         {
-            Ok(_) => Ok(Rotated {
-                subject,
-                scope,
-                refresh_token: fresh,
-                generation: next,
-            }),
+            Ok(_) => Ok(rotated),
             // Another request spent this very token between our read and our write.
             Err(kube::Error::Conflict) => {
                 self.revoke(
@@ -244,8 +391,45 @@ impl RefreshTokens {
                 Err(RefreshError::Reused)
             }
             Err(kube::Error::NotFound) => Err(RefreshError::Unknown),
-            Err(e) => Err(RefreshError::Kube(e)),
+            Err(e) => {
+                // The write may have landed: keep its token for the client's retry.
+                if matches!(
+                    e,
+                    kube::Error::Unavailable(_) | kube::Error::TooManyRequests { .. }
+                ) {
+                    self.remember_unanswered(family, presented, rotated);
+                }
+                Err(RefreshError::Kube(e))
+            }
         }
+    }
+
+    fn remember_unanswered(&self, family: &str, presented: String, rotated: Rotated) {
+        let mut map = lock(&self.unanswered);
+        map.retain(|_, u| u.at.elapsed() < RETRY_GRACE);
+        if map.len() >= MAX_UNANSWERED {
+            return;
+        }
+        map.insert(
+            family.to_string(),
+            Unanswered {
+                presented,
+                rotated,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// The rotation remembered for `family`, if it spent the token hashed `presented`,
+    /// is recent, and landed (the family's current hash is its token's).
+    fn take_unanswered(&self, family: &str, presented: &str, current: &[u8]) -> Option<Rotated> {
+        let mut map = lock(&self.unanswered);
+        let u = map.get(family)?;
+        let landed = same(hash_hex(&u.rotated.refresh_token).as_bytes(), current);
+        if u.presented != presented || u.at.elapsed() >= RETRY_GRACE || !landed {
+            return None;
+        }
+        map.remove(family).map(|u| u.rotated)
     }
 
     /// Deletes a family; best effort (a failure is logged, and the token is refused anyway).
@@ -331,7 +515,18 @@ mod tests {
     #[test]
     fn the_family_secret_stores_only_a_hash() {
         let token = new_token("0123456789abcdef0123").unwrap();
-        let s = family_secret("0123456789abcdef0123", &token, "admin", Scope::Read, 7, 99);
+        let history = vec!["ab".repeat(32); HISTORY + 3];
+        let s = family_secret(
+            "0123456789abcdef0123",
+            &token,
+            "admin",
+            Scope::Read,
+            7,
+            99,
+            &history,
+        );
+        // The history is capped.
+        assert_eq!(s.data[HISTORY_KEY].split(|b| *b == b',').count(), HISTORY);
         assert_eq!(s.name, "joinery-refresh-0123456789abcdef0123");
         assert_eq!(s.data[HASH_KEY], hash_hex(&token).into_bytes());
         let everything = format!("{:?}{:?}", s.annotations, s.data);

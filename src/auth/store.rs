@@ -4,7 +4,11 @@
 //! Both are shared by every controller through Kubernetes, so a token issued by one
 //! daemon is accepted by all. The signing key is created on first start; when two
 //! controllers race to create it, the loser's create answers AlreadyExists and it reads
-//! the winner's key, so all end up with the same one.
+//! the winner's key, so all end up with the same one. It is re-read every 30 s (as the
+//! password hash is), so a Secret recreated or rotated by hand reaches every controller;
+//! a deleted Secret is recreated with the key the daemon holds; `/v1/ready` fails while
+//! this daemon's key differs from the stored one. `joinery key rotate` makes a new key
+//! and keeps the old one, accepted for 24 h (the longest token lifetime), then dropped.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use super::key::SigningKey;
 use super::password;
-use crate::api::ApiError;
 use crate::kube;
 
 /// Secret holding the installer password (Embedded Cluster's own).
@@ -45,25 +48,6 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::Kube(e) => write!(f, "{e}"),
             StoreError::Missing(m) | StoreError::Corrupt(m) => f.write_str(m),
-        }
-    }
-}
-
-impl StoreError {
-    /// What a client hears: Kubernetes trouble as usual, a missing or broken secret as 503
-    /// (the daemon is not ready to authenticate anyone) with the detail in the log.
-    pub fn to_api_error(&self) -> ApiError {
-        match self {
-            StoreError::Kube(e) => ApiError::from_kube(e),
-            StoreError::Missing(m) | StoreError::Corrupt(m) => {
-                crate::log::error("auth secret unusable", &[("detail", m.as_str().into())]);
-                ApiError::new(
-                    503,
-                    "auth_unavailable",
-                    "joinery cannot check credentials right now: an auth secret is missing or \
-                     unusable; the daemon's log says which",
-                )
-            }
         }
     }
 }
@@ -151,19 +135,73 @@ enum KeySource {
     },
 }
 
-/// The token signing key, loaded (or created) once and then kept.
+/// Data key of the previous signing key, kept after `joinery key rotate` so tokens it
+/// signed keep verifying until [`ANN_PREVIOUS_UNTIL`].
+pub const PREVIOUS_KEY_KEY: &str = "previous";
+/// Annotation: Unix seconds after which the previous key is no longer accepted.
+pub const ANN_PREVIOUS_UNTIL: &str = "joinery.replicated.com/previous-until";
+/// Annotation naming the current key's id (for people; joinery derives it from the key).
+pub const ANN_KID: &str = "joinery.replicated.com/kid";
+/// How long after a rotation the previous key still verifies: the longest lifetime of a
+/// token joinery signs (a session, 24 h) and the clock leeway.
+pub const PREVIOUS_KEY_SECS: i64 = 24 * 3600 + crate::auth::jwt::LEEWAY_SECS;
+
+/// How long the stored key is trusted before it is read again, so a key recreated or
+/// rotated in Kubernetes reaches every controller within this time.
+const KEY_TTL: Duration = Duration::from_secs(30);
+/// A token no loaded key signed triggers a re-read at most this often (a key rotated
+/// on another controller is then accepted at once, without letting strangers with bad
+/// signatures make an API call each).
+const MISMATCH_REREAD: Duration = Duration::from_secs(5);
+
+/// A key's id: the first 8 bytes of its SHA-256, in hex. Derived, so it needs no
+/// storage and names the same key on every controller; it reveals nothing usable.
+pub fn kid(key: &SigningKey) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The keys this daemon signs with (current) and also accepts (previous, until a time).
+#[derive(Clone)]
+struct KeyRing {
+    current: Arc<SigningKey>,
+    previous: Option<(Arc<SigningKey>, i64)>,
+}
+
+impl KeyRing {
+    /// Current first, then the previous one while it is still accepted.
+    fn accepted(&self, now: i64) -> impl Iterator<Item = &Arc<SigningKey>> {
+        std::iter::once(&self.current).chain(
+            self.previous
+                .iter()
+                .filter(move |(_, until)| *until > now)
+                .map(|(k, _)| k),
+        )
+    }
+}
+
+/// The token signing key (and, after a rotation, the previous one), read from the
+/// Secret and re-read every [`KEY_TTL`], or fixed from a file.
 pub struct SigningKeys {
     source: KeySource,
-    key: Mutex<Option<Arc<SigningKey>>>,
+    /// The ring and when it was read.
+    ring: Mutex<Option<(KeyRing, Instant)>>,
 }
 
 impl SigningKeys {
     /// From `--signing-key-file`: read and checked now.
     pub fn from_file(path: &Path) -> Result<SigningKeys, String> {
         let key = SigningKey::from_file(path).map_err(|e| e.to_string())?;
+        let ring = KeyRing {
+            current: Arc::new(key),
+            previous: None,
+        };
         Ok(SigningKeys {
             source: KeySource::Fixed,
-            key: Mutex::new(Some(Arc::new(key))),
+            ring: Mutex::new(Some((ring, Instant::now()))),
         })
     }
 
@@ -175,53 +213,129 @@ impl SigningKeys {
                 kube,
                 namespace: namespace.to_string(),
             },
-            key: Mutex::new(None),
+            ring: Mutex::new(None),
         }
     }
 
     /// Whether the key is loaded (for readiness).
     pub fn is_loaded(&self) -> bool {
-        lock(&self.key).is_some()
+        lock(&self.ring).is_some()
     }
 
-    /// The key, fetching or creating it on first use.
+    /// The key to sign with, fetching or creating it on first use and re-reading it
+    /// once [`KEY_TTL`] has passed.
     pub fn get(&self) -> Result<Arc<SigningKey>, StoreError> {
-        // Held across the fetch so concurrent first requests make one API round trip.
-        let mut slot = lock(&self.key);
-        if let Some(key) = &*slot {
-            return Ok(key.clone());
+        Ok(self.ring(KEY_TTL)?.current)
+    }
+
+    /// The accepted key `token` is signed with (current first, then the previous one
+    /// until it expires); when none is, the stored keys are re-read (at most every
+    /// [`MISMATCH_REREAD`]) and tried again; failing that the current key, whose
+    /// verification then refuses the token.
+    pub fn key_for(&self, token: &str, now: i64) -> Result<Arc<SigningKey>, StoreError> {
+        let pick = |ring: &KeyRing| {
+            ring.accepted(now)
+                .find(|k| crate::auth::jwt::signed_with(k.as_bytes(), token))
+                .cloned()
+        };
+        let ring = self.ring(KEY_TTL)?;
+        if let Some(k) = pick(&ring) {
+            return Ok(k);
+        }
+        let ring = self.ring(MISMATCH_REREAD)?;
+        Ok(pick(&ring).unwrap_or(ring.current))
+    }
+
+    /// For readiness: reads the stored key now and compares it with the one this daemon
+    /// signs with. `Ok(true)`: the same (or a fixed key from a file); `Ok(false)`: they
+    /// differed, and this daemon has now taken the stored one.
+    pub fn matches_stored(&self) -> Result<bool, StoreError> {
+        if matches!(self.source, KeySource::Fixed) {
+            return Ok(true);
+        }
+        let before = lock(&self.ring).as_ref().map(|(r, _)| r.current.clone());
+        let after = self.ring(Duration::ZERO)?.current;
+        Ok(before.is_none_or(|b| b.as_bytes() == after.as_bytes()))
+    }
+
+    /// The ring, re-read from the Secret when older than `max_age`. A failed re-read
+    /// keeps the loaded ring (a Kubernetes hiccup must not refuse every token); a
+    /// deleted Secret is recreated with the loaded key, so sessions survive and every
+    /// controller converges on one key.
+    fn ring(&self, max_age: Duration) -> Result<KeyRing, StoreError> {
+        // Held across the fetch so concurrent requests make one API round trip.
+        let mut slot = lock(&self.ring);
+        if let Some((ring, at)) = &*slot {
+            if at.elapsed() < max_age || matches!(self.source, KeySource::Fixed) {
+                return Ok(ring.clone());
+            }
         }
         let KeySource::Secret { kube, namespace } = &self.source else {
             unreachable!("a fixed key is loaded at construction");
         };
-        let key = Arc::new(load_or_create(kube, namespace)?);
-        *slot = Some(key.clone());
-        Ok(key)
+        let held = slot.as_ref().map(|(r, _)| r.current.clone());
+        match load_or_create(kube, namespace, held.as_deref()) {
+            Ok(ring) => {
+                if let Some(h) = &held {
+                    if h.as_bytes() != ring.current.as_bytes() {
+                        crate::log::warn(
+                            "the stored token signing key differs from this daemon's; using \
+                             the stored one",
+                            &[("was", kid(h).into()), ("now", kid(&ring.current).into())],
+                        );
+                    }
+                }
+                *slot = Some((ring.clone(), Instant::now()));
+                Ok(ring)
+            }
+            Err(e) => match &*slot {
+                Some((ring, _)) => {
+                    crate::log::warn(
+                        "could not re-read the token signing key; keeping the loaded one",
+                        &[("error", e.to_string().into())],
+                    );
+                    Ok(ring.clone())
+                }
+                None => Err(e),
+            },
+        }
     }
 }
 
-fn load_or_create(kube: &kube::Client, namespace: &str) -> Result<SigningKey, StoreError> {
+/// Reads the key ring from the Secret, or creates the Secret: with `held` (the key this
+/// daemon already signs with, when the Secret was deleted under it) or a fresh key.
+fn load_or_create(
+    kube: &kube::Client,
+    namespace: &str,
+    held: Option<&SigningKey>,
+) -> Result<KeyRing, StoreError> {
     if let Some(secret) = kube
         .get_secret(namespace, SIGNING_KEY_SECRET)
         .map_err(StoreError::Kube)?
     {
-        return key_from_secret(namespace, &secret.data);
+        return ring_from_secret(namespace, &secret);
     }
-    let fresh = SigningKey::generate().map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let new = kube::NewSecret {
-        name: SIGNING_KEY_SECRET.into(),
-        labels: BTreeMap::from([("app.kubernetes.io/name".into(), "joinery".into())]),
-        annotations: BTreeMap::new(),
-        data: BTreeMap::from([(SIGNING_KEY_KEY.into(), fresh.as_bytes().to_vec())]),
-        type_: Some("Opaque".into()),
+    let key = match held {
+        Some(k) => k.clone(),
+        None => SigningKey::generate().map_err(|e| StoreError::Corrupt(e.to_string()))?,
     };
-    match kube.create_secret(namespace, &new) {
+    match kube.create_secret(namespace, &key_secret(&key, None)) {
         Ok(_) => {
             crate::log::info(
-                "created the token signing key",
-                &[("secret", format!("{namespace}/{SIGNING_KEY_SECRET}").into())],
+                if held.is_some() {
+                    "recreated the deleted token signing key Secret with this daemon's key"
+                } else {
+                    "created the token signing key"
+                },
+                &[
+                    ("secret", format!("{namespace}/{SIGNING_KEY_SECRET}").into()),
+                    ("kid", kid(&key).into()),
+                ],
             );
-            Ok(fresh)
+            Ok(KeyRing {
+                current: Arc::new(key),
+                previous: None,
+            })
         }
         // Another controller created it between our read and our create: use theirs.
         Err(kube::Error::AlreadyExists) => {
@@ -234,26 +348,100 @@ fn load_or_create(kube: &kube::Client, namespace: &str) -> Result<SigningKey, St
                          created by another controller"
                     ))
                 })?;
-            key_from_secret(namespace, &secret.data)
+            ring_from_secret(namespace, &secret)
         }
         Err(e) => Err(StoreError::Kube(e)),
     }
 }
 
-fn key_from_secret(
-    namespace: &str,
-    data: &BTreeMap<String, Vec<u8>>,
-) -> Result<SigningKey, StoreError> {
-    let raw = data.get(SIGNING_KEY_KEY).ok_or_else(|| {
+/// The Secret holding `key`, and `previous` with the time it is accepted until.
+fn key_secret(key: &SigningKey, previous: Option<(&SigningKey, i64)>) -> kube::NewSecret {
+    let mut data = BTreeMap::from([(SIGNING_KEY_KEY.to_string(), key.as_bytes().to_vec())]);
+    let mut annotations = BTreeMap::from([(ANN_KID.to_string(), kid(key))]);
+    if let Some((old, until)) = previous {
+        data.insert(PREVIOUS_KEY_KEY.into(), old.as_bytes().to_vec());
+        annotations.insert(ANN_PREVIOUS_UNTIL.into(), until.to_string());
+    }
+    kube::NewSecret {
+        name: SIGNING_KEY_SECRET.into(),
+        labels: BTreeMap::from([("app.kubernetes.io/name".into(), "joinery".into())]),
+        annotations,
+        data,
+        type_: Some("Opaque".into()),
+    }
+}
+
+fn ring_from_secret(namespace: &str, secret: &kube::Secret) -> Result<KeyRing, StoreError> {
+    let raw = secret.data.get(SIGNING_KEY_KEY).ok_or_else(|| {
         StoreError::Corrupt(format!(
             "Secret {namespace}/{SIGNING_KEY_SECRET} has no key {SIGNING_KEY_KEY}; delete it \
              and restart joinery to make a new one (every session token will be refused)"
         ))
     })?;
-    SigningKey::from_bytes(raw).map_err(|e| {
+    let current = SigningKey::from_bytes(raw).map_err(|e| {
         StoreError::Corrupt(format!(
             "Secret {namespace}/{SIGNING_KEY_SECRET} key {SIGNING_KEY_KEY}: {e}"
         ))
+    })?;
+    // A damaged previous key only loses the grace of old tokens; it never stops signing.
+    let previous = secret
+        .data
+        .get(PREVIOUS_KEY_KEY)
+        .and_then(|b| SigningKey::from_bytes(b).ok())
+        .zip(
+            secret
+                .annotations
+                .get(ANN_PREVIOUS_UNTIL)
+                .and_then(|v| v.parse::<i64>().ok()),
+        )
+        .map(|(k, until)| (Arc::new(k), until));
+    Ok(KeyRing {
+        current: Arc::new(current),
+        previous,
+    })
+}
+
+/// What `joinery key rotate` did.
+#[derive(Debug)]
+pub struct Rotation {
+    pub old_kid: String,
+    pub new_kid: String,
+    /// Until when (Unix seconds) tokens signed with the old key are accepted; `None`
+    /// when the old key was dropped at once.
+    pub old_accepted_until: Option<i64>,
+}
+
+/// A planned key rotation: a fresh key becomes current; the current one is kept as the
+/// previous key for [`PREVIOUS_KEY_SECS`] (so every token it signed expires before it is
+/// dropped); an older previous key is dropped now. With `revoke_old`, the current key is
+/// dropped at once too: every token it signed is refused within 30 s (an emergency,
+/// when the key may have leaked). One resourceVersion-checked PUT, so two rotations at
+/// once cannot lose a key.
+pub fn rotate_signing_key(
+    kube: &kube::Client,
+    namespace: &str,
+    now: i64,
+    revoke_old: bool,
+) -> Result<Rotation, StoreError> {
+    let secret = kube
+        .get_secret(namespace, SIGNING_KEY_SECRET)
+        .map_err(StoreError::Kube)?
+        .ok_or_else(|| {
+            StoreError::Missing(format!(
+                "Secret {namespace}/{SIGNING_KEY_SECRET} does not exist yet: start joinery \
+                 once (it creates the key), then rotate"
+            ))
+        })?;
+    let ring = ring_from_secret(namespace, &secret)?;
+    let fresh = SigningKey::generate().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let until = (!revoke_old).then_some(now + PREVIOUS_KEY_SECS);
+    let new = key_secret(&fresh, until.map(|u| (&*ring.current, u)));
+    kube.replace_secret(namespace, &secret.resource_version, &new)
+        .map_err(StoreError::Kube)?;
+    Ok(Rotation {
+        old_kid: kid(&ring.current),
+        new_kid: kid(&fresh),
+        old_accepted_until: until,
     })
 }
 

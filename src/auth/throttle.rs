@@ -1,16 +1,15 @@
 //! Password-guessing defence: per-address failure throttling and a global cap on
 //! concurrent bcrypt checks.
 //!
-//! Every endpoint that checks the installer password (today `POST /v1/auth/token`;
-//! later an OAuth2 password grant) calls [`Throttle::check`] first, holds the returned
-//! [`Permit`] while bcrypt runs, then reports the outcome with
-//! [`Throttle::record_failure`] or [`Throttle::record_success`]:
+//! Every endpoint that checks the installer password (`POST /v1/auth/token`, the OAuth2
+//! password grant) calls [`Throttle::check`] first, which reserves one attempt of the
+//! address's budget and a bcrypt slot, runs bcrypt, then settles the attempt with
+//! [`Attempt::failed`] or [`Attempt::succeeded`]:
 //!
 //! ```ignore
-//! let permit = ctx.throttle.check(ip)?;          // Err: answer 429/503 with Retry-After
+//! let attempt = ctx.throttle.check(ip)?;         // Err: answer 429/503 with Retry-After
 //! let ok = password::verify_password(pw, &hash); // at most `bcrypt_slots` at once
-//! drop(permit);
-//! if ok { ctx.throttle.record_success(ip) } else { ctx.throttle.record_failure(ip) }
+//! if ok { attempt.succeeded() } else { attempt.failed() }
 //! ```
 //!
 //! Policy: [`Policy::failures`] wrong passwords from one address within
@@ -20,17 +19,36 @@
 //! by the IPv4 address. Other addresses are unaffected, so the owner can still log in
 //! from elsewhere while one address is locked out.
 //!
-//! Memory is bounded: the table has a fixed capacity and, when full, evicts an entry
-//! that holds no lockout (the least recently seen), else the lockout ending soonest.
-//! An attacker with more addresses than the capacity can therefore shorten lockouts,
-//! but bcrypt's cost and the concurrency cap still bound the guessing rate.
+//! The budget holds under bursts: an attempt is *reserved* when it is admitted, before
+//! it waits for a bcrypt slot, so failures already counted plus attempts in flight never
+//! exceed [`Policy::failures`]. A hundred guesses sent at once get at most that many
+//! bcrypt checks; the rest are refused (429) without waiting. (Before this, every
+//! request admitted while the address was not yet locked went on to bcrypt: 43 checks
+//! out of 100 concurrent guesses.) An attempt dropped unsettled (the handler failed
+//! before answering) gives its reservation back.
 //!
-//! The bcrypt cap keeps guessing from starving everything else: at most
-//! [`Policy::bcrypt_slots`] checks run at once (one per core by default); a caller waits
-//! up to [`Policy::bcrypt_wait`] for a slot, then is told to come back later.
+//! Memory is bounded: the table has a fixed capacity and, when full, evicts an entry
+//! that holds no lockout and no attempt in flight (the least recently seen), else the
+//! lockout ending soonest. An attacker with more addresses than the capacity can
+//! therefore shorten lockouts, but bcrypt's cost and the concurrency cap still bound the
+//! guessing rate.
+//!
+//! Failed bearer credentials (an unknown `jnr_` API token, a made-up refresh token:
+//! each can cost a Kubernetes GET) are counted per address in the same table, on their
+//! own budget ([`Policy::bearer_failures`] per window, then [`Policy::bearer_lockout`]),
+//! so an anonymous client cannot turn its traffic into API-server load: once over, its
+//! bearer credentials are refused (429) before any lookup. Valid credentials cost
+//! nothing here. ([`Throttle::bearer_allowed`], [`Throttle::bearer_failed`].)
+//!
+//! The bcrypt cap keeps guessing from starving everything else, etcd included on a
+//! controller: at most [`Policy::bcrypt_slots`] checks run at once (half the cores, at
+//! least one); a caller waits up to [`Policy::bcrypt_wait`] for a slot, then is told to
+//! come back later.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
+
+use crate::addr::share_key;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -51,6 +69,10 @@ pub struct Policy {
     pub bcrypt_slots: usize,
     /// How long a caller waits for a bcrypt slot before being refused.
     pub bcrypt_wait: Duration,
+    /// Failed bearer credentials allowed from one address within `window`.
+    pub bearer_failures: u32,
+    /// How long an address over its bearer budget is refused.
+    pub bearer_lockout: Duration,
 }
 
 impl Default for Policy {
@@ -63,8 +85,11 @@ impl Default for Policy {
             max_lockout: Duration::from_secs(15 * 60),
             forget_after: Duration::from_secs(3600),
             capacity: 4096,
-            bcrypt_slots: cores.clamp(1, 8),
+            // Half the cores: a controller's etcd and API server need the rest.
+            bcrypt_slots: (cores / 2).clamp(1, 8),
             bcrypt_wait: Duration::from_secs(3),
+            bearer_failures: 20,
+            bearer_lockout: Duration::from_secs(60),
         }
     }
 }
@@ -72,7 +97,8 @@ impl Default for Policy {
 /// Why a password check may not run now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// This address failed too often; it may try again after this many seconds.
+    /// This address failed too often, or has as many attempts in flight as it has
+    /// budget left; it may try again after this many seconds.
     TooManyAttempts { retry_after_secs: u64 },
     /// Every bcrypt slot stayed busy; try again after this many seconds.
     Busy { retry_after_secs: u64 },
@@ -89,19 +115,47 @@ impl Refusal {
     }
 }
 
-/// One bcrypt slot, held while the password is checked; released on drop.
-#[must_use = "the slot is released when the permit is dropped"]
-pub struct Permit<'a> {
-    slots: &'a Slots,
+/// One admitted password check: a reserved attempt of the address's budget and a bcrypt
+/// slot. Settle it with [`Attempt::failed`] or [`Attempt::succeeded`]; dropped unsettled,
+/// it gives the reservation back. The slot is released either way.
+#[must_use = "settle the attempt with failed() or succeeded()"]
+pub struct Attempt<'a> {
+    throttle: &'a Throttle,
+    key: IpAddr,
+    settled: bool,
 }
 
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        let mut busy = lock(&self.slots.busy);
-        *busy = busy.saturating_sub(1);
-        drop(busy);
-        self.slots.freed.notify_one();
+impl Attempt<'_> {
+    /// The password was wrong: the reservation becomes a counted failure.
+    pub fn failed(mut self) {
+        self.settled = true;
+        self.throttle
+            .settle(self.key, Outcome::Failed, Instant::now());
     }
+
+    /// The password was right: the address's history is forgotten.
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        self.throttle
+            .settle(self.key, Outcome::Succeeded, Instant::now());
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.throttle
+                .settle(self.key, Outcome::Abandoned, Instant::now());
+        }
+        self.throttle.release_slot();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Failed,
+    Succeeded,
+    Abandoned,
 }
 
 struct Slots {
@@ -113,11 +167,17 @@ struct Slots {
 struct Entry {
     /// Failures in the current window.
     failures: u32,
+    /// Attempts admitted and not yet settled (reserved against the budget).
+    in_flight: u32,
     window_start: Instant,
     /// Lockouts so far (drives the doubling).
     strikes: u32,
     locked_until: Option<Instant>,
     last_seen: Instant,
+    /// Failed bearer credentials in the current bearer window.
+    bearer_failures: u32,
+    bearer_window_start: Instant,
+    bearer_locked_until: Option<Instant>,
 }
 
 /// The shared throttle: one per daemon, used by every password-checking endpoint.
@@ -146,20 +206,50 @@ impl Throttle {
         }
     }
 
-    /// May `ip` have its password checked now? On `Ok`, hold the permit while bcrypt
-    /// runs. Waits (bounded by [`Policy::bcrypt_wait`]) when every slot is busy.
-    pub fn check(&self, ip: IpAddr) -> Result<Permit<'_>, Refusal> {
+    /// May `ip` have its password checked now? On `Ok`, one attempt of the address's
+    /// budget is reserved and a bcrypt slot held; settle the [`Attempt`] when bcrypt is
+    /// done. Waits (bounded by [`Policy::bcrypt_wait`]) when every slot is busy.
+    pub fn check(&self, ip: IpAddr) -> Result<Attempt<'_>, Refusal> {
         self.check_at(ip, Instant::now())
     }
 
-    /// Reports a wrong password from `ip`.
-    pub fn record_failure(&self, ip: IpAddr) {
-        self.record_failure_at(ip, Instant::now());
+    /// May `ip` present a bearer credential that needs a lookup? `Err` while it is over
+    /// its budget of failed ones.
+    pub fn bearer_allowed(&self, ip: IpAddr) -> Result<(), Refusal> {
+        let now = Instant::now();
+        let table = lock(&self.table);
+        match table
+            .get(&share_key(ip))
+            .and_then(|e| e.bearer_locked_until)
+        {
+            Some(until) if until > now => Err(Refusal::TooManyAttempts {
+                retry_after_secs: ceil_secs(until - now),
+            }),
+            _ => Ok(()),
+        }
     }
 
-    /// Reports a correct password from `ip`: its failures are forgotten.
-    pub fn record_success(&self, ip: IpAddr) {
-        lock(&self.table).remove(&key(ip));
+    /// Reports a bearer credential from `ip` that was refused after a lookup.
+    pub fn bearer_failed(&self, ip: IpAddr) {
+        let p = &self.policy;
+        let now = Instant::now();
+        let k = share_key(ip);
+        let mut table = lock(&self.table);
+        if !table.contains_key(&k) && table.len() >= p.capacity {
+            evict_one(&mut table, now);
+        }
+        let e = table.entry(k).or_insert_with(|| Entry::new(now));
+        e.last_seen = now;
+        if now.saturating_duration_since(e.bearer_window_start) >= p.window {
+            e.bearer_failures = 0;
+            e.bearer_window_start = now;
+        }
+        e.bearer_failures += 1;
+        if e.bearer_failures >= p.bearer_failures.max(1) {
+            e.bearer_locked_until = Some(now + p.bearer_lockout);
+            e.bearer_failures = 0;
+            e.bearer_window_start = now;
+        }
     }
 
     /// How many addresses are tracked now (for tests and metrics).
@@ -167,18 +257,53 @@ impl Throttle {
         lock(&self.table).len()
     }
 
-    fn check_at(&self, ip: IpAddr, now: Instant) -> Result<Permit<'_>, Refusal> {
-        if let Some(until) = lock(&self.table).get(&key(ip)).and_then(|e| e.locked_until) {
+    fn check_at(&self, ip: IpAddr, now: Instant) -> Result<Attempt<'_>, Refusal> {
+        let k = share_key(ip);
+        // Reserved before the wait for a slot: waiting requests count against the budget.
+        self.reserve(k, now)?;
+        if let Err(r) = self.acquire_slot() {
+            self.settle(k, Outcome::Abandoned, Instant::now());
+            return Err(r);
+        }
+        Ok(Attempt {
+            throttle: self,
+            key: k,
+            settled: false,
+        })
+    }
+
+    /// Admits one attempt from `k` if its lockout is over and its failures in the window
+    /// plus its attempts in flight leave room; counts it as in flight.
+    fn reserve(&self, k: IpAddr, now: Instant) -> Result<(), Refusal> {
+        let p = &self.policy;
+        let mut table = lock(&self.table);
+        if !table.contains_key(&k) && table.len() >= p.capacity {
+            evict_one(&mut table, now);
+        }
+        let e = table.entry(k).or_insert_with(|| Entry::new(now));
+        if let Some(until) = e.locked_until {
             if until > now {
                 return Err(Refusal::TooManyAttempts {
                     retry_after_secs: ceil_secs(until - now),
                 });
             }
         }
-        self.acquire_slot()
+        if now.saturating_duration_since(e.window_start) >= p.window {
+            e.failures = 0;
+            e.window_start = now;
+        }
+        e.last_seen = now;
+        if e.failures.saturating_add(e.in_flight) >= p.failures.max(1) {
+            // The budget is spoken for by checks still running: come back when they end.
+            return Err(Refusal::TooManyAttempts {
+                retry_after_secs: 1,
+            });
+        }
+        e.in_flight += 1;
+        Ok(())
     }
 
-    fn acquire_slot(&self) -> Result<Permit<'_>, Refusal> {
+    fn acquire_slot(&self) -> Result<(), Refusal> {
         let deadline = Instant::now() + self.policy.bcrypt_wait;
         let mut busy = lock(&self.slots.busy);
         while *busy >= self.policy.bcrypt_slots.max(1) {
@@ -196,23 +321,48 @@ impl Throttle {
                 .unwrap_or_else(|p| p.into_inner().0);
         }
         *busy += 1;
-        Ok(Permit { slots: &self.slots })
+        Ok(())
     }
 
-    fn record_failure_at(&self, ip: IpAddr, now: Instant) {
+    fn release_slot(&self) {
+        let mut busy = lock(&self.slots.busy);
+        *busy = busy.saturating_sub(1);
+        drop(busy);
+        self.slots.freed.notify_one();
+    }
+
+    /// Ends one reserved attempt of `k` with its outcome.
+    fn settle(&self, k: IpAddr, outcome: Outcome, now: Instant) {
         let p = &self.policy;
-        let k = key(ip);
         let mut table = lock(&self.table);
-        if !table.contains_key(&k) && table.len() >= p.capacity {
-            evict_one(&mut table, now);
+        if outcome == Outcome::Succeeded {
+            table.remove(&k);
+            return;
         }
-        let e = table.entry(k).or_insert(Entry {
-            failures: 0,
-            window_start: now,
-            strikes: 0,
-            locked_until: None,
-            last_seen: now,
-        });
+        // The entry may have been evicted meanwhile (only when the table was full of
+        // entries with attempts in flight); a failure then starts a fresh one.
+        if !table.contains_key(&k) {
+            if outcome == Outcome::Abandoned {
+                return;
+            }
+            if table.len() >= p.capacity {
+                evict_one(&mut table, now);
+            }
+        }
+        let e = table.entry(k).or_insert_with(|| Entry::new(now));
+        e.in_flight = e.in_flight.saturating_sub(1);
+        if outcome == Outcome::Abandoned {
+            // An address with no history left is not worth a slot of the table.
+            if e.failures == 0
+                && e.in_flight == 0
+                && e.strikes == 0
+                && e.bearer_failures == 0
+                && e.bearer_locked_until.is_none()
+            {
+                table.remove(&k);
+            }
+            return;
+        }
         if now.saturating_duration_since(e.last_seen) >= p.forget_after {
             e.strikes = 0;
         }
@@ -231,14 +381,53 @@ impl Throttle {
             e.window_start = now;
         }
     }
+
+    /// A failure from `ip` without an admitted attempt (tests drive the table directly).
+    #[cfg(test)]
+    fn record_failure_at(&self, ip: IpAddr, now: Instant) {
+        let k = share_key(ip);
+        {
+            let mut table = lock(&self.table);
+            if !table.contains_key(&k) && table.len() >= self.policy.capacity {
+                evict_one(&mut table, now);
+            }
+            table.entry(k).or_insert_with(|| Entry::new(now)).in_flight += 1;
+        }
+        self.settle(k, Outcome::Failed, now);
+    }
+
+    #[cfg(test)]
+    fn record_success(&self, ip: IpAddr) {
+        self.settle(share_key(ip), Outcome::Succeeded, Instant::now());
+    }
 }
 
-/// Makes room for one entry: the least recently seen entry without a running lockout,
-/// or, when every entry is locked out, the one whose lockout ends soonest.
+impl Entry {
+    fn new(now: Instant) -> Entry {
+        Entry {
+            failures: 0,
+            in_flight: 0,
+            window_start: now,
+            strikes: 0,
+            locked_until: None,
+            last_seen: now,
+            bearer_failures: 0,
+            bearer_window_start: now,
+            bearer_locked_until: None,
+        }
+    }
+}
+
+/// Makes room for one entry: the least recently seen entry without a running lockout
+/// or an attempt in flight, or, failing that, the one whose lockout ends soonest.
 fn evict_one(table: &mut HashMap<IpAddr, Entry>, now: Instant) {
     let unlocked = table
         .iter()
-        .filter(|(_, e)| e.locked_until.is_none_or(|u| u <= now))
+        .filter(|(_, e)| {
+            e.in_flight == 0
+                && e.locked_until.is_none_or(|u| u <= now)
+                && e.bearer_locked_until.is_none_or(|u| u <= now)
+        })
         .min_by_key(|(_, e)| e.last_seen)
         .map(|(k, _)| *k);
     let victim = unlocked.or_else(|| {
@@ -249,20 +438,6 @@ fn evict_one(table: &mut HashMap<IpAddr, Entry>, now: Instant) {
     });
     if let Some(k) = victim {
         table.remove(&k);
-    }
-}
-
-/// The table key of an address: IPv4 as is (IPv4-mapped IPv6 included), IPv6 by /64.
-fn key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
     }
 }
 
@@ -278,7 +453,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
     use std::sync::Arc;
 
     fn v4(n: u32) -> IpAddr {
@@ -324,6 +499,54 @@ mod tests {
         t.record_success(v4(1));
         assert_eq!(locked(&t, v4(1), t1), None);
         assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn a_burst_gets_no_more_checks_than_the_budget() {
+        // 100 attempts admitted at once (none settled yet): only the budget's worth.
+        let t = Throttle::new(Policy {
+            bcrypt_slots: 1000,
+            ..Policy::default()
+        });
+        let now = Instant::now();
+        let admitted: Vec<Attempt> = (0..100)
+            .filter_map(|_| t.check_at(v4(1), now).ok())
+            .collect();
+        assert_eq!(admitted.len(), 5);
+        assert!(
+            t.check_at(v4(2), now).map(|a| a.failed()).is_ok(),
+            "another address has its own budget"
+        );
+        for a in admitted {
+            a.failed();
+        }
+        // Settled a moment after `now`: the lockout runs 60 s from then.
+        assert!(matches!(locked(&t, v4(1), now), Some(60 | 61)));
+        // An abandoned attempt (dropped unsettled) gives its reservation back.
+        let a = t.check_at(v4(3), now).unwrap();
+        drop(a);
+        let five: Vec<Attempt> = (0..5).filter_map(|_| t.check_at(v4(3), now).ok()).collect();
+        assert_eq!(five.len(), 5);
+        // A success forgets the address, attempts still in flight included.
+        let mut five = five.into_iter();
+        five.next().unwrap().succeeded();
+        drop(five);
+        assert_eq!(locked(&t, v4(3), now), None);
+    }
+
+    #[test]
+    fn failed_bearer_credentials_lock_the_address_out_of_lookups() {
+        let t = small(16);
+        for _ in 0..19 {
+            t.bearer_failed(v4(1));
+            assert_eq!(t.bearer_allowed(v4(1)), Ok(()));
+        }
+        t.bearer_failed(v4(1));
+        let r = t.bearer_allowed(v4(1)).unwrap_err();
+        assert!(matches!(r.retry_after_secs(), 59..=60), "{r:?}");
+        assert_eq!(t.bearer_allowed(v4(2)), Ok(()));
+        // Password logins have their own budget.
+        assert!(t.check(v4(1)).is_ok());
     }
 
     #[test]

@@ -55,6 +55,7 @@ The daemon and its set-up:
   uninstall      remove what install wrote
   hash-password  read a password on stdin, print its bcrypt hash
   token          create, list or revoke API tokens (through Kubernetes)
+  key rotate     a new token signing key for every controller
 
 Operating the cluster (through the local socket, or --api URL from anywhere):
   health         cluster health: etcd quorum, nodes ready
@@ -94,6 +95,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
         "uninstall" => uninstall_cmd(rest),
         "hash-password" => hash_password(rest),
         "token" => token(rest),
+        "key" => key(rest),
         op if ops::names().any(|n| n == op) => Ok(ops::run(op, rest)),
         "version" | "--version" | "-V" => no_args(&cmd, rest).map(|()| {
             println!(
@@ -137,6 +139,7 @@ const COMMANDS: &[(&str, Help)] = &[
     ("uninstall", || install::UNINSTALL_USAGE.to_string()),
     ("hash-password", || HASH_USAGE.to_string()),
     ("token", || TOKEN_USAGE.to_string()),
+    ("key", || KEY_USAGE.to_string()),
     ("version", || {
         "Usage: joinery version\n\nPrints the version.\n".into()
     }),
@@ -535,6 +538,66 @@ fn scope_list(t: &TokenInfo) -> String {
         .map(|s| s.as_str())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+const KEY_USAGE: &str = "\
+Usage: joinery key rotate [--revoke-old]
+
+A planned rotation of the token signing key (docs/security.md): every controller
+signs with the new key within 30 s. Tokens the old key signed keep verifying
+until they expire (24 h), or are refused at once with --revoke-old.
+
+  --revoke-old       refuse tokens signed with the old key from now on
+  --kubeconfig FILE  (JOINERY_KUBECONFIG) as for serve
+  --namespace NS     (JOINERY_NAMESPACE) as for serve; default kotsadm
+  --kube-timeout S   (JOINERY_KUBE_TIMEOUT) as for serve; default 10
+
+Exit codes: 0 done; 1 Kubernetes failed; 2 usage or configuration error.
+";
+
+/// `joinery key rotate`: a planned rotation of the token signing key (docs/security.md).
+/// Every controller signs with the new key within 30 s; tokens the old key signed keep
+/// verifying until they expire (24 h), then the old key is dropped.
+fn key(args: Vec<OsString>) -> Result<Exit, String> {
+    let mut args = pico_args::Arguments::from_vec(args);
+    if args.subcommand().ok().flatten().as_deref() != Some("rotate") {
+        return Err("key: the only key command is `joinery key rotate [--revoke-old]`".into());
+    }
+    let revoke_old = args.contains("--revoke-old");
+    if revoke_old && args.contains("--revoke-old") {
+        return Err("key rotate: --revoke-old is given twice; give it once".into());
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let mut src = Sources { args, env: &env };
+    let (access, _) = KubeAccess::from_sources(&mut src, "key", 0, || {
+        config::default_kube_source(&env, &|p| std::path::Path::new(p).exists())
+    })
+    .map_err(|e| format!("key rotate: {e}"))?;
+    let client = daemon::kube_client(&access.kube, access.kube_timeout)
+        .map_err(|e| format!("key rotate: {e}"))?;
+    let now = crate::api::now();
+    match auth::store::rotate_signing_key(&client, &access.namespace, now, revoke_old) {
+        Ok(r) => {
+            let old = match r.old_accepted_until {
+                Some(until) => format!(
+                    "tokens signed with {} are accepted until {}",
+                    r.old_kid,
+                    log::rfc3339(until)
+                ),
+                None => format!("tokens signed with {} are refused from now on", r.old_kid),
+            };
+            eprintln!(
+                "rotated the token signing key: kid {} (was {}); every controller signs with \
+                 it within 30 s, and {old}",
+                r.new_kid, r.old_kid
+            );
+            Ok(Exit::Ok)
+        }
+        Err(e) => {
+            eprintln!("joinery key rotate: {e}");
+            Ok(Exit::Failed)
+        }
+    }
 }
 
 /// A table as kubectl prints one: upper-case headers, columns padded to the widest

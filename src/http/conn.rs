@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use super::parse::{parse_head, ChunkedDecoder, Framing, Reject, Version};
+use super::rate::{Budget, RateGuard};
 use super::response::{reject_response, wants_close, write_response, WriteError};
 use super::sys::{self, Wake};
 use super::{Handler, Limits, Peer, Request, ShutdownHandle};
@@ -376,7 +377,23 @@ fn one_request<T: Transport>(
         head.keep_alive && !panicked && !wants_close(&resp) && !ctx.shutdown.is_shutdown();
     let status = resp.status;
     let subject = resp.subject.clone();
-    let result = write_response(t, resp, http11, is_head, keep_alive);
+    let budget = Budget::new(limits.min_transfer_rate, limits.min_rate_grace);
+    let mut guarded = RateGuard::new(t, budget, limits.write_timeout);
+    let result = write_response(&mut guarded, resp, http11, is_head, keep_alive);
+    if guarded.tripped() {
+        let b = guarded.budget();
+        crate::log::warn(
+            "slow reader: connection closed below the minimum transfer rate",
+            &[
+                ("remote", peer_text(peer).into()),
+                ("path", path.clone().into()),
+                ("bytes", b.bytes().into()),
+                ("blockedMs", (b.blocked().as_millis() as u64).into()),
+                ("minTransferRate", limits.min_transfer_rate.into()),
+            ],
+        );
+    }
+    drop(guarded);
     let bytes = match &result {
         Ok(w) => w.bytes,
         Err(WriteError::Source { written, .. }) => *written,
@@ -446,6 +463,15 @@ pub(crate) fn linger<T: Transport>(t: &mut T) {
 }
 
 /// The one access-log line per request. Never headers, never the query.
+/// The peer as the access log names it.
+fn peer_text(peer: &Peer) -> String {
+    match peer {
+        Peer::Tcp(addr) => addr.to_string(),
+        Peer::Unix { uid: Some(uid) } => format!("unix:uid={uid}"),
+        Peer::Unix { uid: None } => "unix".into(),
+    }
+}
+
 fn access_log(
     peer: &Peer,
     route: Option<(&str, &str)>,
@@ -490,9 +516,11 @@ fn access_line(
     let _ = write!(v, "{{\"bytes\":{bytes},\"durationMs\":");
     let _ = serde_json::to_writer(&mut v, &(elapsed.as_micros() as f64 / 1000.0));
     v.extend_from_slice(b",\"level\":\"info\",\"method\":");
-    string_or_null(&mut v, route.map(|r| r.0));
+    // Method and path are client text: clipped like every logged field.
+    let clipped = route.map(|(m, p)| (crate::log::clip(m), crate::log::clip(p)));
+    string_or_null(&mut v, clipped.as_ref().map(|r| &*r.0));
     v.extend_from_slice(b",\"msg\":\"request\",\"path\":");
-    string_or_null(&mut v, route.map(|r| r.1));
+    string_or_null(&mut v, clipped.as_ref().map(|r| &*r.1));
     // Socket addresses and `unix:uid=N` never need JSON escaping.
     let _ = match peer {
         Peer::Tcp(addr) => write!(v, ",\"remote\":\"{addr}\""),

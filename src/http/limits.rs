@@ -11,6 +11,8 @@ use std::time::Duration;
 pub struct Limits {
     /// Connections served at once; past this a new connection gets a 503 and is closed.
     pub max_connections: usize,
+    /// Connections one address (an IPv6 /64) may hold at once; past it, 503.
+    pub max_connections_per_address: usize,
     /// Stack size of each worker thread. Workers run handlers too, so this must hold the
     /// deepest handler (debug builds need more than release).
     pub worker_stack: usize,
@@ -25,6 +27,11 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long one write may make no progress before the connection is dropped.
     pub write_timeout: Duration,
+    /// The slowest a client may take a response, in bytes per second of time the
+    /// server is blocked on it (`src/http/rate.rs`); 0 turns the rule off.
+    pub min_transfer_rate: u64,
+    /// Blocked time every response is allowed before the rate applies.
+    pub min_rate_grace: Duration,
     /// After shutdown, how long in-flight requests may take before `run` returns anyway.
     pub grace: Duration,
     /// Request line plus headers, in bytes (431 past it).
@@ -41,12 +48,15 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 512,
+            max_connections_per_address: 64,
             worker_stack: 512 * 1024,
             handshake_timeout: Duration::from_secs(10),
             head_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            min_transfer_rate: 1024,
+            min_rate_grace: Duration::from_secs(10),
             grace: Duration::from_secs(10),
             max_head: 16 * 1024,
             max_headers: 100,

@@ -6,7 +6,8 @@
 //!
 //! Map: `server` (listener, accept loop, worker pool, shutdown) → `conn` (one connection:
 //! handshake, deadlines, request loop; generic over the stream) → `parse` (pure framing,
-//! fuzzable) and `response` (writing). `limits` holds every bound, `tls` the rustls
+//! fuzzable), `query` (the one query-string parser) and `response` (writing, through
+//! `rate`'s minimum-transfer-rate guard). `limits` holds every bound, `tls` the rustls
 //! configuration and certificate files, `signals` the shutdown handle and SIGTERM/SIGINT,
 //! `sys` the few raw system calls.
 //!
@@ -22,6 +23,8 @@ use std::net::SocketAddr;
 mod conn;
 mod limits;
 pub mod parse;
+pub mod query;
+mod rate;
 mod response;
 mod server;
 mod signals;
@@ -81,7 +84,19 @@ pub enum Body {
     Stream {
         reader: Box<dyn Read + Send>,
         len: Option<u64>,
+        /// When what was read is sent on to the client.
+        flush: Flush,
     },
+}
+
+/// When a streamed body's bytes leave for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Whenever the writer sees fit, and at the end (bulk data: files, bundles).
+    AtEnd,
+    /// After every read: each read is a unit (an event) the client must see before the
+    /// source blocks for the next one. Time the source spends blocked is idle time.
+    EachRead,
 }
 
 /// A response as a handler builds it. The server adds `Content-Length` or

@@ -59,6 +59,11 @@ pub enum Reject {
     HeadTooLarge,
     TooManyHeaders,
     BodyTooLarge,
+    /// A method longer than [`MAX_METHOD`]: longer than any method joinery implements
+    /// (RFC 9112 §3 suggests 501), and never echoed or logged whole.
+    MethodTooLong,
+    /// An HTTP/1.1 request without a `Host` header, or with more than one (RFC 9112 §3.2).
+    BadHost,
     /// An `Expect` other than `100-continue`.
     UnsupportedExpectation,
     /// The head or body did not arrive before its deadline.
@@ -82,6 +87,8 @@ impl Reject {
             Reject::HeadTooLarge => 431,
             Reject::TooManyHeaders => 431,
             Reject::BodyTooLarge => 413,
+            Reject::MethodTooLong => 501,
+            Reject::BadHost => 400,
             Reject::UnsupportedExpectation => 417,
             Reject::Timeout => 408,
             Reject::Busy => 503,
@@ -101,6 +108,8 @@ impl Reject {
             Reject::HeadTooLarge => "headers_too_large",
             Reject::TooManyHeaders => "too_many_headers",
             Reject::BodyTooLarge => "body_too_large",
+            Reject::MethodTooLong => "method_not_implemented",
+            Reject::BadHost => "bad_host",
             Reject::UnsupportedExpectation => "expectation_failed",
             Reject::Timeout => "request_timeout",
             Reject::Busy => "server_busy",
@@ -142,6 +151,13 @@ impl Reject {
                 "The request body exceeds {} bytes; send a smaller body.",
                 limits.max_body
             ),
+            Reject::MethodTooLong => format!(
+                "The request method is longer than {MAX_METHOD} bytes, longer than any this \
+                 server implements; use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS."
+            ),
+            Reject::BadHost => "An HTTP/1.1 request needs exactly one Host header; send one \
+                 (curl and HTTP libraries do)."
+                .into(),
             Reject::UnsupportedExpectation => {
                 "Only 'Expect: 100-continue' is supported; remove the Expect header.".into()
             }
@@ -157,6 +173,10 @@ impl Reject {
         }
     }
 }
+
+/// The longest method accepted (bytes); the longest standard one (`OPTIONS`, `CONNECT`)
+/// has 7, WebDAV's `PROPPATCH` 9.
+pub const MAX_METHOD: usize = 16;
 
 /// Header slots [`parse_head`] keeps on the stack (the default `max_headers`).
 const STACK_HEADERS: usize = 100;
@@ -205,7 +225,11 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(Head, usize)>, 
         Some(1) => Version::Http11,
         _ => return Err(Reject::Malformed("unsupported HTTP version")),
     };
-    let method = req.method.unwrap_or_default().to_string();
+    let method = req.method.unwrap_or_default();
+    if method.len() > MAX_METHOD {
+        return Err(Reject::MethodTooLong);
+    }
+    let method = method.to_string();
     let target = req.path.unwrap_or_default();
     if target.len() > limits.max_url {
         return Err(Reject::UriTooLong);
@@ -222,6 +246,9 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(Head, usize)>, 
         ));
     }
 
+    if version == Version::Http11 && out_headers.iter().filter(|(n, _)| n == "host").count() != 1 {
+        return Err(Reject::BadHost);
+    }
     let framing = framing(&out_headers, version)?;
     let mut keep_alive = version == Version::Http11;
     let mut expect_continue = false;
@@ -518,8 +545,60 @@ mod tests {
         Limits::default()
     }
 
+    /// Parses `raw`, adding the `Host` header HTTP/1.1 requires when a complete
+    /// request line lacks one (the Host rule has its own test, which calls `raw_head`).
     fn head(raw: &str) -> Result<Option<(Head, usize)>, Reject> {
+        let with_host;
+        let raw = match raw.split_once("\r\n") {
+            Some((line, rest))
+                if line.ends_with(" HTTP/1.1") && !raw.to_ascii_lowercase().contains("\nhost:") =>
+            {
+                with_host = format!("{line}\r\nHost: t\r\n{rest}");
+                &with_host
+            }
+            _ => raw,
+        };
+        raw_head(raw)
+    }
+
+    fn raw_head(raw: &str) -> Result<Option<(Head, usize)>, Reject> {
         parse_head(raw.as_bytes(), &limits())
+    }
+
+    #[test]
+    fn http11_needs_exactly_one_host() {
+        let ok = |raw: &str| assert!(matches!(raw_head(raw), Ok(Some(_))), "{raw:?}");
+        ok("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        // Empty is allowed: RFC 9112 §3.2 has clients send it when there is no authority.
+        ok("GET / HTTP/1.1\r\nHost:\r\n\r\n");
+        ok("GET / HTTP/1.0\r\n\r\n");
+        for raw in [
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nhOST: b\r\n\r\n",
+        ] {
+            assert_eq!(raw_head(raw), Err(Reject::BadHost), "{raw:?}");
+        }
+        assert_eq!(Reject::BadHost.status(), 400);
+    }
+
+    #[test]
+    fn long_methods_are_501_and_never_echoed() {
+        let at_cap = format!("{} / HTTP/1.1\r\nHost: a\r\n\r\n", "M".repeat(MAX_METHOD));
+        assert!(matches!(raw_head(&at_cap), Ok(Some(_))));
+        let long = "M".repeat(12_000);
+        let raw = format!("{long} / HTTP/1.1\r\nHost: a\r\n\r\n");
+        let r = parse_head(
+            raw.as_bytes(),
+            &Limits {
+                max_head: 64 * 1024,
+                max_url: 64 * 1024,
+                ..Limits::default()
+            },
+        );
+        assert_eq!(r, Err(Reject::MethodTooLong));
+        assert_eq!(Reject::MethodTooLong.status(), 501);
+        assert!(!Reject::MethodTooLong.message(&limits()).contains("MMMM"));
     }
 
     fn framing_of(raw: &str) -> Result<Framing, Reject> {
@@ -687,7 +766,11 @@ mod tests {
             "X: y\r\n".repeat(l.max_headers + 1)
         );
         assert_eq!(head(&raw), Err(Reject::TooManyHeaders));
-        let raw = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(l.max_headers));
+        // `head` adds Host: one of the max_headers fields.
+        let raw = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            "X: y\r\n".repeat(l.max_headers - 1)
+        );
         assert!(head(&raw).unwrap().is_some());
     }
 

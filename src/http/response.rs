@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::parse::Reject;
-use super::{Body, Limits, Response};
+use super::{Body, Flush, Limits, Response};
 
 /// How a response was written, for the access log and the keep-alive decision.
 #[derive(Debug, Default)]
@@ -225,10 +225,14 @@ pub(crate) fn write_response<W: Write>(
                 bytes: bytes.len() as u64,
             })
         }
-        Body::Stream { reader, len } => {
+        Body::Stream { reader, len, flush } => {
             w.write_all(&head).map_err(|_| WriteError::Client)?;
+            if flush == Flush::EachRead {
+                // The client sees the head before the first event, however long it takes.
+                w.flush().map_err(|_| WriteError::Client)?;
+            }
             let chunked = len.is_none() && http11;
-            stream_body(w, reader, len, chunked)
+            stream_body(w, reader, len, chunked, flush)
         }
     }
 }
@@ -238,6 +242,7 @@ fn stream_body<W: Write>(
     mut reader: Box<dyn Read + Send>,
     len: Option<u64>,
     chunked: bool,
+    flush: Flush,
 ) -> Result<Written, WriteError> {
     const CHUNK: usize = 16 * 1024;
     let mut buf = vec![0u8; CHUNK + 32];
@@ -282,6 +287,9 @@ fn stream_body<W: Write>(
                 .map_err(|_| WriteError::Client)?;
         }
         written += n as u64;
+        if flush == Flush::EachRead {
+            w.flush().map_err(|_| WriteError::Client)?;
+        }
     }
     if chunked {
         w.write_all(b"0\r\n\r\n").map_err(|_| WriteError::Client)?;
@@ -313,8 +321,66 @@ mod tests {
             body: Body::Stream {
                 reader: Box::new(data),
                 len,
+                flush: Flush::AtEnd,
             },
             subject: None,
+        }
+    }
+
+    /// Counts writes and flushes.
+    #[derive(Default)]
+    struct Recorder {
+        out: Vec<u8>,
+        flushes: Vec<usize>,
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.out.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.flushes.push(self.out.len());
+            Ok(())
+        }
+    }
+
+    /// A source that hands out one small event per read.
+    struct Events(Vec<&'static [u8]>);
+
+    impl Read for Events {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let e = self.0.remove(0);
+            buf[..e.len()].copy_from_slice(e);
+            Ok(e.len())
+        }
+    }
+
+    #[test]
+    fn each_read_of_an_event_stream_is_flushed_at_once() {
+        for (flush, expected) in [(Flush::EachRead, 4), (Flush::AtEnd, 1)] {
+            let mut w = Recorder::default();
+            let resp = Response {
+                status: 200,
+                headers: vec![],
+                body: Body::Stream {
+                    reader: Box::new(Events(vec![b"{\"a\":1}\n", b"{\"b\":2}\n"])),
+                    len: None,
+                    flush,
+                },
+                subject: None,
+            };
+            write_response(&mut w, resp, true, false, true).unwrap();
+            // EachRead: after the head, after each event, and at the end.
+            assert_eq!(w.flushes.len(), expected, "{flush:?}");
+            let text = String::from_utf8(w.out).unwrap();
+            assert!(
+                text.ends_with("8\r\n{\"a\":1}\n\r\n8\r\n{\"b\":2}\n\r\n0\r\n\r\n"),
+                "{text}"
+            );
         }
     }
 

@@ -2,19 +2,32 @@
 //!
 //! One thread (the caller of [`Server::run`]) accepts; connections go to a pool of at most
 //! `Limits::max_connections` small-stack worker threads, created on demand, reused, and
-//! retired after a minute idle. Past the limit a connection is handed to one "busy" thread
-//! that answers 503 and closes. Accept errors (EMFILE and friends) are logged at most once
+//! retired after a minute idle. Accept errors (EMFILE and friends) are logged at most once
 //! a second and backed off from 10 ms doubling to 1 s; they never end the loop.
+//!
+//! Fair slots (so one client cannot take them all; issue 12 measured 512 idle TCP
+//! connections from one address shutting everyone else out):
+//! - one address (an IPv6 /64) holds at most `Limits::max_connections_per_address`;
+//! - connections still in their TLS handshake hold at most three quarters of the slots
+//!   ([`handshake_cap`]); when those are taken, a new connection takes the slot of the
+//!   oldest one still handshaking after [`EVICT_AFTER`] (its socket is shut down), so
+//!   sockets that never speak cannot keep a client that completes its handshake out,
+//!   while a connection that completed one is never evicted;
+//! - the handshake deadline of a new connection shrinks as handshake slots run out
+//!   ([`handshake_budget`]), down to [`MIN_HANDSHAKE`], so idle sockets are shed fast;
+//! - every refused connection goes to one "busy" thread that waits (poll, many at once)
+//!   for its TLS ClientHello, answers 503 `server_busy` and closes: a refusal is a clean
+//!   503, never a reset, unless the client sends nothing within [`BUSY_DEADLINE`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -26,13 +39,24 @@ use super::parse::Reject;
 use super::response::{reject_response, write_response};
 use super::sys::{self, Wake};
 use super::{Handler, Limits, ShutdownHandle};
+use crate::addr::share_key;
 
 /// A worker with nothing to do for this long exits, returning its stack.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
-/// Connections waiting for a 503 beyond this many are closed without one.
-const BUSY_QUEUE: usize = 16;
-/// The whole budget for answering one over-limit connection.
-const BUSY_DEADLINE: Duration = Duration::from_secs(1);
+/// Refused connections handed from the accept loop to the busy thread at once.
+const BUSY_QUEUE: usize = 256;
+/// Refused connections the busy thread waits on at once; past it the oldest (a client
+/// that has sent nothing for longest) is closed without an answer.
+const BUSY_WAITING: usize = 512;
+/// How long a refused connection has to start its TLS handshake before it is closed.
+const BUSY_DEADLINE: Duration = Duration::from_secs(2);
+/// The budget for the handshake and the 503 once a refused client has spoken.
+const BUSY_ANSWER: Duration = Duration::from_millis(500);
+/// A connection still in its handshake this long may lose its slot to a new one when
+/// every handshake slot is taken (a real client's handshake takes one round trip).
+pub(crate) const EVICT_AFTER: Duration = Duration::from_millis(500);
+/// The shortest handshake deadline a new connection is given under pressure.
+pub(crate) const MIN_HANDSHAKE: Duration = Duration::from_secs(1);
 
 enum Listener {
     Tls(TcpListener, Arc<ServerConfig>),
@@ -41,8 +65,31 @@ enum Listener {
 
 /// An accepted connection waiting for (or being served by) a worker.
 enum Job {
-    Tls(TcpStream, SocketAddr, Arc<ServerConfig>),
+    /// The socket, the peer, the TLS config, and the handshake's deadline and id in
+    /// the pool's handshake table (both set on admission).
+    Tls(TcpStream, SocketAddr, Arc<ServerConfig>, Instant, u64),
     Unix(UnixStream),
+}
+
+/// Why a connection was refused a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// All `max_connections` slots are taken (or no worker thread could be made).
+    Full,
+    /// Its address already holds `max_connections_per_address`.
+    PerAddress,
+    /// The slots connections in their handshake may hold are taken.
+    Handshakes,
+}
+
+impl Refused {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refused::Full => "all connection slots taken",
+            Refused::PerAddress => "per-address connection cap",
+            Refused::Handshakes => "handshake slots taken",
+        }
+    }
 }
 
 /// An HTTP/1.1 server bound to a TLS port or a Unix socket; call [`run`](Server::run).
@@ -174,7 +221,8 @@ impl Server {
                     // Accepted sockets do not inherit O_NONBLOCK on Linux; be explicit.
                     s.set_nonblocking(false)?;
                     let _ = s.set_nodelay(true);
-                    Ok(Job::Tls(s, addr, tls.clone()))
+                    // The handshake deadline is set on admission.
+                    Ok(Job::Tls(s, addr, tls.clone(), Instant::now(), 0))
                 }
                 Listener::Unix(l, _) => {
                     let (s, _) = l.accept()?;
@@ -193,12 +241,22 @@ impl Server {
         let mut accept = accept;
         let mut wait = wait;
         while let Some(job) = accept_next(&mut accept, &mut wait, &mut backoff) {
-            if let Err(job) = pool.admit(job, &ctx) {
+            if let Err((job, why)) = pool.admit(job, &ctx) {
                 if let Some(skipped) = busy_log.ready() {
+                    let remote = match &job {
+                        Job::Tls(_, addr, ..) => addr.ip().to_string(),
+                        Job::Unix(_) => "unix".into(),
+                    };
                     crate::log::warn(
-                        "connection limit reached; answering 503",
+                        "connection refused; answering 503",
                         &[
+                            ("reason", why.as_str().into()),
+                            ("remote", remote.into()),
                             ("maxConnections", limits.max_connections.into()),
+                            (
+                                "maxConnectionsPerAddress",
+                                limits.max_connections_per_address.into(),
+                            ),
                             ("suppressed", skipped.into()),
                         ],
                     );
@@ -260,6 +318,35 @@ struct PoolState {
     closing: bool,
     accepted: u64,
     rejected: u64,
+    /// Admitted TCP connections whose TLS handshake has not ended yet, by id: a clone
+    /// of the socket (to shut it down on eviction) and when it was admitted.
+    handshakes: HashMap<u64, (TcpStream, Instant)>,
+    next_handshake: u64,
+    /// Admitted TCP connections per address key ([`share_key`]); an entry goes when
+    /// its count reaches zero, so this never outgrows `active`.
+    per_address: HashMap<IpAddr, usize>,
+}
+
+impl PoolState {
+    /// Shuts down the connection longest in its handshake, if it has been for at least
+    /// [`EVICT_AFTER`]; its worker's next read fails and the slot is freed. True when
+    /// one was evicted (its handshake slot is free now; its connection slot soon).
+    fn evict_oldest_handshake(&mut self) -> bool {
+        let now = Instant::now();
+        let oldest = self
+            .handshakes
+            .iter()
+            .filter(|(_, (_, since))| now.saturating_duration_since(*since) >= EVICT_AFTER)
+            .min_by_key(|(_, (_, since))| *since)
+            .map(|(id, _)| *id);
+        let Some(id) = oldest else {
+            return false;
+        };
+        if let Some((sock, _)) = self.handshakes.remove(&id) {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        }
+        true
+    }
 }
 
 impl Pool {
@@ -269,12 +356,35 @@ impl Pool {
     }
 
     /// Queue `job` for a worker, starting one if every worker is busy. `Err` gives the
-    /// job back when all `max_connections` slots are taken (or no thread can be made).
-    fn admit(self: &Arc<Self>, job: Job, ctx: &Arc<Ctx>) -> Result<(), Job> {
+    /// job back when it may not have a slot (see [`Refused`]).
+    fn admit(self: &Arc<Self>, mut job: Job, ctx: &Arc<Ctx>) -> Result<(), (Job, Refused)> {
+        let limits = &ctx.limits;
         let mut st = self.lock();
-        if st.active >= ctx.limits.max_connections {
+        let full = st.active >= limits.max_connections;
+        let refused = match &job {
+            Job::Tls(_, addr, ..) => {
+                let held = st.per_address.get(&share_key(addr.ip())).copied();
+                if held.unwrap_or(0) >= limits.max_connections_per_address {
+                    Some(Refused::PerAddress)
+                } else if (full || st.handshakes.len() >= handshake_cap(limits.max_connections))
+                    && !st.evict_oldest_handshake()
+                {
+                    // (An evicted connection still counts in `active` until its worker
+                    // notices, a moment later: the pool may run one over for that long.)
+                    Some(if full {
+                        Refused::Full
+                    } else {
+                        Refused::Handshakes
+                    })
+                } else {
+                    None
+                }
+            }
+            Job::Unix(_) => full.then_some(Refused::Full),
+        };
+        if let Some(why) = refused {
             st.rejected += 1;
-            return Err(job);
+            return Err((job, why));
         }
         // Invariant: workers >= active, so every queued job has a worker coming for it.
         if st.workers <= st.active {
@@ -290,9 +400,25 @@ impl Pool {
                     &[("error", e.to_string().into())],
                 );
                 st.rejected += 1;
-                return Err(job);
+                return Err((job, Refused::Full));
             }
             st.workers += 1;
+        }
+        if let Job::Tls(sock, addr, _, deadline, id) = &mut job {
+            let budget = handshake_budget(
+                limits.handshake_timeout,
+                st.handshakes.len(),
+                handshake_cap(limits.max_connections),
+            );
+            let now = Instant::now();
+            *deadline = now + budget;
+            st.next_handshake += 1;
+            *id = st.next_handshake;
+            // Without a clone the connection cannot be evicted, but it is served anyway.
+            if let Ok(clone) = sock.try_clone() {
+                st.handshakes.insert(*id, (clone, now));
+            }
+            *st.per_address.entry(share_key(addr.ip())).or_insert(0) += 1;
         }
         st.active += 1;
         st.accepted += 1;
@@ -300,6 +426,23 @@ impl Pool {
         drop(st);
         self.work.notify_one();
         Ok(())
+    }
+
+    /// A connection's handshake ended (either way): its handshake slot is free.
+    fn handshake_done(&self, id: u64) {
+        self.lock().handshakes.remove(&id);
+    }
+
+    /// A TCP connection from `ip` ended.
+    fn address_done(&self, ip: IpAddr) {
+        let mut st = self.lock();
+        let k = share_key(ip);
+        if let Some(n) = st.per_address.get_mut(&k) {
+            *n -= 1;
+            if *n == 0 {
+                st.per_address.remove(&k);
+            }
+        }
     }
 
     fn close(&self) {
@@ -353,8 +496,20 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>) {
         };
         // Handler panics are caught closer in; this catches bugs in the server itself so
         // the slot is always given back.
-        if catch_unwind(AssertUnwindSafe(|| serve_job(job, &ctx))).is_err() {
+        let tcp = match &job {
+            Job::Tls(_, addr, _, _, id) => Some((addr.ip(), *id)),
+            Job::Unix(_) => None,
+        };
+        let served = catch_unwind(AssertUnwindSafe(|| {
+            serve_job(job, &ctx, &mut |id| pool.handshake_done(id))
+        }));
+        if served.is_err() {
             crate::log::error("connection worker panicked", &[]);
+        }
+        if let Some((ip, id)) = tcp {
+            // Already gone unless serve_job panicked inside the handshake.
+            pool.handshake_done(id);
+            pool.address_done(ip);
         }
         let mut st = pool.lock();
         st.active -= 1;
@@ -364,11 +519,14 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>) {
     }
 }
 
-fn serve_job(job: Job, ctx: &Ctx) {
+/// Serves one connection; `handshake_over` is called once its TLS handshake has ended
+/// (succeeded or not), to give the handshake slot back.
+fn serve_job(job: Job, ctx: &Ctx, handshake_over: &mut dyn FnMut(u64)) {
     match job {
-        Job::Tls(sock, addr, tls) => {
-            let deadline = Instant::now() + ctx.limits.handshake_timeout;
-            if let Ok(mut t) = conn::tls_accept(tls, sock, deadline) {
+        Job::Tls(sock, addr, tls, deadline, id) => {
+            let accepted = conn::tls_accept(tls, sock, deadline);
+            handshake_over(id);
+            if let Ok(mut t) = accepted {
                 conn::serve(&mut t, &conn::tcp_peer(addr), ctx);
             }
         }
@@ -379,26 +537,90 @@ fn serve_job(job: Job, ctx: &Ctx) {
     }
 }
 
-/// Answer over-limit connections with 503 and close them, one at a time, each within
-/// [`BUSY_DEADLINE`]. Ends when the accept loop drops the sender.
+/// Answers refused connections with 503 and closes them. Many wait at once (a poll over
+/// their sockets): each is answered as soon as its TLS ClientHello arrives, within
+/// [`BUSY_ANSWER`]; one that sends nothing for [`BUSY_DEADLINE`] is just closed, as is
+/// the oldest when [`BUSY_WAITING`] are already waiting. Ends when the accept loop drops
+/// the sender.
 fn busy_loop(rx: Receiver<Job>, limits: &Limits) {
-    for job in rx {
-        let deadline = Instant::now() + BUSY_DEADLINE;
-        match job {
-            Job::Tls(sock, _, tls) => {
-                // A handshake is cheap next to a confused client: with it the client sees
-                // a real 503 instead of a TLS error.
-                if let Ok(mut t) = conn::tls_accept(tls, sock, deadline) {
-                    busy_answer(&mut t, limits);
-                }
+    let mut waiting: VecDeque<(Job, Instant)> = VecDeque::new();
+    loop {
+        if waiting.is_empty() {
+            match rx.recv() {
+                Ok(job) => waiting.push_back((job, Instant::now() + BUSY_DEADLINE)),
+                Err(_) => return,
             }
-            Job::Unix(s) => busy_answer(&mut UnixTransport(s), limits),
         }
+        loop {
+            match rx.try_recv() {
+                Ok(job) => {
+                    if waiting.len() >= BUSY_WAITING {
+                        waiting.pop_front();
+                    }
+                    waiting.push_back((job, Instant::now() + BUSY_DEADLINE));
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        let now = Instant::now();
+        waiting.retain(|(_, deadline)| *deadline > now);
+        let fds: Vec<RawFd> = waiting.iter().map(|(job, _)| job_fd(job)).collect();
+        // A short tick, so newly refused connections join the poll promptly.
+        let ready = sys::poll_readable(&fds, BUSY_TICK);
+        let mut still = VecDeque::with_capacity(waiting.len());
+        for ((job, deadline), ready) in waiting.into_iter().zip(ready) {
+            if !ready {
+                still.push_back((job, deadline));
+                continue;
+            }
+            let answer_by = Instant::now() + BUSY_ANSWER;
+            match job {
+                Job::Tls(sock, _, tls, ..) => {
+                    // With the handshake the client sees a real 503, not a TLS error.
+                    if let Ok(mut t) = conn::tls_accept(tls, sock, answer_by) {
+                        busy_answer(&mut t, limits);
+                    }
+                }
+                Job::Unix(s) => busy_answer(&mut UnixTransport(s), limits),
+            }
+        }
+        waiting = still;
     }
 }
 
+/// How often the busy thread looks for newly refused connections while others wait.
+const BUSY_TICK: Duration = Duration::from_millis(20);
+
+fn job_fd(job: &Job) -> RawFd {
+    match job {
+        Job::Tls(s, ..) => s.as_raw_fd(),
+        Job::Unix(s) => s.as_raw_fd(),
+    }
+}
+
+/// The most connections that may be in their TLS handshake at once: three quarters of
+/// the slots (all of them when there are fewer than four), so a quarter stays for
+/// connections that completed a handshake.
+pub(crate) fn handshake_cap(max_connections: usize) -> usize {
+    (max_connections - max_connections / 4).max(1)
+}
+
+/// The handshake deadline of a new connection when `handshaking` of `cap` handshake
+/// slots are taken: the full `timeout` while at most half are, then shrinking in step
+/// with the free slots, to [`MIN_HANDSHAKE`] (or `timeout`, if shorter) at the last one.
+pub(crate) fn handshake_budget(timeout: Duration, handshaking: usize, cap: usize) -> Duration {
+    let half = cap / 2;
+    if handshaking <= half {
+        return timeout;
+    }
+    let free = cap.saturating_sub(handshaking);
+    let scaled = timeout.mul_f64(free as f64 / (cap - half).max(1) as f64);
+    scaled.max(MIN_HANDSHAKE.min(timeout))
+}
+
 fn busy_answer<T: Transport>(t: &mut T, limits: &Limits) {
-    if t.set_write_timeout(Some(BUSY_DEADLINE)).is_err() {
+    if t.set_write_timeout(Some(BUSY_ANSWER)).is_err() {
         return;
     }
     let resp = reject_response(&Reject::Busy, limits);
@@ -579,6 +801,25 @@ mod tests {
         .collect();
         let (got, sleeps) = drive(&mut script, &mut AcceptBackoff::default(), false);
         assert_eq!((got, sleeps), (Some(3), vec![]));
+    }
+
+    #[test]
+    fn handshake_deadlines_shrink_as_handshake_slots_run_out() {
+        let full = Duration::from_secs(10);
+        let cap = handshake_cap(512);
+        assert_eq!(cap, 384);
+        assert_eq!(handshake_budget(full, 0, cap), full);
+        assert_eq!(handshake_budget(full, cap / 2, cap), full);
+        let mid = handshake_budget(full, cap * 3 / 4, cap);
+        assert!(mid < full && mid > MIN_HANDSHAKE, "{mid:?}");
+        assert_eq!(handshake_budget(full, cap - 1, cap), MIN_HANDSHAKE);
+        assert_eq!(handshake_budget(full, cap, cap), MIN_HANDSHAKE);
+        // A configured deadline shorter than the floor is never lengthened.
+        let short = Duration::from_millis(300);
+        assert_eq!(handshake_budget(short, cap, cap), short);
+        for n in 1..4 {
+            assert_eq!(handshake_cap(n), n);
+        }
     }
 
     #[test]

@@ -92,6 +92,26 @@ pub(crate) fn wait_readable(
     }
 }
 
+/// Waits up to `timeout` for any of `fds` to become readable (or hang up); returns,
+/// for each, whether it is.
+pub(crate) fn poll_readable(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: the vector is live for the call and its length is passed with it.
+    let rc = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    if rc <= 0 {
+        return vec![false; fds.len()];
+    }
+    p.iter().map(|p| p.revents != 0).collect()
+}
+
 /// Is `fd` readable right now?
 pub(crate) fn readable_now(fd: RawFd) -> bool {
     let mut p = libc::pollfd {

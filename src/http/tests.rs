@@ -63,6 +63,24 @@ impl Read for Pieces {
     }
 }
 
+/// A stream with nothing to send for `gap` before each of its pieces.
+struct Drip {
+    left: usize,
+    gap: Duration,
+}
+
+impl Read for Drip {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        thread::sleep(self.gap);
+        self.left -= 1;
+        buf[..5].copy_from_slice(b"drip\n");
+        Ok(5)
+    }
+}
+
 struct TestHandler;
 
 impl Handler for TestHandler {
@@ -90,6 +108,7 @@ impl Handler for TestHandler {
                 body: Body::Stream {
                     reader: Box::new(Pieces(vec![b"one,", b"two,", b"three"])),
                     len: None,
+                    flush: Flush::AtEnd,
                 },
                 subject: None,
             },
@@ -99,6 +118,32 @@ impl Handler for TestHandler {
                 body: Body::Stream {
                     reader: Box::new(&b"abc"[..]),
                     len: Some(10),
+                    flush: Flush::AtEnd,
+                },
+                subject: None,
+            },
+            // 256 MiB of zeros, sized: more than any socket buffer holds.
+            "/big" => Response {
+                status: 200,
+                headers: vec![],
+                body: Body::Stream {
+                    reader: Box::new(io::repeat(0).take(256 << 20)),
+                    len: Some(256 << 20),
+                    flush: Flush::AtEnd,
+                },
+                subject: None,
+            },
+            // Three small pieces `ms` apart: a stream idle by design, like a watch.
+            "/drip" => Response {
+                status: 200,
+                headers: vec![],
+                body: Body::Stream {
+                    reader: Box::new(Drip {
+                        left: 3,
+                        gap: Duration::from_millis(param("ms").unwrap_or(300)),
+                    }),
+                    len: None,
+                    flush: Flush::EachRead,
                 },
                 subject: None,
             },
@@ -342,7 +387,7 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     let r = c.request("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
     assert_eq!(r.json()["body"], "abcde");
     // Two pipelined requests in one write.
-    c.send(b"GET /echo?p=1 HTTP/1.1\r\n\r\nGET /echo?p=2 HTTP/1.1\r\nConnection: close\r\n\r\n")
+    c.send(b"GET /echo?p=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /echo?p=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     assert_eq!(c.response(false).unwrap().json()["query"], "p=1");
     let last = c.response(false).unwrap();
@@ -356,11 +401,14 @@ fn keep_alive_serves_several_requests_on_one_connection() {
 fn unsized_stream_is_sent_chunked_and_to_http10_by_close() {
     let srv = start(short_limits());
     let mut c = Client::connect(srv.addr);
-    let r = c.request("GET /stream HTTP/1.1\r\n\r\n");
+    let r = c.request("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.header("transfer-encoding"), Some("chunked"));
     assert_eq!(r.body, b"one,two,three");
     // Still usable afterwards.
-    assert_eq!(c.request("GET /health HTTP/1.1\r\n\r\n").status, 200);
+    assert_eq!(
+        c.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
 
     let mut c = Client::connect(srv.addr);
     let r = c.request("GET /stream HTTP/1.0\r\n\r\n");
@@ -373,7 +421,7 @@ fn unsized_stream_is_sent_chunked_and_to_http10_by_close() {
 fn sized_stream_that_ends_early_is_torn_not_truncated_cleanly() {
     let srv = start(short_limits());
     let mut c = Client::connect(srv.addr);
-    c.send(b"GET /short HTTP/1.1\r\n\r\n").unwrap();
+    c.send(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     // The client must see an error (no close_notify, fewer bytes than promised).
     assert!(c.response(false).is_err());
     // curl reports it too.
@@ -386,13 +434,17 @@ fn content_length_of_u64_max_is_refused_and_server_lives() {
     // tiny_http aborted the whole process on this header.
     let srv = start(short_limits());
     let mut c = Client::connect(srv.addr);
-    let r = c.request("POST /echo HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n");
+    let r =
+        c.request("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n");
     assert_envelope(&r, 413, "body_too_large");
     let mut c = Client::connect(srv.addr);
-    let r = c.request("POST /echo HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n\r\n");
+    let r =
+        c.request("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551616\r\n\r\n");
     assert_envelope(&r, 400, "bad_content_length");
     let mut c = Client::connect(srv.addr);
-    let r = c.request("POST /echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx");
+    let r = c.request(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
+    );
     assert_envelope(&r, 400, "bad_content_length");
     assert_eq!(get(srv.addr, "/health").status, 200);
 }
@@ -402,14 +454,14 @@ fn transfer_encoding_with_content_length_is_400() {
     let srv = start(short_limits());
     let mut c = Client::connect(srv.addr);
     let r = c.request(
-        "POST /echo HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     );
     assert_envelope(&r, 400, "conflicting_framing");
     let mut c = Client::connect(srv.addr);
-    let r = c.request("POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n");
+    let r = c.request("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n");
     assert_envelope(&r, 501, "unsupported_transfer_encoding");
     let mut c = Client::connect(srv.addr);
-    let r = c.request("GET / HTTP/1.1\r\nBad Header\r\n\r\n");
+    let r = c.request("GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n");
     assert_envelope(&r, 400, "bad_request");
 }
 
@@ -419,7 +471,7 @@ fn one_mib_header_is_431_without_waiting_for_all_of_it() {
     // Send 20 KiB of a header that would be 1 MiB and then stall: the answer must come
     // anyway, so the server cannot be buffering the whole header.
     let mut c = Client::connect(srv.addr);
-    let mut partial = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+    let mut partial = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
     partial.resize(20 * 1024, b'a');
     c.send(&partial).unwrap();
     let t = Instant::now();
@@ -433,7 +485,7 @@ fn one_mib_header_is_431_without_waiting_for_all_of_it() {
 
     // And a client that insists on sending the whole 1 MiB still gets its answer.
     let mut c = Client::connect(srv.addr);
-    let mut big = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+    let mut big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
     big.resize(1024 * 1024, b'a');
     big.extend_from_slice(b"\r\n\r\n");
     // The server drains unread input briefly after answering, so this send completes
@@ -451,7 +503,7 @@ fn body_over_64_kib_is_413() {
     let mut c = Client::connect(srv.addr);
     let body = vec![b'x'; 64 * 1024 + 1];
     let mut raw = format!(
-        "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -461,7 +513,7 @@ fn body_over_64_kib_is_413() {
 
     // The same cap applies after de-chunking.
     let mut c = Client::connect(srv.addr);
-    let mut raw = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut raw = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..17 {
         raw.extend_from_slice(b"1000\r\n");
         raw.extend_from_slice(&[b'y'; 4096]);
@@ -475,7 +527,7 @@ fn body_over_64_kib_is_413() {
     let mut c = Client::connect(srv.addr);
     let body = vec![b'z'; 64 * 1024];
     let mut raw = format!(
-        "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -489,14 +541,14 @@ fn more_than_100_headers_is_431() {
     let srv = start(short_limits());
     let mut c = Client::connect(srv.addr);
     let r = c.request(&format!(
-        "GET / HTTP/1.1\r\n{}\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
         "X-A: b\r\n".repeat(101)
     ));
     assert_envelope(&r, 431, "too_many_headers");
     let mut c = Client::connect(srv.addr);
     let r = c.request(&format!(
-        "GET /health HTTP/1.1\r\n{}\r\n",
-        "X-A: b\r\n".repeat(100)
+        "GET /health HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        "X-A: b\r\n".repeat(99)
     ));
     assert_eq!(r.status, 200);
 }
@@ -505,7 +557,7 @@ fn more_than_100_headers_is_431() {
 fn slowloris_head_trickled_past_the_deadline_is_closed() {
     let srv = start(short_limits()); // head_timeout 500 ms
     let mut c = Client::connect(srv.addr);
-    c.send(b"GET /health HTTP/1.1\r\n").unwrap();
+    c.send(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
     let t = Instant::now();
     // One byte every 50 ms: every read makes progress, only a total deadline stops it.
     let mut got = None;
@@ -538,7 +590,10 @@ fn close_notify_then_holding_the_socket_releases_the_worker() {
     // tiny_http spun a core at 100% on this.
     let srv = start(short_limits());
     let mut c = Client::connect(srv.addr);
-    assert_eq!(c.request("GET /health HTTP/1.1\r\n\r\n").status, 200);
+    assert_eq!(
+        c.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
     assert_eq!(srv.stats.active_connections(), 1);
     c.s.conn.send_close_notify();
     c.s.conn.complete_io(&mut c.s.sock).unwrap();
@@ -557,22 +612,35 @@ fn past_max_connections_a_client_gets_503_and_service_resumes_after() {
     });
     let mut a = Client::connect(srv.addr);
     let mut b = Client::connect(srv.addr);
-    assert_eq!(a.request("GET /health HTTP/1.1\r\n\r\n").status, 200);
-    assert_eq!(b.request("GET /health HTTP/1.1\r\n\r\n").status, 200);
+    assert_eq!(
+        a.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
+    assert_eq!(
+        b.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
     let mut c = Client::connect(srv.addr);
-    let r = c.request("GET /health HTTP/1.1\r\n\r\n");
+    let r = c.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_envelope(&r, 503, "server_busy");
     assert!(srv.stats.rejected_busy() >= 1);
     drop(a);
     assert!(srv.wait_active(1, Duration::from_secs(2)));
     assert_eq!(get(srv.addr, "/health").status, 200);
-    assert_eq!(b.request("GET /health HTTP/1.1\r\n\r\n").status, 200);
+    assert_eq!(
+        b.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
 }
 
 #[test]
 fn five_hundred_idle_connections_do_not_delay_a_health_check() {
+    // Room for all of them (one address, none past its handshake): this is about the
+    // cost of idle sockets, not about the caps.
     let srv = start(short_limits_with(|l| {
-        l.handshake_timeout = Duration::from_secs(10)
+        l.handshake_timeout = Duration::from_secs(10);
+        l.max_connections = 1000;
+        l.max_connections_per_address = 1000;
     }));
     let idle: Vec<TcpStream> = (0..500)
         .map(|_| TcpStream::connect(srv.addr).unwrap())
@@ -584,6 +652,103 @@ fn five_hundred_idle_connections_do_not_delay_a_health_check() {
     drop(idle);
     // The idle connections' workers are freed when their clients leave.
     assert!(srv.wait_active(0, Duration::from_secs(5)));
+}
+
+/// Issue 12 item 2: idle TCP connections held every slot, and past the busy queue the
+/// refusals were resets. Now connections still handshaking hold at most three quarters
+/// of the slots and the oldest gives way to a newcomer, so a real client gets in.
+#[test]
+fn sockets_that_never_speak_cannot_keep_a_real_client_out() {
+    let srv = start(short_limits_with(|l| {
+        l.handshake_timeout = Duration::from_secs(30);
+        l.max_connections = 8;
+        l.max_connections_per_address = 100;
+    }));
+    let idle: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(srv.addr).unwrap())
+        .collect();
+    // Six of eight slots may be handshaking; the other two were refused.
+    assert!(srv.wait_active(6, Duration::from_secs(5)));
+    // A real client gets in (once the idle ones are older than EVICT_AFTER).
+    let t = Instant::now();
+    let status = loop {
+        let r = get(srv.addr, "/health");
+        if r.status == 200 || t.elapsed() > Duration::from_secs(5) {
+            break r.status;
+        }
+        assert_envelope(&r, 503, "server_busy");
+    };
+    assert_eq!(status, 200, "after {:?}", t.elapsed());
+    drop(idle);
+}
+
+/// One address holds at most `max_connections_per_address`; past it, a clean 503.
+#[test]
+fn one_address_gets_its_share_and_then_a_clean_503() {
+    let srv = start(short_limits_with(|l| {
+        l.handshake_timeout = Duration::from_secs(30);
+        l.max_connections_per_address = 4;
+    }));
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(srv.addr).unwrap())
+        .collect();
+    assert!(srv.wait_active(4, Duration::from_secs(5)));
+    for _ in 0..20 {
+        assert_envelope(&get(srv.addr, "/health"), 503, "server_busy");
+    }
+    drop(idle);
+    assert!(srv.wait_active(0, Duration::from_secs(5)));
+    assert_eq!(get(srv.addr, "/health").status, 200);
+}
+
+/// Issue 12 item 3: the write deadline was per write, so a client taking a few bytes
+/// at a time held its worker for ever. Now it is cut off below the minimum rate.
+#[test]
+fn a_slow_reader_is_cut_off_below_the_minimum_rate() {
+    let srv = start(short_limits_with(|l| {
+        l.min_transfer_rate = 1 << 20;
+        l.min_rate_grace = Duration::from_millis(500);
+    }));
+    let mut c = Client::connect(srv.addr);
+    c.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // Take about 20 KB/s, far below 1 MiB/s; every read well inside the write timeout.
+    // The server lets go of the connection (its worker is free) while we still read
+    // what the socket buffers hold.
+    assert!(srv.wait_active(1, Duration::from_secs(2)));
+    let t = Instant::now();
+    let mut buf = [0u8; 1024];
+    let mut got = 0usize;
+    while srv.stats.active_connections() > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "still served after {got} bytes"
+        );
+        match c.s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        srv.wait_active(0, Duration::from_secs(2)),
+        "worker still held"
+    );
+    assert!(got < 256 << 20, "the whole body arrived");
+    eprintln!("slow reader let go after {:?} and {got} bytes", t.elapsed());
+}
+
+/// The rate counts only time the server is blocked on the client: a stream that is idle
+/// because the server has nothing to send (a watch, a long poll) is never cut off.
+#[test]
+fn a_stream_idle_by_design_is_not_cut_off() {
+    let srv = start(short_limits_with(|l| {
+        l.min_transfer_rate = 1 << 20;
+        l.min_rate_grace = Duration::from_millis(100);
+    }));
+    let mut c = Client::connect(srv.addr);
+    let r = c.request("GET /drip?ms=400 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"drip\ndrip\ndrip\n");
 }
 
 fn short_limits_with(f: impl FnOnce(&mut Limits)) -> Limits {
@@ -610,7 +775,11 @@ fn shutdown_lets_an_in_flight_request_finish() {
     let slow = thread::spawn(move || get(addr, "/slow?ms=600"));
     // An idle keep-alive connection must not hold shutdown up.
     let mut idle = Client::connect(addr);
-    assert_eq!(idle.request("GET /health HTTP/1.1\r\n\r\n").status, 200);
+    assert_eq!(
+        idle.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
     assert!(srv.wait_active(2, Duration::from_secs(2)));
     thread::sleep(Duration::from_millis(100));
     let took = srv.stop();
@@ -629,7 +798,7 @@ fn shutdown_gives_up_on_a_request_slower_than_grace() {
     let addr = srv.addr;
     let _slow = thread::spawn(move || {
         let mut c = Client::connect(addr);
-        let _ = c.send(b"GET /slow?ms=3000 HTTP/1.1\r\n\r\n");
+        let _ = c.send(b"GET /slow?ms=3000 HTTP/1.1\r\nHost: x\r\n\r\n");
         let _ = c.response(false);
     });
     assert!(srv.wait_active(1, Duration::from_secs(2)));
@@ -657,7 +826,7 @@ fn plain_http_on_the_tls_port_is_just_closed() {
 fn expect_100_continue_is_answered_before_the_body() {
     let srv = start(short_limits());
     let mut c = Client::connect(srv.addr);
-    c.send(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+    c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
         .unwrap();
     let r = c.response(false).unwrap();
     assert_eq!(r.status, 100);
@@ -672,7 +841,10 @@ fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
         l.idle_timeout = Duration::from_millis(300)
     }));
     let mut c = Client::connect(srv.addr);
-    assert_eq!(c.request("GET /health HTTP/1.1\r\n\r\n").status, 200);
+    assert_eq!(
+        c.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
     assert!(c.closed_within(Duration::from_secs(1)));
     assert!(srv.wait_active(0, Duration::from_millis(500)));
 }
@@ -735,7 +907,7 @@ fn unix_socket_serves_plain_http_with_the_peer_uid() {
     let handle = server.shutdown_handle();
     let th = thread::spawn(move || server.run(Arc::new(TestHandler)));
     let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
-    s.write_all(b"GET /echo HTTP/1.1\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();

@@ -126,6 +126,9 @@ pub struct LoadedTls {
     pub pin: String,
     /// True when this call generated the pair.
     pub generated: bool,
+    /// The serving key, to sign what a client should verify against the pin (the
+    /// cluster seed).
+    pub key: Arc<dyn rustls::sign::SigningKey>,
 }
 
 /// The ring provider restricted to our suites.
@@ -209,7 +212,7 @@ fn build(
             .map_err(|_| TlsError::UnsupportedKey {
                 path: key_path.to_path_buf(),
             })?;
-    let certified = CertifiedKey::new(chain, signing_key);
+    let certified = CertifiedKey::new(chain, signing_key.clone());
     match certified.keys_match() {
         // Unknown: the key type cannot report its public half; rustls accepts that too.
         Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
@@ -238,6 +241,7 @@ fn build(
         cert_der: leaf,
         pin,
         generated: false,
+        key: signing_key,
     })
 }
 

@@ -18,7 +18,7 @@ use super::cache::{
 };
 use super::entry::{
     header_bytes, padding, stat_regular, validate_mode, validate_name, CheckedFile, Entry, FileId,
-    Source,
+    Identity, Source,
 };
 
 /// Bytes fed to the compressor per step, and the size of the file read buffer.
@@ -87,6 +87,7 @@ impl BigFile {
 }
 
 /// An entry compressed fresh into each bundle.
+#[derive(Clone)]
 enum Small {
     File {
         abs: PathBuf,
@@ -100,6 +101,7 @@ enum Small {
 }
 
 /// One gzip member of the bundle.
+#[derive(Clone)]
 enum Part {
     Big(BigFile),
     /// Consecutive small entries; `end` marks the last member, which carries the two
@@ -115,9 +117,10 @@ fn plan_file(
     name: &str,
     path: &std::path::Path,
     mode: u32,
+    expect: Option<&Identity>,
 ) -> io::Result<(PathBuf, FileId, Vec<u8>)> {
     let abs = std::path::absolute(path)?;
-    let id = stat_regular(&abs)?;
+    let id = stat_regular(&abs, expect)?;
     let header = header_bytes(name, id.size, mode, id.header_mtime())?;
     Ok((abs, id, header))
 }
@@ -132,8 +135,8 @@ pub(crate) fn big_files(entries: &[Entry]) -> io::Result<Vec<BigFile>> {
     let mut out = Vec::new();
     for e in entries {
         check_entry(e)?;
-        if let Source::File { path, mode } = &e.source {
-            let (abs, id, header) = plan_file(&e.name, path, *mode)?;
+        if let Source::File { path, mode, expect } = &e.source {
+            let (abs, id, header) = plan_file(&e.name, path, *mode, expect.as_ref())?;
             if id.size > CACHE_THRESHOLD {
                 out.push(BigFile {
                     key: member_key(&abs, &id, &e.name, *mode),
@@ -161,6 +164,12 @@ pub fn stream(entries: Vec<Entry>, cache: &BundleCache) -> io::Result<BundleStre
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    stream_at(entries, cache, now)
+}
+
+/// [`stream`] with in-memory entries dated `now` (Unix seconds): the same entries and
+/// time give the same bytes, which is what lets a download resume.
+pub fn stream_at(entries: Vec<Entry>, cache: &BundleCache, now: u64) -> io::Result<BundleStream> {
     let mut seen = std::collections::HashSet::new();
     let mut parts = VecDeque::new();
     let mut pending = Vec::new();
@@ -173,8 +182,8 @@ pub fn stream(entries: Vec<Entry>, cache: &BundleCache) -> io::Result<BundleStre
             ));
         }
         match e.source {
-            Source::File { path, mode } => {
-                let (abs, id, header) = plan_file(&e.name, &path, mode)?;
+            Source::File { path, mode, expect } => {
+                let (abs, id, header) = plan_file(&e.name, &path, mode, expect.as_ref())?;
                 if id.size > CACHE_THRESHOLD {
                     if !pending.is_empty() {
                         parts.push_back(Part::Fresh {
@@ -205,6 +214,7 @@ pub fn stream(entries: Vec<Entry>, cache: &BundleCache) -> io::Result<BundleStre
     });
     Ok(BundleStream {
         parts,
+        lens: None,
         state: State::Idle,
         pos: 0,
         buf: vec![0u8; CHUNK].into_boxed_slice(),
@@ -235,6 +245,8 @@ pub(crate) fn build_member_to_sink(big: &BigFile, cache: &BundleCache) -> io::Re
 /// consumer can never mistake a failed bundle for a complete one.
 pub struct BundleStream {
     parts: VecDeque<Part>,
+    /// Each remaining part's length, once [`BundleStream::measure`] ran.
+    lens: Option<VecDeque<u64>>,
     state: State,
     /// Bytes of the current deflate output already handed out.
     pos: usize,
@@ -265,6 +277,62 @@ impl BundleStream {
             _ => 0,
         };
         self.buf.len() + out
+    }
+
+    /// The bundle's length in bytes, before any is read. Members missing from the
+    /// cache are built into it first (so this can take as long as compressing them);
+    /// fresh members are compressed once to be counted (they are small).
+    pub fn measure(&mut self) -> io::Result<u64> {
+        let lens = self
+            .parts
+            .iter()
+            .map(|p| part_len(p, &self.cache))
+            .collect::<io::Result<VecDeque<u64>>>()?;
+        let total = lens.iter().sum();
+        self.lens = Some(lens);
+        Ok(total)
+    }
+
+    /// Skips the first `n` bytes (for a `Range` request): whole members without
+    /// reading them, a cached member by seeking, a fresh one by compressing and
+    /// discarding. Call [`measure`](Self::measure) first.
+    pub fn skip(&mut self, mut n: u64) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let Some(lens) = self.lens.as_mut() else {
+            return Err(io::Error::other("join bundle: skip before measure"));
+        };
+        while let Some(&len) = lens.front() {
+            if n < len {
+                break;
+            }
+            n -= len;
+            lens.pop_front();
+            self.parts.pop_front();
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let Some(part) = self.parts.pop_front() else {
+            return Err(io::Error::other("join bundle: skip beyond the end"));
+        };
+        lens.pop_front();
+        self.pos = 0;
+        self.state = self.start(part)?;
+        if let State::Serve { file, remaining } = &mut self.state {
+            file.seek(SeekFrom::Start(n))?;
+            *remaining -= n;
+            return Ok(());
+        }
+        let mut scratch = vec![0u8; CHUNK];
+        while n > 0 {
+            let want = scratch.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            let got = self.read(&mut scratch[..want])?;
+            if got == 0 {
+                return Err(io::Error::other("join bundle: skip beyond the end"));
+            }
+            n -= got as u64;
+        }
+        Ok(())
     }
 
     fn start(&self, part: Part) -> io::Result<State> {
@@ -355,6 +423,34 @@ impl Read for BundleStream {
             self.state = State::Failed(e.kind(), e.to_string());
             self.parts.clear();
         })
+    }
+}
+
+/// One member's length: a cached member's file size (built into the cache first if
+/// needed), else the size of its output compressed and thrown away.
+fn part_len(part: &Part, cache: &BundleCache) -> io::Result<u64> {
+    let count = |mut d: Deflater| -> io::Result<u64> {
+        let mut buf = vec![0u8; CHUNK];
+        let mut n = 0;
+        while !d.finished {
+            d.step(&mut buf)?;
+            n += d.enc.get_ref().len() as u64;
+        }
+        Ok(n)
+    };
+    match part {
+        Part::Big(big) => {
+            if let Some((_, len)) = cache.open_member(&big.key, big.isize()) {
+                return Ok(len);
+            }
+            build_member_to_sink(big, cache)?;
+            if let Some((_, len)) = cache.open_member(&big.key, big.isize()) {
+                return Ok(len);
+            }
+            // Being built by another stream right now: count a copy.
+            count(Deflater::big(big.clone(), cache, None)?)
+        }
+        Part::Fresh { items, end } => count(Deflater::fresh(items.clone(), *end, cache)),
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use sha2::{Digest, Sha256};
 
 use super::bundle;
-use super::entry::{stat_regular, CheckedFile, Entry, FileId, Source};
+use super::entry::{stat_regular, CheckedFile, Entry, FileId, Identity, Source};
 
 /// Files larger than this become cached gzip members of their own; smaller ones (and
 /// in-memory entries) are compressed fresh into each bundle.
@@ -149,8 +149,13 @@ impl BundleCache {
     /// read once, streaming, and the sidecar written. Errors if the file changes while
     /// it is being read.
     pub fn sha256_of(&self, path: &Path) -> io::Result<[u8; 32]> {
+        self.sha256_checked(path, None)
+    }
+
+    /// [`sha256_of`](Self::sha256_of) for a file that must still be `expect`.
+    fn sha256_checked(&self, path: &Path, expect: Option<&Identity>) -> io::Result<[u8; 32]> {
         let abs = std::path::absolute(path)?;
-        let id = stat_regular(&abs)?;
+        let id = stat_regular(&abs, expect)?;
         if id.size <= CACHE_THRESHOLD {
             return hash_file(&abs, &id);
         }
@@ -171,7 +176,7 @@ impl BundleCache {
         for e in entries {
             super::entry::validate_name(&e.name)?;
             let h = match &e.source {
-                Source::File { path, .. } => self.sha256_of(path)?,
+                Source::File { path, expect, .. } => self.sha256_checked(path, expect.as_ref())?,
                 Source::Bytes { data, .. } => Sha256::digest(data).into(),
             };
             out.push_str(&hex(&h));

@@ -40,22 +40,11 @@ pub fn check_roles(requested: &[String], known: &Roles) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses the `roles` query parameter (`roles=a,b`) of a raw query string. Only the
-/// grammar is checked here; [`check_roles`] checks the names.
-pub fn roles_from_query(query: &str) -> Result<Vec<String>, String> {
-    let mut found: Option<&str> = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k == "roles" {
-            if found.is_some() {
-                return Err("give the roles parameter once, comma-separated (roles=a,b)".into());
-            }
-            found = Some(v);
-        }
-    }
-    let raw = found.ok_or("the roles query parameter is missing (roles=a,b)")?;
-    // Role names never need escaping; `%2C` for the comma is what some clients send.
-    let raw = raw.replace("%2C", ",").replace("%2c", ",");
+/// Splits the decoded `roles` query parameter (`roles=a,b`; the shared query parser has
+/// already refused a repeat). Only the grammar is checked here; [`check_roles`] checks
+/// the names.
+pub fn roles_from_param(value: Option<&str>) -> Result<Vec<String>, String> {
+    let raw = value.ok_or("the roles query parameter is missing (roles=a,b)")?;
     if raw.is_empty() {
         return Err("the roles query parameter is empty (roles=a,b)".into());
     }
@@ -98,6 +87,42 @@ pub fn bundle_file_name(app_slug: &str, roles: &[String], stamp: &str) -> String
     format!("{app_slug}-join-{}-{stamp}.tar.gz", roles.join("-"))
 }
 
+/// The download step: one pasteable command for POSIX `sh` and curl >= 7.44.
+///
+/// - The token reaches curl on standard input as a config line written by the shell
+///   builtin `printf`, so it is in no process's argv (`/proc/PID/cmdline` is readable
+///   by every local user); curl's `-K -` reads it (`-H @-` would need curl 7.55).
+/// - Quiet on success (`-sS`, no progress meter). On a refusal it prints the server's
+///   sentence, which the server also sends in the `Joinery-Error` header because curl
+///   does not keep the body of an error answered to a resumed request (and
+///   `--fail-with-body` needs curl 7.76).
+/// - A cut transfer resumes where it stopped (`-C -`, up to 5 attempts, 2-8 s apart);
+///   the server lets the client that started a download resume it for an hour.
+/// - It runs in a subshell, so `exit` ends the step, not the shell it was pasted into.
+fn download_step(i: &CommandInputs<'_>, url: &str, file: &str) -> String {
+    let insecure = if i.self_signed { " -k" } else { "" };
+    format!(
+        "(f={file}; n=0; while :; do p=0; [ -s \"$f\" ] && p=1; r=0; \
+         s=$(printf 'header = \"Authorization: Bearer %s\"\\n' {token} | \
+         curl -sS --proto =https{insecure} --pinnedpubkey {pin} -K - -C - -D \"$f.h\" \
+         -o \"$f\" -w '%{{http_code}}' {url} 2>\"$f.e\") || r=$?; \
+         case $s in 200|206|416) if [ $r = 0 ]; then rm -f \"$f.h\" \"$f.e\"; exit 0; fi;; \
+         4??) m=$(sed -n 's/^Joinery-Error: //p' \"$f.h\" | tr -d '\\r'); \
+         echo \"join bundle download refused: ${{m:-HTTP $s}}\" >&2; \
+         rm -f \"$f\" \"$f.h\" \"$f.e\"; exit 1;; \
+         5??) [ $p = 1 ] || rm -f \"$f\";; esac; \
+         case $r in 51|58|60|77|83|90) cat \"$f.e\" >&2; rm -f \"$f.h\" \"$f.e\"; exit 1;; esac; \
+         n=$((n+1)); if [ $n -ge 5 ]; then \
+         m=$(sed -n 's/^Joinery-Error: //p' \"$f.h\" 2>/dev/null | tr -d '\\r'); \
+         if [ -n \"$m\" ]; then echo \"join bundle download failed: $m\" >&2; else cat \"$f.e\" >&2; fi; \
+         rm -f \"$f.h\" \"$f.e\"; exit 1; fi; sleep $((n*2)); done)",
+        file = shell_quote(file),
+        token = shell_quote(i.token),
+        pin = shell_quote(i.pin),
+        url = shell_quote(url),
+    )
+}
+
 /// The three join steps of the seed document.
 pub fn join_steps(i: &CommandInputs<'_>) -> Vec<Step> {
     let host = match i.address {
@@ -110,17 +135,10 @@ pub fn join_steps(i: &CommandInputs<'_>) -> Vec<Step> {
         i.roles.join(",")
     );
     let file = bundle_file_name(i.app_slug, i.roles, i.stamp);
-    let insecure = if i.self_signed { " -k" } else { "" };
-    let download = format!(
-        "curl --fail --proto =https{insecure} --pinnedpubkey {} -H {} {} -o {}",
-        shell_quote(i.pin),
-        shell_quote(&format!("Authorization: Bearer {}", i.token)),
-        shell_quote(&url),
-        shell_quote(&file),
-    );
+    let download = download_step(i, &url, &file);
     vec![
         Step {
-            description: "Download the join bundle".into(),
+            description: "Download the join bundle (resumes by itself if the link drops)".into(),
             command: download,
         },
         Step {
@@ -168,16 +186,15 @@ mod tests {
     }
 
     #[test]
-    fn roles_query() {
+    fn roles_param() {
         assert_eq!(
-            roles_from_query("roles=controller").unwrap(),
+            roles_from_param(Some("controller")).unwrap(),
             ["controller"]
         );
-        assert_eq!(roles_from_query("x=1&roles=a,b").unwrap(), ["a", "b"]);
-        assert_eq!(roles_from_query("roles=a%2Cb").unwrap(), ["a", "b"]);
-        assert_eq!(roles_from_query("roles=a,,b").unwrap(), ["a", "", "b"]);
-        for q in ["", "roles=", "roles", "roles=a&roles=b", "role=a"] {
-            assert!(roles_from_query(q).is_err(), "{q}");
+        assert_eq!(roles_from_param(Some("a,b")).unwrap(), ["a", "b"]);
+        assert_eq!(roles_from_param(Some("a,,b")).unwrap(), ["a", "", "b"]);
+        for v in [None, Some("")] {
+            assert!(roles_from_param(v).is_err(), "{v:?}");
         }
     }
 
@@ -207,11 +224,21 @@ mod tests {
             stamp: "20260115-120000",
         });
         assert_eq!(steps.len(), 3);
-        assert_eq!(
-            steps[0].command,
-            "curl --fail --proto =https -k --pinnedpubkey 'sha256//abc=' -H 'Authorization: Bearer eyJ.x.y' \
-             'https://10.0.0.11:30081/v1/join-bundle?roles=controller,gpu' -o 'my-app-join-controller-gpu-20260115-120000.tar.gz'"
+        let d = &steps[0].command;
+        assert!(
+            d.starts_with("(f='my-app-join-controller-gpu-20260115-120000.tar.gz'; ")
+                && d.ends_with("done)"),
+            "{d}"
         );
+        // The token goes to curl's stdin from printf, a builtin: never an argument.
+        assert!(
+            d.contains(
+                r#"printf 'header = "Authorization: Bearer %s"\n' 'eyJ.x.y' | curl -sS --proto =https -k --pinnedpubkey 'sha256//abc=' -K - -C - "#
+            ),
+            "{d}"
+        );
+        assert!(d.contains("'https://10.0.0.11:30081/v1/join-bundle?roles=controller,gpu'"));
+        assert!(!d.contains("-H ") && !d.contains("--fail"), "{d}");
         assert_eq!(
             steps[1].command,
             "tar xzf 'my-app-join-controller-gpu-20260115-120000.tar.gz'"

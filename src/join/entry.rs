@@ -18,7 +18,12 @@ pub const MAX_NAME_LEN: usize = 255;
 pub enum Source {
     /// A file on disk, read while streaming. `mode` is written into the tar header
     /// (permission bits only, at most `0o7777`); the file's own mode is ignored.
-    File { path: PathBuf, mode: u32 },
+    /// `expect`: the file scanned at start-up; any other file at `path` is refused.
+    File {
+        path: PathBuf,
+        mode: u32,
+        expect: Option<Identity>,
+    },
     /// Bytes in memory (the small per-join files).
     Bytes { data: Vec<u8>, mode: u32 },
 }
@@ -39,6 +44,24 @@ impl Entry {
             source: Source::File {
                 path: path.into(),
                 mode,
+                expect: None,
+            },
+        }
+    }
+
+    /// An entry read from `path`, which must still be the file `scanned` describes.
+    pub fn scanned_file(
+        name: impl Into<String>,
+        path: impl Into<PathBuf>,
+        mode: u32,
+        scanned: Identity,
+    ) -> Self {
+        Entry {
+            name: name.into(),
+            source: Source::File {
+                path: path.into(),
+                mode,
+                expect: Some(scanned),
             },
         }
     }
@@ -163,13 +186,57 @@ impl FileId {
     }
 }
 
-/// Stat `path` (following symlinks) and insist on a regular file.
-pub(crate) fn stat_regular(path: &Path) -> io::Result<FileId> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("join bundle: {}: {e}", path.display())))?;
+/// Which file an artifact is: device, inode and size, as the start-up scan saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+}
+
+impl Identity {
+    pub fn of(meta: &Metadata) -> Self {
+        Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+        }
+    }
+}
+
+/// Opens `path` without following a symlink in its last component (`O_NOFOLLOW`: a
+/// file swapped for a link to a secret is refused, not read).
+pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            let why = if e.raw_os_error() == Some(libc::ELOOP) {
+                "is a symlink, which bundles never follow".to_string()
+            } else {
+                e.to_string()
+            };
+            io::Error::new(e.kind(), format!("join bundle: {}: {why}", path.display()))
+        })
+}
+
+/// Opens `path` (never through a symlink), insists on a regular file and, when
+/// `expect` is given, on that very file (device, inode, size): a hard link or a
+/// replacement planted after the scan is refused.
+pub(crate) fn stat_regular(path: &Path, expect: Option<&Identity>) -> io::Result<FileId> {
+    let meta = open_nofollow(path)?.metadata()?;
     if !meta.is_file() {
         return Err(invalid(format!(
             "join bundle: {} is not a regular file",
+            path.display()
+        )));
+    }
+    if expect.is_some_and(|x| *x != Identity::of(&meta)) {
+        return Err(io::Error::other(format!(
+            "join bundle: {} is not the file joinery scanned at start-up (it was replaced); \
+             restart joinery to serve the new file",
             path.display()
         )));
     }
@@ -196,9 +263,7 @@ pub(crate) struct CheckedFile {
 impl CheckedFile {
     /// Open `path` and check that it is still the file that was planned.
     pub fn open(path: &Path, id: &FileId) -> io::Result<Self> {
-        let file = File::open(path).map_err(|e| {
-            io::Error::new(e.kind(), format!("join bundle: {}: {e}", path.display()))
-        })?;
+        let file = open_nofollow(path)?;
         if FileId::of(&file.metadata()?) != *id {
             return Err(changed(path, "changed"));
         }

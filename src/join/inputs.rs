@@ -207,6 +207,8 @@ pub struct Artifact {
     pub name: String,
     pub path: PathBuf,
     pub mode: u32,
+    /// Device, inode and size when scanned: bundles refuse any other file at `path`.
+    pub scanned: super::entry::Identity,
 }
 
 /// Lists the artifacts directory: the application binary (named after the app slug,
@@ -263,12 +265,26 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<Artifact>) -> Result<(), String> 
                     )
                 })?
                 .to_string();
+            // Checked now, so a name no bundle could carry stops start-up rather than
+            // every download.
+            super::entry::validate_name(&name).map_err(|e| {
+                format!(
+                    "--artifacts-dir: {}: {}; rename the file",
+                    path.display(),
+                    e.to_string().trim_start_matches("join bundle: ")
+                )
+            })?;
             let mode = if meta.permissions().mode() & 0o111 != 0 {
                 0o755
             } else {
                 0o644
             };
-            out.push(Artifact { name, path, mode });
+            out.push(Artifact {
+                name,
+                path,
+                mode,
+                scanned: super::entry::Identity::of(&meta),
+            });
         } else {
             return Err(format!(
                 "--artifacts-dir: {} is not a regular file or directory (symlinks are not followed)",

@@ -128,7 +128,7 @@ pub fn create(
     kind: Kind,
     expiration: &str,
     description: &str,
-) -> Result<String, CreateError> {
+) -> Result<Created, CreateError> {
     let ca = client
         .get_configmap(NAMESPACE, "kube-root-ca.crt")
         .map_err(CreateError::Kube)?
@@ -142,12 +142,32 @@ pub fn create(
             &bootstrap_secret(&id, &secret, kind, expiration, description),
         )
         .map_err(CreateError::Kube)?;
-    Ok(encode(&kubeconfig(
-        &ca,
-        controller,
-        kind,
-        &format!("{id}.{secret}"),
-    )))
+    Ok(Created {
+        token: encode(&kubeconfig(
+            &ca,
+            controller,
+            kind,
+            &format!("{id}.{secret}"),
+        )),
+        id,
+    })
+}
+
+/// A bootstrap token just made.
+pub struct Created {
+    /// What `k0s join` reads.
+    pub token: String,
+    /// The token id: its Secret is `bootstrap-token-<id>`.
+    pub id: String,
+}
+
+/// Deletes the bootstrap token `id` (revocation, or a download that failed before the
+/// bundle started). A token already gone is fine.
+pub fn delete(client: &kube::Client, id: &str) -> Result<(), kube::Error> {
+    match client.delete_secret(NAMESPACE, &format!("bootstrap-token-{id}"), None) {
+        Ok(()) | Err(kube::Error::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Why no k0s token could be made.

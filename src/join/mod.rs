@@ -67,6 +67,7 @@
 //!   error every `read` fails, so a corrupt archive never ends cleanly.
 //! - Entry names are validated ([`validate_name`]) before any byte is produced.
 
+pub mod assemble;
 mod bundle;
 mod cache;
 pub mod command;
@@ -78,8 +79,9 @@ mod service;
 #[cfg(test)]
 mod tests;
 pub mod ticket;
+pub mod watch;
 
-pub use bundle::{stream, BundleStream, LEVEL};
+pub use bundle::{stream, stream_at, BundleStream, LEVEL};
 pub use cache::{BundleCache, CACHE_THRESHOLD, FORMAT};
-pub use entry::{validate_name, Entry, Source, MAX_NAME_LEN};
+pub use entry::{validate_name, Entry, Identity, Source, MAX_NAME_LEN};
 pub use service::JoinService;

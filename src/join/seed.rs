@@ -119,20 +119,115 @@ pub fn connections(
     out
 }
 
-/// Signs the seed as a flattened JWS JSON document (pretty enough to read).
-pub fn sign(key: &[u8], seed: &Seed) -> Vec<u8> {
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let protected = b64.encode(br#"{"alg":"HS256"}"#);
-    let payload = b64.encode(serde_json::to_vec(seed).unwrap_or_default());
-    let signature = crate::auth::jwt::sign_input(key, &format!("{protected}.{payload}"));
-    let doc = serde_json::json!({
-        "protected": protected,
-        "payload": payload,
-        "signature": signature,
-    });
-    let mut out = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-    out.push(b'\n');
-    out
+/// Signs cluster seeds with the serving TLS key, so a joining host checks a seed with
+/// what it already trusts: the pin in its join command. The certificate travels in the
+/// signed header (`x5c`), its public key hashes to the pin.
+#[derive(Clone, Debug)]
+pub struct SeedSigner {
+    key: std::sync::Arc<dyn rustls::sign::SigningKey>,
+    cert_der: Vec<u8>,
+    scheme: rustls::SignatureScheme,
+    alg: &'static str,
+}
+
+impl SeedSigner {
+    /// The signer for a TLS key: ES256 (P-256, what joinery generates), ES384 or RS256.
+    pub fn new(
+        key: std::sync::Arc<dyn rustls::sign::SigningKey>,
+        cert_der: &[u8],
+    ) -> Result<SeedSigner, String> {
+        use rustls::SignatureScheme as S;
+        for (scheme, alg) in [
+            (S::ECDSA_NISTP256_SHA256, "ES256"),
+            (S::ECDSA_NISTP384_SHA384, "ES384"),
+            (S::RSA_PKCS1_SHA256, "RS256"),
+        ] {
+            if key.choose_scheme(&[scheme]).is_some() {
+                return Ok(SeedSigner {
+                    key,
+                    cert_der: cert_der.to_vec(),
+                    scheme,
+                    alg,
+                });
+            }
+        }
+        Err(
+            "the TLS key cannot sign the cluster seed (it must be ECDSA P-256, P-384 or \
+             RSA); use such a key for --tls-key"
+                .into(),
+        )
+    }
+
+    /// The seed as a flattened JWS JSON document (pretty enough to read): `protected`
+    /// (`{"alg","x5c"}`), `payload`, `signature` (JWS form), and in the unprotected
+    /// `header` the same signature as `openssl dgst -verify` reads it
+    /// (`opensslSignature`, standard base64; DER for ECDSA).
+    pub fn sign(&self, seed: &Seed) -> Result<Vec<u8>, String> {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let std64 = base64::engine::general_purpose::STANDARD;
+        let header = serde_json::json!({
+            "alg": self.alg,
+            "x5c": [std64.encode(&self.cert_der)],
+        });
+        let protected = b64.encode(header.to_string());
+        let payload = b64.encode(serde_json::to_vec(seed).unwrap_or_default());
+        let signer = self
+            .key
+            .choose_scheme(&[self.scheme])
+            .ok_or("the TLS key no longer offers its signature scheme")?;
+        let native = signer
+            .sign(format!("{protected}.{payload}").as_bytes())
+            .map_err(|e| format!("signing the cluster seed failed: {e}"))?;
+        let jws = match self.alg {
+            "ES256" => ecdsa_der_to_raw(&native, 32)?,
+            "ES384" => ecdsa_der_to_raw(&native, 48)?,
+            _ => native.clone(),
+        };
+        let doc = serde_json::json!({
+            "protected": protected,
+            "payload": payload,
+            "signature": b64.encode(jws),
+            "header": { "opensslSignature": std64.encode(&native) },
+        });
+        let mut out = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+        out.push(b'\n');
+        Ok(out)
+    }
+}
+
+/// An ECDSA signature from ASN.1 DER (`SEQUENCE { INTEGER r, INTEGER s }`, as TLS
+/// carries it) to the JWS form: r and s as fixed-width big-endian numbers.
+fn ecdsa_der_to_raw(der: &[u8], width: usize) -> Result<Vec<u8>, String> {
+    let bad = || "the TLS key made a malformed ECDSA signature".to_string();
+    let body = match der {
+        [0x30, len, rest @ ..] if usize::from(*len) == rest.len() && *len < 0x80 => rest,
+        [0x30, 0x81, len, rest @ ..] if usize::from(*len) == rest.len() => rest,
+        _ => return Err(bad()),
+    };
+    let mut out = Vec::with_capacity(2 * width);
+    let mut rest = body;
+    for _ in 0..2 {
+        let [0x02, len, tail @ ..] = rest else {
+            return Err(bad());
+        };
+        let len = usize::from(*len);
+        let int = tail.get(..len).ok_or_else(bad)?;
+        let int = match int {
+            [0, more @ ..] => more,
+            _ => int,
+        };
+        if int.len() > width {
+            return Err(bad());
+        }
+        out.extend(std::iter::repeat_n(0u8, width - int.len()));
+        out.extend_from_slice(int);
+        rest = &tail[len..];
+    }
+    if rest.is_empty() {
+        Ok(out)
+    } else {
+        Err(bad())
+    }
 }
 
 #[cfg(test)]
@@ -193,8 +288,12 @@ mod tests {
     }
 
     #[test]
-    fn signed_seed_verifies() {
-        let key = [9u8; 32];
+    fn seeds_are_signed_with_the_tls_key_and_carry_its_certificate() {
+        let dir = std::env::temp_dir().join(format!("joinery-seed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let tls = crate::http::tls::load_or_generate(&dir, &["localhost".into()]).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let signer = SeedSigner::new(tls.key.clone(), &tls.cert_der).unwrap();
         let seed = Seed {
             cluster_id: "uid".into(),
             versions: BTreeMap::new(),
@@ -205,21 +304,37 @@ mod tests {
             issued_at: 1,
             expires_at: 2,
         };
-        let doc: serde_json::Value = serde_json::from_slice(&sign(&key, &seed)).unwrap();
-        let input = format!(
-            "{}.{}",
-            doc["protected"].as_str().unwrap(),
-            doc["payload"].as_str().unwrap()
-        );
-        assert_eq!(
-            doc["signature"].as_str().unwrap(),
-            crate::auth::jwt::sign_input(&key, &input)
-        );
-        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(doc["payload"].as_str().unwrap())
+        let doc: serde_json::Value = serde_json::from_slice(&signer.sign(&seed).unwrap()).unwrap();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header: serde_json::Value =
+            serde_json::from_slice(&b64.decode(doc["protected"].as_str().unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(header["alg"], "ES256");
+        let cert = base64::engine::general_purpose::STANDARD
+            .decode(header["x5c"][0].as_str().unwrap())
             .unwrap();
+        assert_eq!(cert, tls.cert_der.as_ref());
+        // The public key from the certificate (its pin is the one curl checks).
+        assert_eq!(crate::http::tls::spki_pin(&tls.cert_der).unwrap(), tls.pin);
+        let sig = b64.decode(doc["signature"].as_str().unwrap()).unwrap();
+        assert_eq!(sig.len(), 64);
+        // openssl verifies it in tests/it/joins.rs, the way the docs tell hosts to.
+        let payload = b64.decode(doc["payload"].as_str().unwrap()).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
         assert_eq!(v["clusterID"], "uid");
         assert_eq!(v["roles"][0], "ctl");
+    }
+
+    #[test]
+    fn ecdsa_signatures_convert() {
+        // r = 0x00 0x80.. (a leading zero for the sign), s short.
+        let mut der = vec![0x30, 0x27, 0x02, 0x21, 0x00, 0x80];
+        der.extend([1u8; 31]);
+        der.extend([0x02, 0x02, 0x01, 0x02]);
+        let raw = ecdsa_der_to_raw(&der, 32).unwrap();
+        assert_eq!(raw.len(), 64);
+        assert_eq!(raw[0], 0x80);
+        assert_eq!(&raw[62..], &[1, 2]);
+        assert!(ecdsa_der_to_raw(&[0x30, 0x01, 0x02], 32).is_err());
     }
 }

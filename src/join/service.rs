@@ -6,6 +6,7 @@ use std::path::Path;
 use super::cache::BundleCache;
 use super::entry::Entry;
 use super::inputs::{self, Artifact, License, Roles};
+use super::seed::SeedSigner;
 use super::ticket::Tickets;
 use crate::kube;
 
@@ -16,6 +17,8 @@ pub struct JoinService {
     pub artifacts: Vec<Artifact>,
     pub cache: BundleCache,
     pub tickets: Tickets,
+    /// Signs each join's cluster seed with the serving TLS key.
+    pub seed_signer: SeedSigner,
 }
 
 impl JoinService {
@@ -28,6 +31,7 @@ impl JoinService {
         data_dir: &Path,
         kube: kube::Client,
         namespace: &str,
+        seed_signer: SeedSigner,
     ) -> Result<JoinService, String> {
         let roles = inputs::load_roles(ec_config)?;
         let license = inputs::load_license(license)?;
@@ -41,15 +45,31 @@ impl JoinService {
             artifacts,
             cache,
             tickets: Tickets::new(kube, namespace),
+            seed_signer,
         })
     }
 
-    /// The artifacts as bundle entries, in name order.
+    /// The artifacts as bundle entries, in name order, each bound to the file the
+    /// start-up scan saw.
     pub fn artifact_entries(&self) -> Vec<Entry> {
         self.artifacts
             .iter()
-            .map(|a| Entry::file(a.name.clone(), a.path.clone(), a.mode))
+            .map(|a| Entry::scanned_file(a.name.clone(), a.path.clone(), a.mode, a.scanned))
             .collect()
+    }
+
+    /// Checks that every artifact is still the file scanned at start-up: there, a
+    /// regular file reached without a symlink, same device, inode and size. The error
+    /// names the first that is not (paths are the operator's, no secret).
+    pub fn check_artifacts(&self) -> Result<(), String> {
+        for a in &self.artifacts {
+            super::entry::stat_regular(&a.path, Some(&a.scanned)).map_err(|e| {
+                e.to_string()
+                    .trim_start_matches("join bundle: ")
+                    .to_string()
+            })?;
+        }
+        Ok(())
     }
 
     /// Compresses and hashes every artifact into the cache, then drops stale cache

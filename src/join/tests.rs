@@ -656,3 +656,26 @@ fn stream_is_a_send_static_reader_for_the_http_layer() {
     expected.insert("a".into(), (b"x".to_vec(), 0o644));
     check_tree(Tool::GnuTar, extract(Tool::GnuTar, &out).path(), &expected);
 }
+
+#[test]
+fn a_bundle_at_a_fixed_time_measures_and_resumes_byte_identically() {
+    let src = TempDir::new();
+    let cache_dir = TempDir::new();
+    let cache = BundleCache::new(cache_dir.path().join("c")).unwrap();
+    let (entries, _) = fixture(src.path());
+    // Cold cache: measuring builds the big members first.
+    let mut s = stream_at(entries.clone(), &cache, 1_700_000_000).unwrap();
+    let total = s.measure().unwrap();
+    let full = read_all(s).unwrap();
+    assert_eq!(total, full.len() as u64);
+    let mut offsets = vec![0, 1, 511, full.len() as u64 - 1, full.len() as u64];
+    // Inside the first (cached) member, at its end, inside the fresh member.
+    offsets.extend([1_000_000, 5_000_000, 5_100_000, full.len() as u64 - 100]);
+    for off in offsets {
+        let mut s = stream_at(entries.clone(), &cache, 1_700_000_000).unwrap();
+        assert_eq!(s.measure().unwrap(), total);
+        s.skip(off).unwrap();
+        let rest = read_all(s).unwrap();
+        assert!(rest == full[off as usize..], "resumed at {off}");
+    }
+}

@@ -21,11 +21,11 @@ use ureq::http::{Method, Request};
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 
 use super::kubeconfig::{self, header_safe};
-use super::paging::{list_path, next_page, segment, Next};
+use super::paging::{list_path, next_page, segment, selectors, Next};
 use super::status::error_from_response;
 use super::target::{self, Material, Target, TokenSource};
-use super::types::{NewSecret, Node, Secret, Source, Timeouts};
-use super::wire::{self, Page};
+use super::types::{NewSecret, Secret, Source, Timeouts};
+use super::wire::{self, Kind};
 use super::Error;
 
 /// Cap on a list page body (a page of 500 nodes is a few MiB at most).
@@ -69,6 +69,10 @@ impl fmt::Debug for Client {
 /// A bearer token, re-read from its file when stale or refused.
 struct Token {
     path: Option<PathBuf>,
+    /// For a token written inline in a kubeconfig: that kubeconfig, re-read (and its
+    /// token taken again) like a token file, so a kubeconfig rewritten with a new token
+    /// is picked up after a 401 instead of never.
+    kubeconfig: Option<PathBuf>,
     /// [`TOKEN_MAX_AGE`]; a field so tests need not wait a minute.
     max_age: Duration,
     state: Mutex<TokenState>,
@@ -83,26 +87,35 @@ impl Token {
     /// The token to send now, re-reading the file if the copy is older than a minute.
     fn current(&self) -> String {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(path) = &self.path {
-            if st.read_at.elapsed() >= self.max_age {
-                self.reread(path, &mut st);
-            }
+        if self.rereadable() && st.read_at.elapsed() >= self.max_age {
+            self.reread(&mut st);
         }
         st.value.clone()
     }
 
     /// After a 401: re-read now. Returns a token different from `used` if there is one.
     fn after_unauthorized(&self, used: &str) -> Option<String> {
-        let path = self.path.as_ref()?;
+        if !self.rereadable() {
+            return None;
+        }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        self.reread(path, &mut st);
+        self.reread(&mut st);
         (st.value != used).then(|| st.value.clone())
     }
 
-    fn reread(&self, path: &Path, st: &mut TokenState) {
+    fn rereadable(&self) -> bool {
+        self.path.is_some() || self.kubeconfig.is_some()
+    }
+
+    fn reread(&self, st: &mut TokenState) {
         // Stamp the attempt either way, so a broken file is retried once a minute, not per call.
         st.read_at = Instant::now();
-        match read_token(path) {
+        let (path, read) = match (&self.path, &self.kubeconfig) {
+            (Some(p), _) => (p, read_token(p)),
+            (None, Some(k)) => (k, read_kubeconfig_token(k)),
+            (None, None) => return,
+        };
+        match read {
             Ok(v) => st.value = v,
             Err(e) => crate::log::warn(
                 "kubernetes token re-read failed; keeping the previous token",
@@ -112,6 +125,19 @@ impl Token {
                 ],
             ),
         }
+    }
+}
+
+/// The inline token of a kubeconfig file, read again. The error never quotes it.
+fn read_kubeconfig_token(path: &Path) -> Result<String, String> {
+    let bytes = read_capped(path, FILE_LIMIT).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(bytes).map_err(|_| "kubeconfig is not UTF-8".to_string())?;
+    match kubeconfig::parse(&text, path)
+        .map_err(|e| e.to_string())?
+        .token
+    {
+        Some(TokenSource::Static(v)) => Ok(v),
+        _ => Err("the kubeconfig no longer holds an inline token".into()),
     }
 }
 
@@ -137,6 +163,13 @@ fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
         return Err(std::io::Error::other(format!("larger than {cap} bytes")));
     }
     Ok(buf)
+}
+
+/// A whole list: the kept items and the version a watch of it starts from (empty if
+/// the server sent none).
+pub struct Listed<U> {
+    pub items: Vec<U>,
+    pub resource_version: String,
 }
 
 /// One answer from the API server, body already read under a cap.
@@ -186,7 +219,13 @@ impl Client {
                 )?
             }
         };
-        Client::from_target(target, timeouts)
+        let mut client = Client::from_target(target, timeouts)?;
+        if let (Source::Kubeconfig(path), Some(inner)) = (source, Arc::get_mut(&mut client.inner)) {
+            if let Some(token) = inner.token.as_mut().filter(|t| t.path.is_none()) {
+                token.kubeconfig = Some(path.clone());
+            }
+        }
+        Ok(client)
     }
 
     /// Build from an already-parsed target: read its files and set up TLS.
@@ -257,6 +296,7 @@ impl Client {
             None => None,
             Some(TokenSource::Static(v)) => Some(Token {
                 path: None,
+                kubeconfig: None,
                 max_age: TOKEN_MAX_AGE,
                 state: Mutex::new(TokenState {
                     value: v.clone(),
@@ -268,6 +308,7 @@ impl Client {
                     .map_err(|e| cfg(format!("cannot read token file {}: {e}", p.display())))?;
                 Some(Token {
                     path: Some(p.clone()),
+                    kubeconfig: None,
                     max_age: TOKEN_MAX_AGE,
                     state: Mutex::new(TokenState {
                         value: v,
@@ -323,26 +364,6 @@ impl Client {
         self.inner.namespace.as_deref()
     }
 
-    /// All nodes, fetched 500 per page.
-    pub fn list_nodes(&self) -> Result<Vec<Node>, Error> {
-        self.list("/api/v1/nodes", "", wire::parse_node_page)
-    }
-
-    /// Every node, each passed through `keep` as soon as its page is read, so only what
-    /// `keep` returns outlives the page: memory stays at one page of full [`Node`]s plus
-    /// the kept parts, however many nodes there are. If the list has to restart (an
-    /// expired continue token), what was kept so far is dropped and `keep` sees those
-    /// nodes again.
-    pub fn list_nodes_map<U>(&self, keep: impl FnMut(Node) -> U) -> Result<Vec<U>, Error> {
-        self.list_map("/api/v1/nodes", "", wire::parse_node_page, keep)
-    }
-
-    /// One node; [`Error::NotFound`] if there is none of that name.
-    pub fn get_node(&self, name: &str) -> Result<Node, Error> {
-        let path = format!("/api/v1/nodes/{}", segment(name, "node")?);
-        wire::parse_node(&self.fetch(Method::GET, &path, None, OBJECT_BODY_LIMIT)?)
-    }
-
     /// One Secret, or `None` if it (or its namespace) does not exist.
     pub fn get_secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, Error> {
         let path = format!(
@@ -350,11 +371,7 @@ impl Client {
             segment(ns, "namespace")?,
             segment(name, "secret")?
         );
-        match self.fetch(Method::GET, &path, None, OBJECT_BODY_LIMIT) {
-            Ok(body) => wire::parse_secret(&body).map(Some),
-            Err(Error::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.get_if_exists(&path)
     }
 
     /// Create a Secret; [`Error::AlreadyExists`] if the name is taken. Never retried.
@@ -362,7 +379,7 @@ impl Client {
         segment(&new.name, "secret")?;
         let path = format!("/api/v1/namespaces/{}/secrets", segment(ns, "namespace")?);
         let body = wire::new_secret_body(new);
-        wire::parse_secret(&self.fetch(
+        wire::parse_one(&self.fetch(
             Method::POST,
             &path,
             Some(("application/json", &body)),
@@ -392,7 +409,7 @@ impl Client {
     /// Secrets in `ns` matching `label_selector` (empty: all), fetched 500 per page.
     pub fn list_secrets(&self, ns: &str, label_selector: &str) -> Result<Vec<Secret>, Error> {
         let base = format!("/api/v1/namespaces/{}/secrets", segment(ns, "namespace")?);
-        self.list(&base, label_selector, wire::parse_secret_page)
+        self.list(&base, &selectors(label_selector, ""))
     }
 
     /// A ConfigMap's `data`, or `None` if it does not exist.
@@ -430,32 +447,44 @@ impl Client {
         }
     }
 
-    /// Follow a list through its pages. An expired continue token (410) restarts the
-    /// list once from the beginning, as client-go's pager does.
-    pub(super) fn list<T>(
-        &self,
-        base: &str,
-        selector: &str,
-        parse: fn(&[u8]) -> Result<Page<T>, Error>,
-    ) -> Result<Vec<T>, Error> {
-        self.list_map(base, selector, parse, |item| item)
+    /// One object of kind `K` at `path`.
+    pub(super) fn get<K: Kind>(&self, path: &str) -> Result<K, Error> {
+        wire::parse_one(&self.fetch(Method::GET, path, None, OBJECT_BODY_LIMIT)?)
     }
 
-    /// [`list`](Self::list), keeping `keep(item)` of each item as its page is read.
-    pub(super) fn list_map<T, U>(
+    /// One object of kind `K` at `path`, or `None` if it (or its namespace) does not exist.
+    pub(super) fn get_if_exists<K: Kind>(&self, path: &str) -> Result<Option<K>, Error> {
+        match self.get(path) {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every object of kind `K` under `base` matching `query` (from
+    /// [`selectors`](super::paging::selectors)), fetched 500 per page.
+    pub(super) fn list<K: Kind>(&self, base: &str, query: &str) -> Result<Vec<K>, Error> {
+        Ok(self.list_map(base, query, |item: K| item)?.items)
+    }
+
+    /// [`list`](Self::list), keeping `keep(item)` of each item as its page is read, so
+    /// only what `keep` returns outlives the page. An expired continue token (410)
+    /// restarts the list once from the beginning, as client-go's pager does; what was
+    /// kept so far is dropped and `keep` sees those items again.
+    pub(super) fn list_map<K: Kind, U>(
         &self,
         base: &str,
-        selector: &str,
-        parse: fn(&[u8]) -> Result<Page<T>, Error>,
-        mut keep: impl FnMut(T) -> U,
-    ) -> Result<Vec<U>, Error> {
+        query: &str,
+        mut keep: impl FnMut(K) -> U,
+    ) -> Result<Listed<U>, Error> {
         let mut restarted = false;
         'restart: loop {
             let mut items: Vec<U> = Vec::new();
             let mut token: Option<String> = None;
+            let mut first_version = None;
             let mut pages = 0;
             loop {
-                let path = list_path(base, selector, token.as_deref());
+                let path = list_path(base, query, token.as_deref());
                 let body = match self.fetch(Method::GET, &path, None, LIST_BODY_LIMIT) {
                     Err(Error::Gone) if token.is_some() && !restarted => {
                         restarted = true;
@@ -463,9 +492,13 @@ impl Client {
                     }
                     r => r?,
                 };
-                let page = parse(&body)?;
+                let page = wire::parse_page::<K>(&body)?;
                 drop(body);
                 pages += 1;
+                // Every page of one list carries the first page's snapshot version.
+                if first_version.is_none() {
+                    first_version = page.resource_version.clone();
+                }
                 items.extend(page.items.into_iter().map(&mut keep));
                 match next_page(
                     page.continue_token.as_deref(),
@@ -473,7 +506,12 @@ impl Client {
                     pages,
                     items.len(),
                 )? {
-                    Next::Done => return Ok(items),
+                    Next::Done => {
+                        return Ok(Listed {
+                            items,
+                            resource_version: first_version.unwrap_or_default(),
+                        })
+                    }
                     Next::Fetch(t) => token = Some(t),
                 }
             }
@@ -548,6 +586,59 @@ impl Client {
         }
     }
 
+    /// A fresh agent with this client's TLS and timeouts but a connection pool of its
+    /// own, for a watcher: shutting it down cuts only that watcher's stream.
+    pub(super) fn stream_agent(&self) -> ureq::Agent {
+        ureq::Agent::new_with_config(self.inner.agent.config().clone())
+    }
+
+    /// A streamed GET on `agent` lasting at most `budget`: the 2xx body, unread, or
+    /// the mapped error. Never retried: the watcher decides when to try again.
+    pub(super) fn open_stream(
+        &self,
+        agent: &ureq::Agent,
+        path: &str,
+        budget: Duration,
+    ) -> Result<ureq::Body, Error> {
+        let token = self.inner.token.as_ref().map(Token::current);
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}{}", self.inner.server, path));
+        if let Some(t) = &token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(())
+            .map_err(|_| Error::Invalid("request could not be built".into()))?;
+        let req = agent
+            .configure_request(req)
+            .timeout_global(Some(budget))
+            .build();
+        let mut resp = agent.run(req).map_err(transport_error)?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(resp.into_body());
+        }
+        if status == 401 {
+            // Re-read the token file now, so the next attempt sends the fresh one.
+            if let (Some(t), Some(used)) = (&self.inner.token, &token) {
+                t.after_unauthorized(used);
+            }
+        }
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(ERROR_BODY_LIMIT)
+            .read_to_vec()
+            .unwrap_or_default();
+        Err(error_from_response(status, &body, retry_after.as_deref()))
+    }
+
     /// One HTTP exchange with at most `budget` of time.
     fn attempt(
         &self,
@@ -620,7 +711,7 @@ impl Client {
 
 /// A failed exchange. Connection trouble of every kind means "unavailable"; what remains
 /// means the answer made no sense.
-fn transport_error(e: ureq::Error) -> Error {
+pub(super) fn transport_error(e: ureq::Error) -> Error {
     match e {
         ureq::Error::Timeout(t) => Error::Unavailable(format!("timed out ({t})")),
         // rustls reports handshake failures (an untrusted server certificate) as io errors.

@@ -31,7 +31,7 @@ pub enum Error {
     AlreadyExists,
     /// A precondition (uid, resourceVersion) did not hold (409, any other reason).
     Conflict,
-    /// A list continue token expired (410); start the list again.
+    /// A list continue token or a watch's resourceVersion expired (410); list again.
     Gone,
     /// The API server is shedding load (429). Wait `retry_after` seconds when given.
     TooManyRequests {
@@ -56,7 +56,7 @@ impl fmt::Display for Error {
             Error::NotFound => write!(f, "kubernetes: not found (404)"),
             Error::AlreadyExists => write!(f, "kubernetes: already exists (409)"),
             Error::Conflict => write!(f, "kubernetes: conflict (409): precondition failed"),
-            Error::Gone => write!(f, "kubernetes: gone (410): list continue token expired"),
+            Error::Gone => write!(f, "kubernetes: gone (410): version expired, list again"),
             Error::TooManyRequests {
                 retry_after: Some(s),
             } => write!(f, "kubernetes: too many requests (429): retry after {s} s"),

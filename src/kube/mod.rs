@@ -2,7 +2,8 @@
 //!
 //! Synchronous HTTPS through ureq 3 and rustls (ring), always verifying the server against
 //! the cluster CA. The rest of the crate sees [`Client`], the plain domain structs
-//! ([`Node`], [`Secret`], ...) and one [`Error`]; the JSON wire types stay private here.
+//! ([`Node`], [`Secret`], ...) and one [`Error`]; the JSON wire types stay private here,
+//! all of them in `wire.rs`.
 //!
 //! Map:
 //! - `target.rs`: where the server is and which credentials to use (in-cluster env; pure).
@@ -10,24 +11,32 @@
 //! - `wire.rs`: JSON wire types ↔ domain structs (pure).
 //! - `status.rs`: non-2xx `Status` → [`Error`], `Retry-After` (pure).
 //! - `paging.rs`: list paging decisions, path and query encoding (pure).
-//! - `client.rs`: all I/O: files, TLS, the request loop, the typed calls.
-//! - `secret_writes.rs`: resourceVersion-checked Secret replace, annotation patch.
-//! - `lifecycle.rs`: node patch/delete, pods and eviction, Leases, EtcdMembers.
+//! - `client.rs`: the request loop and the one generic resource path (get,
+//!   get-if-exists, paged list restarted on 410), Secrets and ConfigMaps.
+//! - `watch.rs`: a watch stream (from a list's resourceVersion, with bookmarks) on its
+//!   own connection that another thread can cut.
+//! - `nodes.rs`, `pods.rs`, `leases.rs`, `etcd.rs`, `secret_writes.rs`: each resource's
+//!   calls, written on the generic path.
 
 mod client;
 mod error;
+mod etcd;
 mod kubeconfig;
-mod lifecycle;
+mod leases;
+mod nodes;
 mod paging;
+mod pods;
 mod secret_writes;
 mod status;
 mod target;
 mod types;
+mod watch;
 mod wire;
 
-pub use client::Client;
+pub use client::{Client, Listed};
 pub use error::Error;
-pub use lifecycle::{EtcdMember, Eviction, Lease, NodePatch, Pod};
+pub use nodes::NodePatch;
+pub use watch::{Event, Watcher};
 /// Parses kubeconfig text as `joinery serve --kubeconfig` would, reading no file (paths
 /// it names resolve against `/nonexistent`). For the fuzz target in `fuzz/`.
 #[doc(hidden)]
@@ -35,4 +44,7 @@ pub fn parse_kubeconfig(text: &str) -> Result<(), Error> {
     kubeconfig::parse(text, std::path::Path::new("/nonexistent/kubeconfig")).map(|_| ())
 }
 
-pub use types::{Address, Condition, NewSecret, Node, NodeInfo, Secret, Source, Taint, Timeouts};
+pub use types::{
+    Address, Condition, EtcdMember, Eviction, Lease, NewSecret, Node, NodeInfo, Pod, Secret,
+    Source, Taint, Timeouts,
+};

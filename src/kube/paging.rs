@@ -52,16 +52,52 @@ pub(crate) fn next_page(
     Ok(Next::Fetch(token.to_string()))
 }
 
-/// The path and query of one list page.
-pub(crate) fn list_path(base: &str, label_selector: &str, continue_token: Option<&str>) -> String {
+/// A list's selectors as query parameters (`labelSelector=..&fieldSelector=..`), encoded;
+/// empty selectors are left out.
+pub(crate) fn selectors(label: &str, field: &str) -> String {
+    let mut q = String::new();
+    for (name, value) in [("labelSelector", label), ("fieldSelector", field)] {
+        if !value.is_empty() {
+            if !q.is_empty() {
+                q.push('&');
+            }
+            q.push_str(name);
+            q.push('=');
+            q.push_str(&encode(value));
+        }
+    }
+    q
+}
+
+/// The path and query of one list page; `query` comes from [`selectors`].
+pub(crate) fn list_path(base: &str, query: &str, continue_token: Option<&str>) -> String {
     let mut p = format!("{base}?limit={PAGE_LIMIT}");
-    if !label_selector.is_empty() {
-        p.push_str("&labelSelector=");
-        p.push_str(&encode(label_selector));
+    if !query.is_empty() {
+        p.push('&');
+        p.push_str(query);
     }
     if let Some(c) = continue_token {
         p.push_str("&continue=");
         p.push_str(&encode(c));
+    }
+    p
+}
+
+/// The path and query of a watch from `resource_version`, with bookmarks, ended by the
+/// server after `timeout_seconds`.
+pub(crate) fn watch_path(
+    base: &str,
+    query: &str,
+    resource_version: &str,
+    timeout_seconds: u64,
+) -> String {
+    let mut p = format!(
+        "{base}?watch=1&allowWatchBookmarks=true&resourceVersion={}&timeoutSeconds={timeout_seconds}",
+        encode(resource_version)
+    );
+    if !query.is_empty() {
+        p.push('&');
+        p.push_str(query);
     }
     p
 }
@@ -131,11 +167,24 @@ mod tests {
         assert_eq!(
             list_path(
                 "/api/v1/namespaces/kube-system/secrets",
-                "app=joinery,tier in (a b)",
+                &selectors("app=joinery,tier in (a b)", ""),
                 Some("eyJ2Ijo+/=")
             ),
             "/api/v1/namespaces/kube-system/secrets?limit=500\
              &labelSelector=app%3Djoinery%2Ctier%20in%20%28a%20b%29&continue=eyJ2Ijo%2B%2F%3D"
+        );
+    }
+
+    #[test]
+    fn selector_and_watch_queries() {
+        assert_eq!(selectors("", ""), "");
+        assert_eq!(
+            selectors("a=b", "spec.nodeName=n 1"),
+            "labelSelector=a%3Db&fieldSelector=spec.nodeName%3Dn%201"
+        );
+        assert_eq!(
+            watch_path("/api/v1/nodes", "", "12", 300),
+            "/api/v1/nodes?watch=1&allowWatchBookmarks=true&resourceVersion=12&timeoutSeconds=300"
         );
     }
 

@@ -32,7 +32,7 @@ impl Client {
             segment(&new.name, "secret")?
         );
         let body = replace_body(ns, resource_version, new);
-        wire::parse_secret(&self.fetch(
+        wire::parse_one::<Secret>(&self.fetch(
             Method::PUT,
             &path,
             Some(("application/json", &body)),

@@ -164,6 +164,61 @@ impl fmt::Debug for NewSecret {
     }
 }
 
+/// A pod, reduced to what a drain decides on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// `status.phase`: `Pending`, `Running`, `Succeeded`, `Failed`, `Unknown`.
+    pub phase: String,
+    /// The kind of the owner reference marked `controller: true` (`DaemonSet`, ...).
+    pub controller_kind: Option<String>,
+    /// Carries the `kubernetes.io/config.mirror` annotation (a static pod's API copy).
+    pub mirror: bool,
+    /// Has a `deletionTimestamp`: already on its way out.
+    pub terminating: bool,
+}
+
+/// A `coordination.k8s.io/v1` Lease.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Lease {
+    pub namespace: String,
+    pub name: String,
+    /// Empty for a Lease not yet created.
+    pub resource_version: String,
+    pub holder: Option<String>,
+    pub duration_seconds: Option<i64>,
+    /// RFC 3339 with microseconds (`MicroTime`).
+    pub acquire_time: Option<String>,
+    pub renew_time: Option<String>,
+    pub transitions: i64,
+}
+
+/// k0s's `etcd.k0sproject.io/v1beta1` EtcdMember (cluster-scoped, named after the node).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EtcdMember {
+    pub name: String,
+    /// `spec.leave`: removal from etcd was requested.
+    pub leave: bool,
+    /// The `Joined` condition's status (`"True"`, `"False"`), if reported.
+    pub joined: Option<String>,
+    pub member_id: Option<String>,
+    pub peer_address: Option<String>,
+}
+
+/// What an eviction request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Eviction {
+    /// Accepted (201): the pod is now terminating.
+    Evicted,
+    /// The pod was already gone (404).
+    Gone,
+    /// A PodDisruptionBudget refused it (429 with cause `DisruptionBudget`); try later.
+    /// Carries the API server's message, which names the budget.
+    Blocked(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,8 +10,11 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use super::types::{Address, Condition, NewSecret, Node, NodeInfo, Secret, Taint};
+use super::types::{
+    Address, Condition, EtcdMember, Lease, NewSecret, Node, NodeInfo, Pod, Secret, Taint,
+};
 use super::Error;
 
 type Map = BTreeMap<String, String>;
@@ -26,6 +29,8 @@ struct ObjectMeta {
     creation_timestamp: Option<String>,
     labels: Option<Map>,
     annotations: Option<Map>,
+    owner_references: Option<Vec<OwnerRef>>,
+    deletion_timestamp: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +38,7 @@ struct ObjectMeta {
 struct ListMeta {
     #[serde(rename = "continue")]
     continue_: Option<String>,
+    resource_version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +135,27 @@ pub(crate) struct WireConfigMap {
 pub(crate) struct Page<T> {
     pub items: Vec<T>,
     pub continue_token: Option<String>,
+    /// The list's `metadata.resourceVersion`: where a watch of the same list starts.
+    pub resource_version: Option<String>,
+}
+
+/// A resource the generic path in `client.rs` can get, list and watch: its name in
+/// messages, its wire type and the conversion to its domain struct.
+pub(crate) trait Kind: Sized {
+    /// Singular, lowercase, for messages: `"node"`.
+    const WHAT: &'static str;
+    type Wire: DeserializeOwned;
+    fn from_wire(w: Self::Wire) -> Result<Self, Error>;
+}
+
+/// Decode one object of kind `K`.
+pub(crate) fn parse_one<K: Kind>(body: &[u8]) -> Result<K, Error> {
+    K::from_wire(decode(body, K::WHAT)?)
+}
+
+/// Decode one list page of kind `K`.
+pub(crate) fn parse_page<K: Kind>(body: &[u8]) -> Result<Page<K>, Error> {
+    page(body, &format!("{} list", K::WHAT), K::from_wire)
 }
 
 /// Decode JSON without letting serde's message (which may quote a value) escape.
@@ -161,30 +188,28 @@ fn page<W: DeserializeOwned, T>(
         .into_iter()
         .map(convert)
         .collect::<Result<Vec<T>, Error>>()?;
-    let continue_token = list
-        .metadata
-        .and_then(|m| m.continue_)
-        .filter(|c| !c.is_empty());
+    let meta = list.metadata.unwrap_or_default();
     Ok(Page {
         items,
-        continue_token,
+        continue_token: meta.continue_.filter(|c| !c.is_empty()),
+        resource_version: meta.resource_version.filter(|v| !v.is_empty()),
     })
 }
 
-pub(crate) fn parse_node(body: &[u8]) -> Result<Node, Error> {
-    node_from_wire(decode(body, "node")?)
+impl Kind for Node {
+    const WHAT: &'static str = "node";
+    type Wire = WireNode;
+    fn from_wire(w: WireNode) -> Result<Node, Error> {
+        node_from_wire(w)
+    }
 }
 
-pub(crate) fn parse_node_page(body: &[u8]) -> Result<Page<Node>, Error> {
-    page(body, "node list", node_from_wire)
-}
-
-pub(crate) fn parse_secret(body: &[u8]) -> Result<Secret, Error> {
-    secret_from_wire(decode(body, "secret")?)
-}
-
-pub(crate) fn parse_secret_page(body: &[u8]) -> Result<Page<Secret>, Error> {
-    page(body, "secret list", secret_from_wire)
+impl Kind for Secret {
+    const WHAT: &'static str = "secret";
+    type Wire = WireSecret;
+    fn from_wire(w: WireSecret) -> Result<Secret, Error> {
+        secret_from_wire(w)
+    }
 }
 
 /// `metadata.uid` of any object.
@@ -378,6 +403,275 @@ pub(crate) fn delete_options_body(uid: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+// ---- watch events -------------------------------------------------------------------
+
+/// One event of a watch stream, as the server sent it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WireEvent<K> {
+    Added(K),
+    Modified(K),
+    Deleted(K),
+    /// Nothing changed; the stream has reached the carried resourceVersion.
+    Bookmark,
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    #[serde(rename = "type")]
+    type_: String,
+    object: serde_json::Value,
+}
+
+/// Decode one line of a watch stream and the resourceVersion it carries. An `ERROR`
+/// event is the Status object it holds, as an error (410 Expired: [`Error::Gone`]).
+pub(crate) fn parse_event<K: Kind>(line: &[u8]) -> Result<(WireEvent<K>, Option<String>), Error> {
+    let ev: RawEvent = decode(line, "watch event")?;
+    let version = ev
+        .object
+        .pointer("/metadata/resourceVersion")
+        .and_then(|v| v.as_str())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string);
+    let object = || -> Result<K, Error> {
+        let w = K::Wire::deserialize(&ev.object)
+            .map_err(|_| Error::Protocol(format!("watch event: {} of the wrong shape", K::WHAT)))?;
+        K::from_wire(w)
+    };
+    let event = match ev.type_.as_str() {
+        "ADDED" => WireEvent::Added(object()?),
+        "MODIFIED" => WireEvent::Modified(object()?),
+        "DELETED" => WireEvent::Deleted(object()?),
+        "BOOKMARK" => WireEvent::Bookmark,
+        "ERROR" => {
+            let code = ev
+                .object
+                .get("code")
+                .and_then(|c| c.as_u64())
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(500);
+            let body = serde_json::to_vec(&ev.object).unwrap_or_default();
+            return Err(super::status::error_from_response(code, &body, None));
+        }
+        _ => {
+            return Err(Error::Protocol(
+                "watch event of an unknown type".to_string(),
+            ))
+        }
+    };
+    Ok((event, version))
+}
+
+// ---- pods, leases, etcd members ---------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct OwnerRef {
+    kind: Option<String>,
+    controller: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct WirePod {
+    metadata: Option<ObjectMeta>,
+    status: Option<PodStatus>,
+}
+
+#[derive(Deserialize, Default)]
+struct PodStatus {
+    phase: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct LeaseSpecWire {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holder_identity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_duration_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acquire_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    renew_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_transitions: Option<i64>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireLease {
+    metadata: Option<ObjectMeta>,
+    spec: Option<LeaseSpecWire>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireEtcdMember {
+    metadata: Option<ObjectMeta>,
+    spec: Option<EtcdSpec>,
+    status: Option<EtcdStatus>,
+}
+
+#[derive(Deserialize)]
+struct EtcdSpec {
+    leave: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EtcdStatus {
+    #[serde(rename = "memberID")]
+    member_id: Option<String>,
+    peer_address: Option<String>,
+    conditions: Option<Vec<EtcdCondition>>,
+}
+
+#[derive(Deserialize)]
+struct EtcdCondition {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    status: Option<String>,
+}
+
+/// The parts of a 429 Status that say whether a disruption budget refused an eviction.
+#[derive(Deserialize, Default)]
+struct EvictionStatus {
+    message: Option<String>,
+    details: Option<EvictionDetails>,
+}
+
+#[derive(Deserialize, Default)]
+struct EvictionDetails {
+    causes: Option<Vec<Cause>>,
+}
+
+#[derive(Deserialize)]
+struct Cause {
+    reason: Option<String>,
+    message: Option<String>,
+}
+
+impl Kind for Pod {
+    const WHAT: &'static str = "pod";
+    type Wire = WirePod;
+    fn from_wire(w: WirePod) -> Result<Pod, Error> {
+        Ok(pod_from_wire(w))
+    }
+}
+
+fn pod_from_wire(w: WirePod) -> Pod {
+    let meta = w.metadata.unwrap_or_default();
+    Pod {
+        namespace: meta.namespace.unwrap_or_default(),
+        name: meta.name.unwrap_or_default(),
+        uid: meta.uid.unwrap_or_default(),
+        phase: w.status.and_then(|s| s.phase).unwrap_or_default(),
+        controller_kind: meta
+            .owner_references
+            .unwrap_or_default()
+            .into_iter()
+            .find(|o| o.controller == Some(true))
+            .and_then(|o| o.kind),
+        mirror: meta
+            .annotations
+            .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror")),
+        terminating: meta.deletion_timestamp.is_some(),
+    }
+}
+
+impl Kind for Lease {
+    const WHAT: &'static str = "lease";
+    type Wire = WireLease;
+    fn from_wire(w: WireLease) -> Result<Lease, Error> {
+        Ok(lease_from_wire(w))
+    }
+}
+
+fn lease_from_wire(w: WireLease) -> Lease {
+    let meta = w.metadata.unwrap_or_default();
+    let spec = w.spec.unwrap_or_default();
+    Lease {
+        namespace: meta.namespace.unwrap_or_default(),
+        name: meta.name.unwrap_or_default(),
+        resource_version: meta.resource_version.unwrap_or_default(),
+        holder: spec.holder_identity.filter(|h| !h.is_empty()),
+        duration_seconds: spec.lease_duration_seconds,
+        acquire_time: spec.acquire_time,
+        renew_time: spec.renew_time,
+        transitions: spec.lease_transitions.unwrap_or(0),
+    }
+}
+
+pub(crate) fn lease_body(l: &Lease) -> Vec<u8> {
+    let mut meta = json!({ "name": l.name, "namespace": l.namespace });
+    if !l.resource_version.is_empty() {
+        meta["resourceVersion"] = json!(l.resource_version);
+    }
+    let spec = LeaseSpecWire {
+        holder_identity: l.holder.clone(),
+        lease_duration_seconds: l.duration_seconds,
+        acquire_time: l.acquire_time.clone(),
+        renew_time: l.renew_time.clone(),
+        lease_transitions: Some(l.transitions),
+    };
+    json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": meta,
+        "spec": spec,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+impl Kind for EtcdMember {
+    const WHAT: &'static str = "etcdmember";
+    type Wire = WireEtcdMember;
+    fn from_wire(w: WireEtcdMember) -> Result<EtcdMember, Error> {
+        Ok(etcd_from_wire(w))
+    }
+}
+
+fn etcd_from_wire(w: WireEtcdMember) -> EtcdMember {
+    let status = w.status;
+    let (member_id, peer_address, joined) = match status {
+        Some(s) => (
+            s.member_id,
+            s.peer_address,
+            s.conditions
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_.as_deref() == Some("Joined"))
+                .and_then(|c| c.status),
+        ),
+        None => (None, None, None),
+    };
+    EtcdMember {
+        name: w.metadata.and_then(|m| m.name).unwrap_or_default(),
+        leave: w.spec.and_then(|s| s.leave).unwrap_or(false),
+        joined,
+        member_id,
+        peer_address,
+    }
+}
+
+/// A 429 body's DisruptionBudget cause, if that is why the eviction was refused.
+pub(crate) fn disruption_budget_cause(body: &[u8]) -> Option<String> {
+    let st: EvictionStatus = serde_json::from_slice(body).unwrap_or_default();
+    let causes = st.details.and_then(|d| d.causes).unwrap_or_default();
+    let cause = causes
+        .into_iter()
+        .find(|c| c.reason.as_deref() == Some("DisruptionBudget"))?;
+    let mut m = cause
+        .message
+        .or(st.message)
+        .unwrap_or_else(|| "a PodDisruptionBudget refused the eviction".into());
+    if m.len() > 300 {
+        let mut end = 300;
+        while !m.is_char_boundary(end) {
+            end -= 1;
+        }
+        m.truncate(end);
+    }
+    Some(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,7 +681,7 @@ mod tests {
 
     #[test]
     fn kind_node_list_converts() {
-        let page = parse_node_page(KIND_LIST.as_bytes()).unwrap();
+        let page = parse_page::<Node>(KIND_LIST.as_bytes()).unwrap();
         assert_eq!(page.continue_token, None);
         assert_eq!(page.items.len(), 1);
         let n = &page.items[0];
@@ -421,7 +715,7 @@ mod tests {
 
     #[test]
     fn minikube_node_converts() {
-        let n = parse_node(MINIKUBE_NODE.as_bytes()).unwrap();
+        let n = parse_one::<Node>(MINIKUBE_NODE.as_bytes()).unwrap();
         assert_eq!(n.name, "minikube");
         assert!(n.ready);
         assert!(
@@ -452,14 +746,14 @@ mod tests {
             ("null", false),
         ];
         for (conds, want) in cases {
-            let n = parse_node(node_json("{}", conds, "[]").as_bytes()).unwrap();
+            let n = parse_one::<Node>(node_json("{}", conds, "[]").as_bytes()).unwrap();
             assert_eq!(n.ready, want, "{conds}");
         }
     }
 
     #[test]
     fn internal_ip_cordon_and_taints() {
-        let n = parse_node(
+        let n = parse_one::<Node>(
             node_json(
                 r#"{"unschedulable":true,"taints":[{"key":"node.kubernetes.io/unschedulable","effect":"NoSchedule","timeAdded":"2024-01-01T00:00:00Z"},{"key":"k","value":"v","effect":"NoExecute"}]}"#,
                 "[]",
@@ -474,19 +768,23 @@ mod tests {
         assert_eq!(n.taints[0].effect, "NoSchedule");
         assert_eq!(n.taints[0].value, None);
         assert_eq!(n.taints[1].value.as_deref(), Some("v"));
-        let n =
-            parse_node(node_json("{}", "[]", r#"[{"type":"Hostname","address":"h"}]"#).as_bytes())
-                .unwrap();
+        let n = parse_one::<Node>(
+            node_json("{}", "[]", r#"[{"type":"Hostname","address":"h"}]"#).as_bytes(),
+        )
+        .unwrap();
         assert_eq!(n.internal_ip, None);
     }
 
     #[test]
     fn node_without_name_is_a_protocol_error() {
         assert!(matches!(
-            parse_node(br#"{"metadata":{}}"#),
+            parse_one::<Node>(br#"{"metadata":{}}"#),
             Err(Error::Protocol(_))
         ));
-        assert!(matches!(parse_node(b"[1,2]"), Err(Error::Protocol(_))));
+        assert!(matches!(
+            parse_one::<Node>(b"[1,2]"),
+            Err(Error::Protocol(_))
+        ));
     }
 
     #[test]
@@ -512,7 +810,7 @@ mod tests {
             r#"{{"kind":"Secret","metadata":{{"name":"s","namespace":"kube-system","uid":"u1","resourceVersion":"9"}},"type":"Opaque","data":{}}}"#,
             body["data"]
         );
-        let s = parse_secret(read.as_bytes()).unwrap();
+        let s = parse_one::<Secret>(read.as_bytes()).unwrap();
         assert_eq!(s.data["token-secret"], b"0123456789abcdef");
         assert_eq!((s.uid.as_str(), s.resource_version.as_str()), ("u1", "9"));
         assert_eq!(s.type_.as_deref(), Some("Opaque"));
@@ -520,12 +818,13 @@ mod tests {
 
     #[test]
     fn secret_bad_base64_names_key_not_value() {
-        let e = parse_secret(br#"{"metadata":{"name":"s"},"data":{"k":"not base64 SEKRIT!"}}"#)
-            .unwrap_err()
-            .to_string();
+        let e =
+            parse_one::<Secret>(br#"{"metadata":{"name":"s"},"data":{"k":"not base64 SEKRIT!"}}"#)
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("\"k\"") && !e.contains("SEKRIT"), "{e}");
         // A shape error must not quote the value either.
-        let e = parse_secret(br#"{"metadata":{"name":"s"},"data":{"k":["SEKRIT"]}}"#)
+        let e = parse_one::<Secret>(br#"{"metadata":{"name":"s"},"data":{"k":["SEKRIT"]}}"#)
             .unwrap_err()
             .to_string();
         assert!(!e.contains("SEKRIT"), "{e}");
@@ -533,13 +832,13 @@ mod tests {
 
     #[test]
     fn list_pages_carry_continue() {
-        let p = parse_secret_page(
+        let p = parse_page::<Secret>(
             br#"{"kind":"SecretList","metadata":{"continue":"abc"},"items":[{"metadata":{"name":"a"}}]}"#,
         )
         .unwrap();
         assert_eq!(p.continue_token.as_deref(), Some("abc"));
         assert_eq!(p.items.len(), 1);
-        let p = parse_secret_page(br#"{"metadata":{"continue":""},"items":null}"#).unwrap();
+        let p = parse_page::<Secret>(br#"{"metadata":{"continue":""},"items":null}"#).unwrap();
         assert_eq!(p.continue_token, None);
         assert!(p.items.is_empty());
     }
@@ -561,5 +860,95 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&delete_options_body("u-1")).unwrap();
         assert_eq!(v["preconditions"]["uid"], "u-1");
         assert_eq!(v["kind"], "DeleteOptions");
+    }
+
+    #[test]
+    fn pods_from_the_wire() {
+        let list: Page<Pod> = parse_page::<Pod>(
+            br#"{"metadata":{},"items":[
+              {"metadata":{"name":"kp","namespace":"kube-system","uid":"u1",
+                "ownerReferences":[{"kind":"ReplicaSet"},{"kind":"DaemonSet","controller":true}]},
+               "status":{"phase":"Running"}},
+              {"metadata":{"name":"etcd","namespace":"kube-system","uid":"u2",
+                "annotations":{"kubernetes.io/config.mirror":"abc"},"deletionTimestamp":"2026-01-01T00:00:00Z"}}
+            ]}"#,
+        )
+        .unwrap();
+        let pods = list.items;
+        assert_eq!(pods[0].controller_kind.as_deref(), Some("DaemonSet"));
+        assert!(!pods[0].mirror && !pods[0].terminating);
+        assert_eq!(pods[0].phase, "Running");
+        assert!(pods[1].mirror && pods[1].terminating);
+        assert_eq!(pods[1].controller_kind, None);
+    }
+
+    #[test]
+    fn eviction_429_causes() {
+        let pdb = br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+          "message":"Cannot evict pod as it would violate the pod's disruption budget.",
+          "reason":"TooManyRequests","details":{"causes":[{"reason":"DisruptionBudget",
+          "message":"The disruption budget web needs 1 healthy pods and has 1 currently"}]},"code":429}"#;
+        assert_eq!(
+            disruption_budget_cause(pdb).as_deref(),
+            Some("The disruption budget web needs 1 healthy pods and has 1 currently")
+        );
+        let throttled = br#"{"kind":"Status","code":429,"reason":"TooManyRequests","details":{"retryAfterSeconds":1}}"#;
+        assert_eq!(disruption_budget_cause(throttled), None);
+        assert_eq!(disruption_budget_cause(b"not json"), None);
+    }
+
+    #[test]
+    fn leases_round_trip() {
+        let l = Lease {
+            namespace: "kotsadm".into(),
+            name: "joinery-drain-n1".into(),
+            resource_version: "7".into(),
+            holder: Some("joinery@node-1".into()),
+            duration_seconds: Some(15),
+            acquire_time: Some("2026-01-01T00:00:00.000000Z".into()),
+            renew_time: Some("2026-01-01T00:00:05.000000Z".into()),
+            transitions: 2,
+        };
+        let back = parse_one::<Lease>(&lease_body(&l)).unwrap();
+        assert_eq!(back, l);
+    }
+
+    #[test]
+    fn etcd_members() {
+        let m = parse_one::<EtcdMember>(
+            br#"{"metadata":{"name":"node-2"},"spec":{"leave":true},"status":{"peerAddress":"10.0.0.12",
+              "memberID":"ab12","conditions":[{"type":"Joined","status":"False"}]}}"#,
+        )
+        .unwrap();
+        assert!(m.leave);
+        assert_eq!(m.joined.as_deref(), Some("False"));
+        assert_eq!(m.member_id.as_deref(), Some("ab12"));
+    }
+
+    #[test]
+    fn watch_events() {
+        let (e, v) = parse_event::<Node>(
+            br#"{"type":"ADDED","object":{"kind":"Node","metadata":{"name":"n1","resourceVersion":"7"}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(e, WireEvent::Added(n) if n.name == "n1"));
+        assert_eq!(v.as_deref(), Some("7"));
+        let (e, v) = parse_event::<Node>(
+            br#"{"type":"BOOKMARK","object":{"kind":"Node","metadata":{"resourceVersion":"9"}}}"#,
+        )
+        .unwrap();
+        assert_eq!((e, v.as_deref()), (WireEvent::Bookmark, Some("9")));
+        let gone = parse_event::<Node>(
+            br#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 1 (5)","reason":"Expired","code":410}}"#,
+        );
+        assert_eq!(gone.unwrap_err(), Error::Gone);
+        assert!(matches!(
+            parse_event::<Node>(br#"{"type":"DELETED","object":{"metadata":{}}}"#),
+            Err(Error::Protocol(_))
+        ));
+        assert!(matches!(
+            parse_event::<Node>(br#"{"type":"WHAT","object":{}}"#),
+            Err(Error::Protocol(_))
+        ));
     }
 }

@@ -94,14 +94,15 @@ pub fn drain_info(annotations: &BTreeMap<String, String>) -> DrainInfo {
 /// Whether a node runs a k0s controller: `node.k0sproject.io/role=control-plane` or the
 /// `node-role.kubernetes.io/control-plane` key (its value differs between distributions).
 pub fn is_controller(labels: &BTreeMap<String, String>) -> bool {
-    labels.get("node.k0sproject.io/role").map(String::as_str) == Some("control-plane")
-        || labels.contains_key("node-role.kubernetes.io/control-plane")
+    crate::roles::is_controller(labels, None)
 }
 
 /// What the drain handlers and the drain worker share: the client, where joinery's own
 /// Leases live, this daemon's identity, and the stop/wake signal.
 pub struct Lifecycle {
     pub kube: kube::Client,
+    /// The watch-fed view: the worker's scan for draining nodes reads it when in sync.
+    pub cache: crate::cache::Cache,
     /// joinery's namespace (the drain Leases live there).
     pub namespace: String,
     /// This daemon's Lease holder identity.
@@ -119,7 +120,12 @@ struct Signal {
 impl Lifecycle {
     /// `node_name` makes the identity (`joinery@NODE`), so a daemon restarted on the
     /// same controller resumes its own Leases at once; without one it is random.
-    pub fn new(kube: kube::Client, namespace: &str, node_name: Option<&str>) -> Arc<Lifecycle> {
+    pub fn new(
+        kube: kube::Client,
+        cache: crate::cache::Cache,
+        namespace: &str,
+        node_name: Option<&str>,
+    ) -> Arc<Lifecycle> {
         let identity = match node_name {
             Some(n) => format!("joinery@{n}"),
             None => {
@@ -131,6 +137,7 @@ impl Lifecycle {
         };
         Arc::new(Lifecycle {
             kube,
+            cache,
             namespace: namespace.to_string(),
             identity,
             signal: Mutex::new(Signal::default()),

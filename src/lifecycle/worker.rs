@@ -123,15 +123,21 @@ fn run(lc: &Lifecycle) {
     log::info("drain worker stopped", &[]);
 }
 
-/// Adds every node marked draining to `nodes`. Only names are kept from each page, so a
-/// scan of a large cluster holds one page of parsed nodes at a time.
+/// Adds every node marked draining to `nodes`, from the watch-fed view when it is in
+/// sync (no API-server request); else from a live list, of which only names are kept
+/// from each page, so a scan of a large cluster holds one page of parsed nodes at a time.
 fn scan(lc: &Lifecycle, nodes: &mut BTreeMap<String, Driving>) {
-    let draining = lc.kube.list_nodes_map(|n| {
-        (drain_info(&n.annotations).state == DrainState::Draining).then_some(n.name)
-    });
-    match draining {
+    let draining = |n: &kube::Node| drain_info(&n.annotations).state == DrainState::Draining;
+    let names = match lc.cache.node_names(draining) {
+        Some(names) => Ok(names),
+        None => lc
+            .kube
+            .list_nodes_map(|n| draining(&n).then_some(n.name))
+            .map(|names| names.into_iter().flatten().collect()),
+    };
+    match names {
         Ok(names) => {
-            for name in names.into_iter().flatten() {
+            for name in names {
                 nodes.entry(name).or_default();
             }
         }

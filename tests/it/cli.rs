@@ -64,6 +64,8 @@ const HELP_COMMANDS: &[&[&str]] = &[
     &["token", "create", "--help"],
     &["token", "list", "-h"],
     &["version", "--help"],
+    &["key", "--help"],
+    &["key", "rotate", "-h"],
     &["health", "--help"],
     &["nodes", "--help"],
     &["node", "-h"],

@@ -138,8 +138,8 @@ fn killed_while_streaming_a_bundle_then_restart_serves_sound_bundles() {
     let mut d1 = start(&fake, inputs.path(), None);
     let admin = d1.login();
     let join = join_token(&create(&d1, &admin));
-    // A slow download with the join token: the ticket is consumed before the first
-    // byte, so the killed stream spends the token.
+    // A slow download with the join token: the ticket is won before the first byte,
+    // so after the kill only this client may download again (a resume), no other.
     let mut slow = Command::new("curl")
         .args([
             "-sS",
@@ -165,13 +165,14 @@ fn killed_while_streaming_a_bundle_then_restart_serves_sound_bundles() {
     let _ = slow.wait();
     let d2 = start(&fake, inputs.path(), Some(&d1.data_dir));
     d2.register_secret(&join);
-    let r = d2.get("/v1/join-bundle?roles=app", &join);
+    let r = d2.get_from("127.0.0.2", "/v1/join-bundle?roles=app", &join);
     r.assert_error(410, "join_token_used");
+    assert_bundle_sound(&d2.get("/v1/join-bundle?roles=app", &join));
     // A new token works exactly once, and its bundle is sound.
     let admin = d2.login();
     let join = join_token(&create(&d2, &admin));
     assert_bundle_sound(&d2.get("/v1/join-bundle?roles=app", &join));
-    d2.get("/v1/join-bundle?roles=app", &join)
+    d2.get_from("127.0.0.2", "/v1/join-bundle?roles=app", &join)
         .assert_error(410, "join_token_used");
 }
 
@@ -206,6 +207,6 @@ fn killed_during_create_join_command_issues_no_usable_token() {
     let admin = d2.login();
     let join = join_token(&create(&d2, &admin));
     assert_eq!(d2.get("/v1/join-bundle?roles=app", &join).status, 200);
-    d2.get("/v1/join-bundle?roles=app", &join)
+    d2.get_from("127.0.0.2", "/v1/join-bundle?roles=app", &join)
         .assert_error(410, "join_token_used");
 }

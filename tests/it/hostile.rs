@@ -111,6 +111,8 @@ fn regression_huge_content_length_does_not_kill_the_process() {
 fn regression_one_mebibyte_header_is_refused_without_buffering_it() {
     let fake = FakeKube::start(1, &[]);
     let d = Daemon::start(&fake);
+    // The cache's threads and first lists allocate as they start: measure after them.
+    d.wait_cache_synced();
     let before = rss_kib(d.pid());
     let mut req = b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
     req.extend(std::iter::repeat_n(b'a', 1 << 20));
@@ -181,7 +183,14 @@ fn regression_close_notify_and_hold_does_not_spin() {
 #[test]
 fn regression_idle_connections_never_starve_the_rest() {
     let fake = FakeKube::start(1, &[]);
-    let d = Daemon::start(&fake);
+    // All 500 come from one address: lift the per-address cap, which has its own test.
+    let d = Daemon::start_with(
+        &fake,
+        DaemonOpts {
+            args: vec!["--max-connections-per-address".into(), "512".into()],
+            ..Default::default()
+        },
+    );
     let mut idle = Vec::new();
     for _ in 0..500 {
         let mut tls = tls_connect(&d);
@@ -240,4 +249,86 @@ fn plain_http_on_the_tls_port_is_just_closed() {
     assert!(t.elapsed() < Duration::from_secs(2), "not closed promptly");
     assert!(!String::from_utf8_lossy(&buf).contains("200"));
     assert!(healthy(&d));
+}
+
+/// Issue 12 item 7: a 12,000-byte method was accepted, echoed in the 405 body and
+/// logged whole; HTTP/1.1 without Host, or with two, was served.
+#[test]
+fn regression_long_method_is_501_and_host_is_required() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start(&fake);
+    let method = "X".repeat(12_000);
+    let reply = exchange(
+        &d,
+        format!("{method} /v1/health HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(status_of(&reply), 501, "{}", &reply[..reply.len().min(300)]);
+    assert!(reply.contains("method_not_implemented"));
+    assert!(!reply.contains("XXXXXXXXXXXXXXXX"), "the method was echoed");
+    for (raw, what) in [
+        ("GET /v1/health HTTP/1.1\r\n\r\n", "no Host"),
+        (
+            "GET /v1/health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "two Hosts",
+        ),
+    ] {
+        let reply = exchange(&d, raw.as_bytes());
+        assert_eq!(status_of(&reply), 400, "{what}: {reply}");
+        assert!(reply.contains("bad_host"), "{what}: {reply}");
+    }
+    // HTTP/1.0 needs no Host.
+    let reply = exchange(&d, b"GET /v1/health HTTP/1.0\r\n\r\n");
+    assert_eq!(status_of(&reply), 200, "{reply}");
+    // A long path (under the 8 KiB URL cap) is logged clipped, not whole.
+    let path = format!("/v1/{}", "p".repeat(8000));
+    let reply = exchange(
+        &d,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(status_of(&reply), 404, "{}", &reply[..reply.len().min(300)]);
+    let line = d.output.wait_for("the access line of the long path", |l| {
+        l.contains("\"status\":404") && l.contains("pppp")
+    });
+    assert!(line.len() < 1024, "a {}-byte log line", line.len());
+    assert!(d
+        .output
+        .lines()
+        .iter()
+        .all(|l| l.len() < 2048 && !l.contains("XXXXXXXXXXXXXXXX")));
+}
+
+/// Issue 12 item 2: 512 idle TCP connections from one address (no TLS bytes) gave 503 to
+/// every other client while they were held, and past 530 the refusals were resets.
+#[test]
+fn regression_one_address_cannot_take_every_connection_slot() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start(&fake);
+    let hog: Vec<TcpStream> = (0..600)
+        .map(|_| TcpStream::connect(("127.0.0.1", d.port)).unwrap())
+        .collect();
+    // Another address is served at once, while the hog holds its sockets.
+    let t = Instant::now();
+    let r = d.curl("GET", "/v1/health", &["--interface", "127.0.0.2"]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // The hogging address itself gets a clean 503 envelope, never a reset.
+    for _ in 0..5 {
+        let r = d.curl("GET", "/v1/health", &["--interface", "127.0.0.1"]);
+        assert_eq!((r.status, r.exit), (503, 0), "{r:?}");
+        assert_eq!(r.json()["error"], "server_busy");
+    }
+    assert!(d
+        .output
+        .lines()
+        .iter()
+        .any(|l| l.contains("per-address connection cap")));
+    drop(hog);
+    let t = Instant::now();
+    while d
+        .curl("GET", "/v1/health", &["--interface", "127.0.0.1"])
+        .status
+        != 200
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "never recovered");
+    }
 }

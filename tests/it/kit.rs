@@ -646,5 +646,58 @@ fn a_node_that_never_becomes_ready_exits_7() {
     let c = Cluster::new(false);
     let o = headless_join(&c.ssh_args(&["--timeout", "3"]), None);
     assert_eq!(code(&o), 7, "{}", text(&o));
-    assert!(text(&o).contains("registered, not Ready"), "{}", text(&o));
+    // The daemon's wait_timeout message names the node's state.
+    assert!(
+        text(&o).contains("it exists and is not Ready (Ready=False"),
+        "{}",
+        text(&o)
+    );
+    // --wait bounds that wait alone (one long call, not a poll of the node list).
+    let t = std::time::Instant::now();
+    let o = headless_join(&c.ssh_args(&["--timeout", "60", "--wait", "2"]), None);
+    assert_eq!(code(&o), 7, "{}", text(&o));
+    assert!(text(&o).contains("not Ready after 2s"), "{}", text(&o));
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
+    let pw = c.path("password").display().to_string();
+    let o = headless_join(
+        &c.args(&["--password-file", &pw, "--print", "--wait"]),
+        None,
+    );
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(text(&o).contains("--wait needs --ssh"), "{}", text(&o));
+}
+
+#[test]
+fn regression_headless_join_puts_no_token_in_any_argv() {
+    use std::os::unix::process::CommandExt;
+    let c = Cluster::new(true);
+    // Slow Kubernetes down so the download's curl lives long enough to be seen.
+    c.fake
+        .control("POST", "/_fake/config", Some(json!({"latencyMs": 150})));
+    let watch = crate::joins::ArgvWatch::start(
+        vec![],
+        vec![PASSWORD.to_string()],
+        vec!["/v1/join-bundle".to_string()],
+    );
+    let child = Command::new("sh")
+        .arg(root().join("scripts/headless-join.sh"))
+        .args(c.ssh_args(&["--timeout", "60"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    watch.group(child.id());
+    let o = child.wait_with_output().unwrap();
+    let (hits, seen, scans) = watch.finish();
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(
+        hits.is_empty(),
+        "a secret in an argv ({scans} scans):\n{hits:#?}"
+    );
+    assert!(
+        !seen.is_empty(),
+        "the watcher never saw the download ({scans} scans)"
+    );
+    joined_host_checks(&c);
 }

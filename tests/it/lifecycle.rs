@@ -382,6 +382,16 @@ fn drain_leaves_daemonset_mirror_and_finished_pods() {
         Some(json!({"deadlineSeconds": -1})),
     )
     .assert_error(400, "invalid_deadline");
+    // Issue 12 item 8: null was read as "absent" and drained node-3 synchronously.
+    let msg = send(
+        &d,
+        "POST",
+        "/v1/nodes/node-3/drain",
+        &t,
+        Some(json!({"deadlineSeconds": null})),
+    )
+    .assert_error(400, "invalid_deadline");
+    assert!(msg.contains("null"), "{msg}");
     send(&d, "POST", "/v1/nodes/node-9/drain", &t, None).assert_error(404, "node_not_found");
     let lines = audit_lines(&d, "node.drain");
     assert!(lines
@@ -731,6 +741,17 @@ fn delete_refusals() {
         .assert_error(409, "node_not_drained");
     send(&d, "DELETE", "/v1/nodes/node-9", &t, None).assert_error(404, "node_not_found");
     send(&d, "DELETE", "/v1/nodes/node-4?force=maybe", &t, None).assert_error(400, "invalid_query");
+    // A second force, or a misspelt one, is refused rather than silently ignored.
+    send(
+        &d,
+        "DELETE",
+        "/v1/nodes/node-4?force=false&force=true",
+        &t,
+        None,
+    )
+    .assert_error(400, "invalid_query");
+    send(&d, "DELETE", "/v1/nodes/node-4?froce=true", &t, None)
+        .assert_error(400, "unknown_parameter");
 
     // node-2 down: removing node-3 would leave 1 ready of 2 controllers (quorum 2).
     fake.control(

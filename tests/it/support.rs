@@ -454,6 +454,21 @@ impl Daemon {
         )
     }
 
+    /// GET with a bearer token from another local address (`127.0.0.2`, say): another
+    /// host, as far as the daemon can tell.
+    pub fn get_from(&self, source: &str, path: &str, token: &str) -> Reply {
+        self.curl(
+            "GET",
+            path,
+            &[
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                "--interface",
+                source,
+            ],
+        )
+    }
+
     /// POST of a JSON body with an optional bearer token.
     pub fn post_json(&self, path: &str, token: Option<&str>, body: &str) -> Reply {
         let mut extra = vec!["-H".to_string(), "Content-Type: application/json".into()];
@@ -465,6 +480,19 @@ impl Daemon {
         extra.push(body.into());
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         self.curl("POST", path, &extra)
+    }
+
+    /// Waits (at most 20 s) until `/v1/ready` says the watch-fed view is in sync, so
+    /// the cache's start-up (threads, first lists) is over.
+    pub fn wait_cache_synced(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while self.curl("GET", "/v1/ready", &[]).json()["cacheInSync"] != serde_json::json!(true) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watch-fed view never synced"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Logs in with the installer password and returns the session token.

@@ -114,3 +114,51 @@ fn oauth_password_guesses_share_the_lockout() {
     d.register_secret(v["access_token"].as_str().unwrap());
     d.register_secret(v["refresh_token"].as_str().unwrap());
 }
+
+/// Issue 12 item 1: 100 concurrent wrong guesses from one address got 43 bcrypt checks
+/// (401s) before the lockout, because every request already waiting for a bcrypt slot
+/// went on to check. Attempts are now reserved at admission: at most the policy's five.
+#[test]
+fn regression_a_burst_of_guesses_gets_no_more_checks_than_the_policy() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start(&fake);
+    let json = |i: usize| login_from(&d, "127.0.0.1", &format!("burst guess {i}")).status;
+    let form = |i: usize| {
+        d.curl(
+            "POST",
+            "/oauth/token",
+            &[
+                "--interface",
+                "127.0.0.1",
+                "--data-urlencode",
+                "grant_type=password",
+                "--data-urlencode",
+                "username=admin",
+                "--data-urlencode",
+                &format!("password=burst guess {i}"),
+            ],
+        )
+        .status
+    };
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..100)
+            .map(|i| s.spawn(move || if i % 2 == 0 { json(i) } else { form(i) }))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // A wrong password is 401 (JSON login) or 400 invalid_grant (OAuth): a bcrypt check.
+    let checked = statuses.iter().filter(|s| matches!(s, 401 | 400)).count();
+    let refused = statuses.iter().filter(|s| matches!(s, 429 | 503)).count();
+    eprintln!("100 concurrent guesses: {checked} checked, {refused} refused");
+    assert!(
+        checked <= 5,
+        "{checked} bcrypt checks for one address: {statuses:?}"
+    );
+    assert_eq!(checked + refused, 100, "{statuses:?}");
+    // The address is locked out now, even with the right password...
+    login_from(&d, "127.0.0.1", PASSWORD).assert_error(429, "too_many_attempts");
+    // ...and the owner logs in from another address.
+    let r = login_from(&d, "127.0.0.2", PASSWORD);
+    assert_eq!(r.status, 200, "{}", r.text());
+    d.register_secret(r.json()["token"].as_str().unwrap());
+}

@@ -9,6 +9,7 @@ the bytes the client received.
 """
 
 import json
+import re
 import os
 import ssl
 import urllib.request
@@ -89,11 +90,13 @@ def test_requests_are_counted_by_route_pattern(env):
 
 
 def test_kubernetes_errors_are_counted_by_kind(env):
+    # Node reads answer from the watch-fed view; listing API tokens reads Secrets live.
     before = value(scrape(env), "joinery_kubernetes_errors_total", kind="unavailable")
-    fake_faults(env["fake"], "POST", [{"method": "GET", "path": "^/api/v1/nodes", "kind": "status",
-                                       "code": 503}])
+    fake_faults(env["fake"], "POST", [{"method": "GET", "path": "^/api/v1/namespaces/[^/]+/secrets",
+                                       "kind": "status", "code": 503}])
     try:
-        status, _, body = call(env["daemon"], "GET", "/v1/nodes", token=env["read"])
+        status, _, body = call(env["daemon"], "GET", "/v1/auth/tokens",
+                               token=session_token(env["key"], "admin"))
         assert status == 503, body
     finally:
         fake_faults(env["fake"], "DELETE")
@@ -109,7 +112,8 @@ def test_join_counters_move(env):
     assert status == 200, body
     steps = json.loads(body)["joinSteps"]
     join_token = next(s["command"] for s in steps if "join-bundle" in s["command"])
-    join_token = join_token.split("Authorization: Bearer ", 1)[1].split("'", 1)[0].split('"', 1)[0]
+    # The step hands the token to curl on stdin: printf '<config line>' '<token>' | curl -K -
+    join_token = re.search(r"printf '[^']*Bearer %s[^']*' '([^']+)'", join_token).group(1)
     status, headers, bundle = call(env["daemon"], "GET", "/v1/join-bundle?roles=app", token=join_token)
     assert status == 200, bundle[:300]
     assert headers["Content-Type"] == "application/gzip"

@@ -14,8 +14,10 @@
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 import yaml
@@ -115,7 +117,59 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(env, tmp_pat
     # The lifecycle operations really run against the fake: nodes get relabelled, drained,
     # resumed and removed (the examples name node-1..node-3). Every outcome is documented,
     # and the seed and example count keep the run the same each time.
-    run_schemathesis(env, tmp_path, "--exclude-path", OAUTH_TOKEN)
+    # The two node reads that can wait (up to 600 s) or stream (until the daemon stops)
+    # are left to `test_waits_and_node_streams_match_the_document`, below.
+    run_schemathesis(env, tmp_path, "--exclude-path", OAUTH_TOKEN,
+                     "--exclude-operation-id", "listNodes",
+                     "--exclude-operation-id", "getNode")
+
+
+def test_waits_and_node_streams_match_the_document(env):
+    """listNodes and getNode, with and without their waiting parameters, against the
+    document's schemas (jsonschema, with the document's components)."""
+    import jsonschema
+    doc = document(env)
+    daemon, token = env["daemon"], env["token"]
+
+    def check(ref_schema, value):
+        schema = {**ref_schema, "components": doc["components"]}
+        jsonschema.validate(value, schema)
+
+    nodes_op = doc["paths"]["/v1/nodes"]["get"]
+    node_op = doc["paths"]["/v1/nodes/{name}"]["get"]
+    listing = nodes_op["responses"]["200"]["content"]
+    status, headers, body = call(daemon, "GET", "/v1/nodes", token=token)
+    assert status == 200
+    check(listing["application/json"]["schema"], json.loads(body))
+    # The fuzzing run may have removed nodes: the stream starts with the ones left.
+    names = [n["name"] for n in json.loads(body)["nodes"]]
+    detail = node_op["responses"]["200"]["content"]["application/json"]["schema"]
+    status, _, body = call(daemon, "GET", "/v1/nodes/node-1?waitFor=ready&timeoutSeconds=5",
+                           token=token)
+    assert status == 200, body
+    check(detail, json.loads(body))
+    status, _, body = call(daemon, "GET", "/v1/nodes/node-9?waitFor=deleted", token=token)
+    assert status == 200, body
+    check(detail, json.loads(body))
+    status, _, body = call(daemon, "GET", "/v1/nodes/node-9?waitFor=ready&timeoutSeconds=1",
+                           token=token)
+    assert status == 504 and "504" in node_op["responses"], body
+    check(doc["components"]["schemas"]["Error"], json.loads(body))
+    for bad in ("waitFor=soon", "timeoutSeconds=5", "waitFor=ready&timeoutSeconds=601"):
+        status, _, body = call(daemon, "GET", f"/v1/nodes/node-1?{bad}", token=token)
+        assert status == 400 and json.loads(body)["error"] == "invalid_query", (bad, body)
+    # The stream: the current nodes as ADDED lines, each a NodeEvent.
+    req = urllib.request.Request(daemon.url + "/v1/nodes?watch=true",
+                                 headers={"Authorization": f"Bearer {token}"})
+    tls = ssl.create_default_context(cafile=daemon.ca)
+    with urllib.request.urlopen(req, context=tls, timeout=30) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "application/x-ndjson"
+        event_schema = listing["application/x-ndjson"]["schema"]
+        for name in names:
+            event = json.loads(resp.readline())
+            assert (event["type"], event["node"]["name"]) == ("ADDED", name)
+            check(event_schema, event)
 
 
 def test_schemathesis_on_the_oauth_token_endpoint(env, tmp_path):

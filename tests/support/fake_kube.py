@@ -36,13 +36,20 @@ Authentication: `Authorization: Bearer <token>` or a client certificate signed b
 all means system:anonymous, who may only read /version, /healthz, /livez, /readyz (the real
 default); --no-anonymous turns that into 401. A wrong token is always 401.
 
-Not modelled: watch (answered 400), consistent snapshots for continued lists (a later page
+Discovery: /api, /apis, /api/v1 and /apis/GROUP/VERSION (legacy shape), so kubectl works.
+Watch (`?watch=1`): from resourceVersion (events after it), or from ""/"0" with the current
+objects first as ADDED; BOOKMARK events every bookmarkMs with allowWatchBookmarks=true; a
+version older than the last 20000 changes (or than /_fake/compact) gets one ERROR event with
+a 410 Expired Status; timeoutSeconds ends the stream cleanly.
+
+Not modelled: consistent snapshots for continued lists (a later page
 shows current data), managedFields, admission beyond "the namespace must exist".
 
 Control API (same port, no auth, never faulted), all JSON:
     POST   /_fake/faults        append rules [{method?, path (regex on path?query), kind:
-                                status|latency|drop|reset, code?, reason?, message?,
-                                retryAfter?, delayMs?, times?}]
+                                status|latency|drop|reset|lost, code?, reason?, message?,
+                                retryAfter?, delayMs?, times?}]; "lost" serves the request
+                                (a write lands) and then drops the answer after delayMs
     DELETE /_fake/faults        clear rules;  GET /_fake/faults lists them
     POST   /_fake/rotate-token  {"token"?} -> {"token"}; the old token gets 401 from now on
     POST   /_fake/objects       upsert objects (apiVersion+kind, or {"path","object"}) as given
@@ -54,8 +61,10 @@ Control API (same port, no auth, never faulted), all JSON:
                                 namespace?, name?, user?, group?}]; absent = any, "*" = any,
                                 but "pods" does not cover "pods/eviction" (as in RBAC)
     POST   /_fake/node-ready    {"name", "ready": true|false|"Unknown"}
-    POST   /_fake/compact       expire every continue token issued so far (next use: 410)
-    GET|POST /_fake/config      {"latencyMs", "podDeleteDelayMs", "etcdLeaveDelayMs"}
+    POST   /_fake/compact       expire every continue token and watch version issued so far (410)
+    POST   /_fake/watch-reset   cut every open watch stream (RST)
+    POST   /_fake/down          {"seconds"}: cut open watches, reset every API request meanwhile
+    GET|POST /_fake/config      {"latencyMs", "bookmarkMs", "podDeleteDelayMs", "etcdLeaveDelayMs"}
 """
 
 from __future__ import annotations
@@ -469,6 +478,12 @@ class Store:
         self.manual_pdbs: set = set()  # PDBs whose status a test set by hand: the controller leaves them be
         self.pod_delete_delay = 0.0
         self.etcd_leave_delay = 0.3
+        # The watch cache: recent changes as (rv, type, plural, wire object). A watch from
+        # a version older than `events_floor` is answered with an ERROR event carrying a
+        # 410 Expired Status, as the apiserver's watch cache does.
+        self.events = collections.deque(maxlen=20000)
+        self.events_floor = self.rv
+        self.changed = threading.Condition(self.lock)
 
     # -- primitives ------------------------------------------------------------------
     def next_rv(self) -> str:
@@ -487,15 +502,26 @@ class Store:
         key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
         if key not in self.objs[res.plural]:
             self._keys[res.plural] = None
+            self._event("ADDED", res, obj)
+        else:
+            self._event("MODIFIED", res, obj)
         self.objs[res.plural][key] = obj
         self._after_write(res, obj)
         return obj
+
+    def _event(self, type_: str, res: Res, obj: dict) -> None:
+        """Record a change for watchers (called with the lock held)."""
+        if len(self.events) == self.events.maxlen:
+            self.events_floor = self.events[0][0]
+        self.events.append((int(obj["metadata"]["resourceVersion"]), type_, res.plural, wire(res, obj)))
+        self.changed.notify_all()
 
     def _remove(self, res: Res, key: tuple) -> dict | None:
         obj = self.objs[res.plural].pop(key, None)
         if obj is not None:
             self._keys[res.plural] = None
-            self.next_rv()
+            gone = {**obj, "metadata": {**obj["metadata"], "resourceVersion": self.next_rv()}}
+            self._event("DELETED", res, gone)
             if res.plural == "namespaces":  # the namespace controller empties it
                 for r in RESOURCES:
                     if r.namespaced:
@@ -1225,6 +1251,46 @@ def route(path: str):
     return res, ns, name, sub
 
 
+SHORT_NAMES = {"nodes": ["no"], "namespaces": ["ns"], "configmaps": ["cm"], "pods": ["po"],
+               "poddisruptionbudgets": ["pdb"], "daemonsets": ["ds"]}
+VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+
+
+def discovery(path: str) -> dict | None:
+    """Legacy discovery, as kubectl reads it: /api, /apis, /api/v1 and /apis/GROUP/VERSION
+    (an aggregated-discovery Accept header gets these too, which clients accept)."""
+    if path == "/api":
+        return {"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}
+    groups = {}
+    for r in RESOURCES:
+        if r.group:
+            groups.setdefault(r.group, r.version)
+    if path == "/apis":
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+            {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
+             "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v}} for g, v in groups.items()]}
+    parts = [p for p in path.split("/") if p]
+    if parts == ["api", "v1"]:
+        gv, mine = "v1", [r for r in RESOURCES if not r.group]
+    elif len(parts) == 3 and parts[0] == "apis" and groups.get(parts[1]) == parts[2]:
+        gv, mine = f"{parts[1]}/{parts[2]}", [r for r in RESOURCES if r.group == parts[1]]
+    else:
+        return None
+    resources = []
+    for r in mine:
+        resources.append({"name": r.plural, "singularName": r.kind.lower(), "namespaced": r.namespaced,
+                          "kind": r.kind, "verbs": VERBS, **({"shortNames": SHORT_NAMES[r.plural]}
+                                                             if r.plural in SHORT_NAMES else {})})
+        if r.status_sub:
+            resources.append({"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced,
+                              "kind": r.kind, "verbs": ["get", "patch", "update"]})
+        if r.plural == "pods":
+            resources.append({"name": "pods/eviction", "singularName": "", "namespaced": True,
+                              "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]})
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
+
+
 class Fake:
     """Server-wide state that is not objects: credentials, deny list, faults, request log."""
 
@@ -1236,6 +1302,9 @@ class Fake:
         self.requests = collections.deque(maxlen=2000)
         self.latency = args.latency_ms / 1000
         self.url = ""
+        self.watch_gen = 0          # bumped to cut every open watch (RST)
+        self.down_until = 0.0       # monotonic time until which every API request is reset
+        self.bookmark_s = 1.0       # BOOKMARK interval (the apiserver's is about a minute)
 
     def write_credentials(self) -> None:
         d = self.args.dir
@@ -1334,6 +1403,12 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n else b""
 
     def _send(self, code: int, obj=None, raw: bytes | None = None, ctype="application/json", headers=()):
+        lost = getattr(self, "lost_answer", None)
+        if lost:
+            # The request took effect; its answer comes late (delayMs) and then never.
+            self.lost_answer = None
+            time.sleep(lost.get("delayMs", 0) / 1000)
+            raise Abort(False)
         body = raw if raw is not None else json.dumps(obj, separators=(",", ":")).encode()
         self.send_response_only(code)
         self.send_header("Audit-Id", str(uuid.uuid4()))
@@ -1381,8 +1456,13 @@ class Handler(BaseHTTPRequestHandler):
             body = self._body()
             if path.startswith("/_fake/"):
                 return self._control(fake, path, body)
+            if time.monotonic() < fake.down_until:
+                raise Abort(True)
             fault = fake.take_fault(self.command, self.path)
-            if fault:
+            self.lost_answer = None
+            if fault and fault.get("kind") == "lost":
+                self.lost_answer = fault  # served below; _send then withholds the answer
+            elif fault:
                 self._fault(fault)
             if fake.latency:
                 time.sleep(fake.latency)
@@ -1440,6 +1520,10 @@ class Handler(BaseHTTPRequestHandler):
                                     "gitVersion": K8S_VERSION, "gitCommit": "3eb8d8d7e8c7c1ba3b4e7b81c2ab5e9f40c9a1d2",
                                     "gitTreeState": "clean", "buildDate": "2026-02-10T12:00:00Z",
                                     "goVersion": "go1.25.6", "compiler": "gc", "platform": "linux/amd64"})
+        if m == "GET" and user != "system:anonymous":
+            doc = discovery(path)
+            if doc is not None:
+                return self._send(200, doc)
         try:
             res, ns, name, sub = route(path)
         except ApiError:
@@ -1453,7 +1537,9 @@ class Handler(BaseHTTPRequestHandler):
             raise forbidden(user, verb, res, sub, ns, name)
         st = fake.store
         if q.get("watch") in ("1", "true"):
-            raise bad_request("watch is not supported by this fake API server")
+            if m != "GET" or name is not None:
+                raise METHOD_NOT_ALLOWED
+            return self._watch(fake, res, ns, q)
         if m == "GET" and name is None:
             return self._send(200, st.list(res, ns, q))
         if m == "GET" and sub in (None, "status"):
@@ -1474,6 +1560,88 @@ class Handler(BaseHTTPRequestHandler):
             code, out = st.delete(res, ns or "", name, opts)
             return self._send(code, out)
         raise METHOD_NOT_ALLOWED
+
+    def _chunk(self, obj) -> None:
+        data = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _watch(self, fake: Fake, res: Res, ns: str | None, q: dict):
+        """A watch as the apiserver serves it: 200, chunked, one JSON event per line; from
+        resourceVersion ""/"0" the current objects first as ADDED; BOOKMARK events when
+        allowWatchBookmarks=true; a version older than the watch cache: one ERROR event
+        (Status 410 Expired), then the end; the stream ends cleanly at timeoutSeconds.
+        /_fake/watch-reset and /_fake/down cut open streams with an RST."""
+        st = fake.store
+        lsel = parse_label_selector(q["labelSelector"]) if q.get("labelSelector") else []
+        rv_param = q.get("resourceVersion") or ""
+        try:
+            timeout = int(q.get("timeoutSeconds") or 1800)
+            start = int(rv_param) if rv_param not in ("", "0") else None
+        except ValueError:
+            raise bad_request(f"resourceVersion: Invalid value: {rv_param!r}") from None
+        bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
+
+        def wanted(plural: str, obj: dict) -> bool:
+            meta = obj["metadata"]
+            return plural == res.plural and (ns is None or not res.namespaced or meta.get("namespace") == ns) \
+                and (not lsel or labels_match(lsel, meta.get("labels") or {}))
+
+        with st.lock:
+            gen = fake.watch_gen
+            initial, expired = [], False
+            if start is None:
+                initial = [wire(res, o) for k, o in sorted(st.objs[res.plural].items()) if wanted(res.plural, wire(res, o))]
+                start = st.rv
+            elif start < st.events_floor:
+                expired = True
+        self.send_response_only(200)
+        self.send_header("Audit-Id", str(uuid.uuid4()))
+        self.send_header("Cache-Control", "no-cache, private")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Date", self.date_time_string())
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.status_sent = 200
+        if expired:
+            self._chunk({"type": "ERROR", "object": {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": f"too old resource version: {start} ({st.events_floor})", "reason": "Expired",
+                "code": 410}})
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            return
+        for o in initial:
+            self._chunk({"type": "ADDED", "object": o})
+        deadline = time.monotonic() + timeout
+        next_bookmark = time.monotonic() + fake.bookmark_s
+        while True:
+            with st.lock:
+                while True:
+                    now = time.monotonic()
+                    if fake.watch_gen != gen:
+                        raise Abort(True)
+                    pending = [e for e in st.events if e[0] > start]
+                    if pending or now >= deadline or (bookmarks and now >= next_bookmark):
+                        break
+                    st.changed.wait(min(deadline, next_bookmark if bookmarks else deadline) - now)
+                if pending and pending[0][0] <= st.events_floor and start < st.events_floor:
+                    pending = []  # fell behind the cache while waiting: expire below
+                current = st.rv
+            for rv, type_, plural, obj in pending:
+                start = rv
+                if wanted(plural, obj):
+                    self._chunk({"type": type_, "object": obj})
+            if now >= deadline:
+                break
+            if bookmarks and time.monotonic() >= next_bookmark:
+                start = max(start, current)
+                self._chunk({"type": "BOOKMARK", "object": {
+                    "kind": res.kind, "apiVersion": res.api_version,
+                    "metadata": {"resourceVersion": str(start)}}})
+                next_bookmark = time.monotonic() + fake.bookmark_s
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     @staticmethod
     def _json(res: Res, body: bytes, kind: str | None = None) -> dict:
@@ -1517,13 +1685,28 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/_fake/compact" and m == "POST":
             with st.lock:
                 st.compacted_rv = st.rv
+                st.events_floor = st.rv
+                st.events.clear()
             return self._send(200, {"compactedResourceVersion": str(st.compacted_rv)})
+        if path == "/_fake/watch-reset" and m == "POST":
+            with st.lock:
+                fake.watch_gen += 1
+                st.changed.notify_all()
+            return self._send(200, {})
+        if path == "/_fake/down" and m == "POST":
+            with st.lock:
+                fake.down_until = time.monotonic() + float((data or {}).get("seconds", 30))
+                fake.watch_gen += 1
+                st.changed.notify_all()
+            return self._send(200, {})
         if path == "/_fake/config":
             if m == "POST" and isinstance(data, dict):
+                fake.bookmark_s = data.get("bookmarkMs", fake.bookmark_s * 1000) / 1000
                 fake.latency = data.get("latencyMs", fake.latency * 1000) / 1000
                 st.pod_delete_delay = data.get("podDeleteDelayMs", st.pod_delete_delay * 1000) / 1000
                 st.etcd_leave_delay = data.get("etcdLeaveDelayMs", st.etcd_leave_delay * 1000) / 1000
-            return self._send(200, {"latencyMs": fake.latency * 1000, "podDeleteDelayMs": st.pod_delete_delay * 1000,
+            return self._send(200, {"latencyMs": fake.latency * 1000, "bookmarkMs": fake.bookmark_s * 1000,
+                                    "podDeleteDelayMs": st.pod_delete_delay * 1000,
                                     "etcdLeaveDelayMs": st.etcd_leave_delay * 1000})
         try:
             if path == "/_fake/node-ready" and m == "POST":

@@ -738,6 +738,20 @@ def test_latency_drop_and_reset_faults(fake):
     assert fake.get("/api/v1/nodes/node-2")[0] == 200 and fake.get("/api/v1/nodes/node-3")[0] == 200
 
 
+def test_lost_fault_lands_the_write_and_drops_the_answer(fake):
+    fake.control("POST", "faults", [{"method": "POST", "path": "/secrets", "kind": "lost", "delayMs": 200,
+                                     "times": 1}])
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "landed"}, "data": {}}
+    t = time.monotonic()
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError, ssl.SSLError)):
+        fake.call("POST", "/api/v1/namespaces/default/secrets", body)
+    assert time.monotonic() - t >= 0.2
+    # The write took effect although its answer never came; the next one is answered.
+    assert fake.get("/api/v1/namespaces/default/secrets/landed")[0] == 200
+    status, _, err = fake.call("POST", "/api/v1/namespaces/default/secrets", body)
+    assert (status, err["reason"]) == (409, "AlreadyExists")
+
+
 def test_reset_fault_sends_rst(fake):
     # Python's TLS layer reports an RST as a plain EOF, so read the TCP socket underneath.
     fake.control("POST", "faults", [{"path": "reset-me", "kind": "reset"}, {"path": "drop-me", "kind": "drop"}])
@@ -818,3 +832,97 @@ def test_etcd_member_leave_and_leader_leases(start):
     holder = f.get(f"{leases}/k0s-endpoint-reconciler")[2]["spec"]["holderIdentity"]
     assert holder == f.get(f"{leases}/k0s-ctrl-node-1")[2]["spec"]["holderIdentity"]
     assert holder != f.get(f"{leases}/k0s-ctrl-node-2")[2]["spec"]["holderIdentity"]
+
+
+# ---------------------------------------------------------------------------------------
+# Watch and discovery
+# ---------------------------------------------------------------------------------------
+
+class Watch:
+    """A raw watch stream: one JSON event per line over chunked encoding."""
+
+    def __init__(self, fake, path):
+        self.conn = fake.conn()
+        self.conn.request("GET", path, headers={"Authorization": f"Bearer {fake.token}"})
+        self.resp = self.conn.getresponse()
+
+    def next(self):
+        line = self.resp.readline()
+        return json.loads(line) if line else None
+
+    def close(self):
+        self.conn.close()
+
+
+def test_watch_from_a_list_version_sees_changes_and_bookmarks(fake, schema):
+    _, _, lst = fake.get("/api/v1/nodes")
+    rv = lst["metadata"]["resourceVersion"]
+    fake.control("POST", "config", {"bookmarkMs": 200})
+    w = Watch(fake, q("/api/v1/nodes", watch="1", resourceVersion=rv, allowWatchBookmarks="true",
+                      timeoutSeconds="5"))
+    assert w.resp.status == 200 and w.resp.getheader("Transfer-Encoding") == "chunked"
+    fake.control("POST", "node-ready", {"name": "node-2", "ready": False})
+    ev = w.next()
+    assert ev["type"] == "MODIFIED" and ev["object"]["metadata"]["name"] == "node-2"
+    assert ev["object"]["kind"] == "Node" and int(ev["object"]["metadata"]["resourceVersion"]) > int(rv)
+    fake.control("DELETE", "objects", [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-3"}}])
+    ev = w.next()
+    assert ev["type"] == "DELETED" and ev["object"]["metadata"]["name"] == "node-3"
+    ev = w.next()
+    assert ev["type"] == "BOOKMARK" and set(ev["object"]["metadata"]) == {"resourceVersion"}
+    w.close()
+
+
+def test_watch_from_zero_lists_first_and_an_old_version_is_410_in_the_stream(fake):
+    w = Watch(fake, q("/api/v1/nodes", watch="true", timeoutSeconds="1"))
+    got = [w.next() for _ in range(5)]
+    assert [e["type"] for e in got] == ["ADDED"] * 5
+    assert w.next() is None  # timeoutSeconds ends it cleanly
+    w.close()
+    _, _, lst = fake.get("/api/v1/nodes")
+    fake.control("POST", "node-ready", {"name": "node-1", "ready": False})
+    fake.control("POST", "compact", {})
+    w = Watch(fake, q("/api/v1/nodes", watch="1", resourceVersion=lst["metadata"]["resourceVersion"]))
+    assert w.resp.status == 200
+    ev = w.next()
+    assert ev["type"] == "ERROR"
+    st = ev["object"]
+    assert (st["kind"], st["code"], st["reason"], st["status"]) == ("Status", 410, "Expired", "Failure")
+    assert w.next() is None
+    w.close()
+
+
+def test_watch_reset_and_downtime_cut_streams(fake):
+    w = Watch(fake, q("/api/v1/nodes", watch="1", timeoutSeconds="30"))
+    for _ in range(5):
+        w.next()
+    fake.control("POST", "watch-reset", {})
+    with pytest.raises((ConnectionError, http.client.IncompleteRead, ssl.SSLError)):
+        while w.next() is not None:
+            pass
+        raise ConnectionError("ended without the chunked terminator")  # pragma: no cover
+    w.close()
+    fake.control("POST", "down", {"seconds": 1})
+    with pytest.raises((ConnectionError, ssl.SSLError, http.client.RemoteDisconnected)):
+        fake.get("/api/v1/nodes")
+
+    def up():
+        try:
+            return fake.get("/version")[0] == 200
+        except (ConnectionError, ssl.SSLError, http.client.HTTPException):
+            return False
+    assert wait_for(up, 5)
+
+
+def test_discovery_answers_like_the_apiserver(fake):
+    _, _, api = fake.get("/api")
+    assert api["kind"] == "APIVersions" and api["versions"] == ["v1"]
+    _, _, apis = fake.get("/apis")
+    groups = {g["name"]: g["preferredVersion"]["version"] for g in apis["groups"]}
+    assert groups["coordination.k8s.io"] == "v1" and groups["etcd.k0sproject.io"] == "v1beta1"
+    _, _, core = fake.get("/api/v1")
+    nodes = next(r for r in core["resources"] if r["name"] == "nodes")
+    assert (nodes["kind"], nodes["namespaced"], nodes["shortNames"]) == ("Node", False, ["no"])
+    assert "watch" in nodes["verbs"]
+    status, _, _ = fake.get("/apis/nothing.example/v1")
+    assert status == 404
