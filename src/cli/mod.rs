@@ -62,6 +62,7 @@ Operating the cluster (through the local socket, or --api URL from anywhere):
   nodes          list the nodes
   node NAME      one node in detail
   join-command   the steps that join a new host
+  joins          the ledger of join commands
   drain NODE     evict a node's pods (--wait to follow it)
   resume NODE    make a drained node schedulable again
   remove NODE    remove a node from the cluster

@@ -70,6 +70,7 @@ const HELP_COMMANDS: &[&[&str]] = &[
     &["nodes", "--help"],
     &["node", "-h"],
     &["join-command", "--help"],
+    &["joins", "--help"],
     &["drain", "--help"],
     &["resume", "--help"],
     &["remove", "--help"],

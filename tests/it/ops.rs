@@ -153,6 +153,18 @@ fn operator_commands_over_the_local_socket() {
         3,
         "{out}"
     );
+    // joins: the ledger now holds those two, the API's JSON exactly.
+    let (code, out, err) = s.local(&["joins"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("ID "), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" issued ")).count(),
+        2,
+        "{out}"
+    );
+    let (code, out, _) = s.local(&["joins", "-o", "json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json_of(&out), s.api("GET", "/v1/joins", &token));
     let (code, _, err) = s.local(&["join-command", "--roles", "nope"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("invalid_roles"), "{err}");
