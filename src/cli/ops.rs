@@ -22,7 +22,9 @@ use crate::config;
 
 /// The flags every API command takes, for its help.
 const CONNECTION_HELP: &str = "\
-Connection (the local socket unless --api is given):
+Connection (the local socket unless --api is given; a flag beats a variable,
+JOINERY_API beats JOINERY_SOCKET, --pin beats --cacert, a token file beats a
+password file):
   --socket PATH       (JOINERY_SOCKET) the daemon's local socket; default
                       /run/joinery/joinery.sock; needs the --socket-uid user
   --api URL           (JOINERY_API) https://HOST:PORT of a joinery, instead
@@ -158,63 +160,90 @@ struct Connection {
     password_file: Option<(String, &'static str)>,
 }
 
+/// Which target the flags and variables choose, most specific first: `--api`, then
+/// `--socket`, then `JOINERY_API`, then `JOINERY_SOCKET`, then the default socket. So
+/// one env file can name both (as the demo's does) and a flag still picks the other.
+/// Credentials and trust set for the socket are refused when given as flags (a mistake
+/// to point out) and ignored when they come from variables.
 fn connection_flags(args: &mut pico_args::Arguments) -> Result<Connection, String> {
-    let socket = match flag_or_env(args, "--socket", "JOINERY_SOCKET")? {
+    let socket_flag = value_once(args, "--socket")?;
+    let api_flag = value_once(args, "--api")?;
+    let pin = flag_or_env(args, "--pin", "JOINERY_PIN")?;
+    let cacert = flag_or_env(args, "--cacert", "JOINERY_CACERT")?;
+    let token_file = flag_or_env(args, "--token-file", "JOINERY_TOKEN_FILE")?;
+    let password_file = flag_or_env(args, "--password-file", "JOINERY_PASSWORD_FILE")?;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (api, socket) = match (api_flag, socket_flag) {
+        (Some(_), Some(_)) => return Err("give --api or --socket, not both".into()),
+        (Some(url), None) => (Some((url, "--api")), None),
+        (None, Some(s)) => (None, Some((s, "--socket"))),
+        (None, None) => match (env("JOINERY_API"), env("JOINERY_SOCKET")) {
+            (Some(url), _) => (Some((url, "JOINERY_API")), None),
+            (None, s) => (None, s.map(|s| (s, "JOINERY_SOCKET"))),
+        },
+    };
+    let socket = match socket {
         None => PathBuf::from(config::DEFAULT_SOCKET),
         Some((s, from)) if !s.starts_with('/') => {
             return Err(format!("{from}: {s:?} is not an absolute path"))
         }
         Some((s, _)) => PathBuf::from(s),
     };
-    let api = match flag_or_env(args, "--api", "JOINERY_API")? {
-        None => None,
-        Some((url, from)) => Some(parse_api_url(&url).map_err(|e| format!("{from}: {e}"))?),
+    let Some((url, from)) = api else {
+        let flagged = [&pin, &cacert, &token_file, &password_file]
+            .into_iter()
+            .flatten()
+            .find(|(_, from)| from.starts_with("--"));
+        if let Some((_, from)) = flagged {
+            return Err(format!(
+                "{from} is for --api URL; the local socket needs no credentials"
+            ));
+        }
+        return Ok(Connection {
+            socket,
+            api: None,
+            trust: None,
+            token_file: None,
+            password_file: None,
+        });
     };
-    let pin = flag_or_env(args, "--pin", "JOINERY_PIN")?;
-    let cacert = flag_or_env(args, "--cacert", "JOINERY_CACERT")?;
-    let token_file = flag_or_env(args, "--token-file", "JOINERY_TOKEN_FILE")?;
-    let password_file = flag_or_env(args, "--password-file", "JOINERY_PASSWORD_FILE")?;
+    let api = Some(parse_api_url(&url).map_err(|e| format!("{from}: {e}"))?);
+    // A pin is the stronger check; with both, the pin is used.
     let trust = match (pin, cacert) {
-        (Some((p, from)), None) => {
+        (Some((p, from)), _) => {
             if !p.starts_with("sha256//") || p.len() != 52 {
                 return Err(format!(
                     "{from}: {p:?} is not a pin: it looks like sha256//BASE64 (44 \
                      characters after //), as `joinery pin` prints it"
                 ));
             }
-            Some((Trust::Pin(p), from))
+            (Trust::Pin(p), from)
         }
         (None, Some((f, from))) => {
             let pem = std::fs::read(&f).map_err(|e| format!("{from} {f}: {e}"))?;
-            Some((Trust::CaCert(pem), from))
+            (Trust::CaCert(pem), from)
         }
-        (None, None) => None,
-        (Some(_), Some(_)) => return Err("give --pin or --cacert, not both".into()),
-    };
-    if api.is_some() {
-        if trust.is_none() {
+        (None, None) => {
             return Err(
                 "--api needs --pin PIN (from `joinery pin` on the controller) or \
                         --cacert FILE"
                     .into(),
-            );
+            )
         }
-        if token_file.is_some() == password_file.is_some() {
-            return Err("--api needs one of --token-file FILE or --password-file FILE".into());
-        }
-    } else if let Some((_, from)) = trust.as_ref().map(|t| ((), t.1)).or(token_file
-        .as_ref()
-        .or(password_file.as_ref())
-        .map(|f| ((), f.1)))
-    {
-        return Err(format!(
-            "{from} is for --api URL; the local socket needs no credentials"
-        ));
+    };
+    // A token file is used before a password file (it needs no login).
+    let password_file = if token_file.is_some() {
+        None
+    } else {
+        password_file
+    };
+    if token_file.is_none() && password_file.is_none() {
+        return Err("--api needs --token-file FILE or --password-file FILE".into());
     }
     Ok(Connection {
         socket,
         api,
-        trust,
+        trust: Some(trust),
         token_file,
         password_file,
     })

@@ -284,6 +284,24 @@ fn operator_commands_over_tls_with_the_pin_or_the_ca() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(json_of(&out), s.api("GET", "/v1/nodes/node-1", &token));
 
+    // Everything in variables, as the demo's env file sets them: JOINERY_API wins over
+    // JOINERY_SOCKET, the pin over the CA; --socket on the command line wins over both.
+    let socket = s.socket.to_str().unwrap();
+    let all = [
+        ("JOINERY_API", api.as_str()),
+        ("JOINERY_PIN", d.pin.as_str()),
+        ("JOINERY_CACERT", cert.as_str()),
+        ("JOINERY_PASSWORD_FILE", password.as_str()),
+        ("JOINERY_SOCKET", "/nonexistent/j.sock"),
+    ];
+    let (code, _, err) = joinery(&["health"], &all, "");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = joinery(&["health", "--socket", socket], &all, "");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = joinery(&["health", "--socket", socket, "--pin", &d.pin], &[], "");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--pin is for --api"), "{err}");
+
     // Refused (4): a wrong password, a read-only token asking for an admin action.
     let wrong = s.file("wrong", "not the password\n");
     let (code, _, err) = joinery(
