@@ -4,7 +4,7 @@
 //! `JOINERY_API_PORT`); a flag on the command line wins over the environment, which wins
 //! over the default. Raw strings are turned into typed values here, once, so a mistake is
 //! a start-up error that names the flag and says what would be accepted, never a surprise
-//! at request time. The table in [`FLAGS`] is the single source for `joinery help` and
+//! at request time. The table in [`FLAGS`] is the single source for `joinery serve --help` and
 //! the configuration table in docs/configuration.md.
 
 use std::net::IpAddr;
@@ -70,7 +70,7 @@ pub struct Flag {
     pub help: &'static str,
 }
 
-/// Every flag of `joinery serve`, in the order `joinery help` prints them.
+/// Every flag of `joinery serve`, in the order `joinery serve --help` prints them.
 pub const FLAGS: &[Flag] = &[
     Flag {
         name: "--api-port",
