@@ -109,7 +109,8 @@ pub(super) fn plan(args: &InstallArgs, root: &Path) -> Result<Plan, InstallError
         }
         if *flag == "--kubeconfig" && !exists {
             warnings.push(format!(
-                "{} does not exist yet{}: the service starts once k0s has written it \
+                "{} does not exist yet{}: the service refuses to start without it (exit \
+                 2, not restarted); once k0s has written it, `systemctl restart joinery` \
                  (or pass --kubeconfig FILE)",
                 p.display(),
                 root_note(root)

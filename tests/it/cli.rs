@@ -3,52 +3,9 @@
 //! systemd does not restart on) and 1 for run-time failures, messages naming what the
 //! user typed, and help that fits in 80 columns.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use crate::support::*;
 
-/// Runs `joinery ARGS` with `env` and `stdin`; returns (exit code, stdout, stderr).
-fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(joinery_bin())
-        .args(args)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    // A command that should have failed may be serving instead: bounded wait.
-    for _ in 0..600 {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    if child.try_wait().unwrap().is_none() {
-        let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        panic!(
-            "{args:?} still running after 30 s:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{args:?}: {err}");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        err,
-    )
-}
+use crate::support::run_joinery as run;
 
 /// Every subcommand's help, however asked for.
 const HELP_COMMANDS: &[&[&str]] = &[

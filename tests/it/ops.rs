@@ -4,12 +4,11 @@
 //! password file or a token file. JSON output must equal the API's; exit codes must
 //! tell "not found" (3), "refused" (4) and "unreachable" (5) apart.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
+use crate::support::run_joinery as joinery;
 use crate::support::*;
 
 /// A daemon with joins configured and a local socket of its own.
@@ -39,33 +38,6 @@ fn setup() -> Setup {
         dir,
         socket,
     }
-}
-
-/// `joinery ARGS` with `stdin`; (exit code, stdout, stderr).
-fn joinery(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(joinery_bin())
-        .args(args)
-        .env_remove("JOINERY_SOCKET")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{args:?}: {err}");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        err,
-    )
 }
 
 impl Setup {
