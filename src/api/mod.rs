@@ -16,7 +16,7 @@ mod oauth;
 mod observe;
 mod ready;
 mod session;
-mod tokens;
+pub mod tokens;
 mod wait;
 
 use std::net::IpAddr;
