@@ -143,6 +143,63 @@ pub(crate) fn wants_close(resp: &Response) -> bool {
     })
 }
 
+thread_local! {
+    /// The response head buffer, reused by every response of this thread.
+    static HEAD_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// This second's `Date: ...\r\n` line, formatted once per second per thread.
+    static DATE_LINE: std::cell::RefCell<(u64, Vec<u8>)> =
+        const { std::cell::RefCell::new((u64::MAX, Vec::new())) };
+}
+
+/// The thread's head buffer, handed back when dropped unless a large body made it
+/// big (a buffer kept per connection must stay small).
+struct HeadBuf(Vec<u8>);
+
+impl HeadBuf {
+    fn take() -> HeadBuf {
+        let mut v = HEAD_BUF.with(|b| b.take());
+        v.clear();
+        HeadBuf(v)
+    }
+}
+
+impl Drop for HeadBuf {
+    fn drop(&mut self) {
+        if self.0.capacity() <= 16 * 1024 {
+            let v = std::mem::take(&mut self.0);
+            HEAD_BUF.with(|b| b.set(v));
+        }
+    }
+}
+
+impl std::ops::Deref for HeadBuf {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for HeadBuf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+/// Append the `Date` header line for now.
+fn date_line(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    DATE_LINE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            d.1.clear();
+            let _ = write!(d.1, "Date: {}\r\n", http_date(now));
+            d.0 = secs;
+        }
+        out.extend_from_slice(&d.1);
+    });
+}
+
 /// Write `resp`. `http11` selects chunked framing for unsized streams (HTTP/1.0 clients get
 /// the stream delimited by close); `head_only` writes headers only (HEAD requests).
 pub(crate) fn write_response<W: Write>(
@@ -165,9 +222,11 @@ pub(crate) fn write_response<W: Write>(
     };
     let no_body_status = status == 204 || status == 304;
 
-    let mut head = Vec::with_capacity(256);
+    // The thread's buffer from its last response: each connection has its own
+    // thread, so this is a per-connection buffer, with no allocation per request.
+    let mut head = HeadBuf::take();
     let _ = write!(head, "HTTP/1.1 {status} {}\r\n", reason(status));
-    let _ = write!(head, "Date: {}\r\n", http_date(SystemTime::now()));
+    date_line(&mut head);
     for (name, value) in &resp.headers {
         if server_owned(name) {
             continue;
