@@ -1042,6 +1042,8 @@ fn sigterm_stops_the_server() {
     install_signal_handlers(srv.handle.clone()).unwrap();
     // SAFETY: the handler just installed only writes a byte to a pipe.
     unsafe { libc::raise(libc::SIGTERM) };
+    // Seen without a poll of the pipe (the handler notes which pipe it poked).
+    assert!(srv.handle.is_shutdown());
     let th = srv.thread.take().unwrap();
     let deadline = Instant::now() + Duration::from_secs(2);
     while !th.is_finished() && Instant::now() < deadline {
