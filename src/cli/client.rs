@@ -61,7 +61,7 @@ impl Client {
     pub fn describe(&self) -> String {
         match &self.target {
             Target::Socket(p) => format!("the local socket {}", p.display()),
-            Target::Api { host, port, .. } => format!("https://{host}:{port}"),
+            Target::Api { host, port, .. } => format!("https://{}", authority(host, *port)),
         }
     }
 
@@ -79,7 +79,7 @@ impl Client {
              Accept: application/json\r\nConnection: close\r\nContent-Length: {}\r\n",
             match &self.target {
                 Target::Socket(_) => "localhost".to_string(),
-                Target::Api { host, port, .. } => format!("{host}:{port}"),
+                Target::Api { host, port, .. } => authority(host, *port),
             },
             body.len()
         );
@@ -127,6 +127,15 @@ impl Client {
         };
         let raw = raw.map_err(|e| fail(e.to_string()))?;
         parse_answer(&raw).map_err(|e| fail(format!("bad answer: {e}")))
+    }
+}
+
+/// `host:port` as a URL and a Host header write it: an IPv6 address in brackets.
+fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -300,6 +309,13 @@ pub fn tls_config(trust: Trust) -> Result<Arc<rustls::ClientConfig>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_hosts_get_brackets() {
+        assert_eq!(authority("::1", 9443), "[::1]:9443");
+        assert_eq!(authority("10.0.0.11", 30081), "10.0.0.11:30081");
+        assert_eq!(authority("cp-1", 1), "cp-1:1");
+    }
 
     #[test]
     fn answers_are_read_by_length_chunks_or_close() {
