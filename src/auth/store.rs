@@ -406,18 +406,22 @@ fn ring_from_secret(namespace: &str, secret: &kube::Secret) -> Result<KeyRing, S
 pub struct Rotation {
     pub old_kid: String,
     pub new_kid: String,
-    /// Until when (Unix seconds) tokens signed with the old key are accepted.
-    pub old_accepted_until: i64,
+    /// Until when (Unix seconds) tokens signed with the old key are accepted; `None`
+    /// when the old key was dropped at once.
+    pub old_accepted_until: Option<i64>,
 }
 
 /// A planned key rotation: a fresh key becomes current; the current one is kept as the
 /// previous key for [`PREVIOUS_KEY_SECS`] (so every token it signed expires before it is
-/// dropped); an older previous key is dropped now. One resourceVersion-checked PUT, so
-/// two rotations at once cannot lose a key.
+/// dropped); an older previous key is dropped now. With `revoke_old`, the current key is
+/// dropped at once too: every token it signed is refused within 30 s (an emergency,
+/// when the key may have leaked). One resourceVersion-checked PUT, so two rotations at
+/// once cannot lose a key.
 pub fn rotate_signing_key(
     kube: &kube::Client,
     namespace: &str,
     now: i64,
+    revoke_old: bool,
 ) -> Result<Rotation, StoreError> {
     let secret = kube
         .get_secret(namespace, SIGNING_KEY_SECRET)
@@ -430,8 +434,8 @@ pub fn rotate_signing_key(
         })?;
     let ring = ring_from_secret(namespace, &secret)?;
     let fresh = SigningKey::generate().map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let until = now + PREVIOUS_KEY_SECS;
-    let new = key_secret(&fresh, Some((&ring.current, until)));
+    let until = (!revoke_old).then_some(now + PREVIOUS_KEY_SECS);
+    let new = key_secret(&fresh, until.map(|u| (&*ring.current, u)));
     kube.replace_secret(namespace, &secret.resource_version, &new)
         .map_err(StoreError::Kube)?;
     Ok(Rotation {

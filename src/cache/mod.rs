@@ -48,7 +48,8 @@ impl Change {
 
 /// One resource's copy and its sync state.
 struct View<K> {
-    items: BTreeMap<String, K>,
+    /// Shared with the node history, so a change costs a pointer there, not a copy.
+    items: BTreeMap<String, Arc<K>>,
     /// The first list has completed.
     listed: bool,
     /// When the watch (or list) last failed and has not been re-established since.
@@ -110,7 +111,8 @@ pub struct Cache {
 /// The cache's reflector threads; stopped (and joined) by [`Threads::stop`].
 pub struct Threads {
     cache: Cache,
-    watchers: Vec<kube::Watcher>,
+    /// Shared by the reflectors: one stop cuts all their streams.
+    watcher: kube::Watcher,
     handles: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -180,14 +182,14 @@ impl Cache {
 
     /// Start one reflector thread per resource.
     pub fn start(&self, kube: &kube::Client) -> std::io::Result<Threads> {
+        let watcher = kube::Watcher::new(kube);
         let mut threads = Threads {
             cache: self.clone(),
-            watchers: Vec::new(),
+            watcher: watcher.clone(),
             handles: Vec::new(),
         };
         for resource in reflector::Resource::ALL {
-            let watcher = kube::Watcher::new(kube);
-            threads.watchers.push(watcher.clone());
+            let watcher = watcher.clone();
             let (cache, kube) = (self.clone(), kube.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("watch-{}", resource.name()))
@@ -213,9 +215,13 @@ impl Cache {
     /// Every node, if the node view is in sync.
     pub fn nodes(&self) -> Option<Vec<Node>> {
         let st = self.lock();
-        st.nodes
-            .in_sync(Instant::now())
-            .then(|| st.nodes.items.values().cloned().collect())
+        st.nodes.in_sync(Instant::now()).then(|| {
+            st.nodes
+                .items
+                .values()
+                .map(|n| n.as_ref().clone())
+                .collect()
+        })
     }
 
     /// The names of the nodes `keep` selects, if the node view is in sync.
@@ -237,8 +243,16 @@ impl Cache {
         let now = Instant::now();
         (st.nodes.in_sync(now) && st.leases.in_sync(now)).then(|| {
             (
-                st.nodes.items.values().cloned().collect(),
-                st.leases.items.values().cloned().collect(),
+                st.nodes
+                    .items
+                    .values()
+                    .map(|n| n.as_ref().clone())
+                    .collect(),
+                st.leases
+                    .items
+                    .values()
+                    .map(|l| l.as_ref().clone())
+                    .collect(),
             )
         })
     }
@@ -248,7 +262,7 @@ impl Cache {
         let st = self.lock();
         st.etcd
             .in_sync(Instant::now())
-            .then(|| st.etcd.items.get(name).cloned())
+            .then(|| st.etcd.items.get(name).map(|m| m.as_ref().clone()))
     }
 
     /// The serialised answer over every node (in name order), built by `build` at most
@@ -266,7 +280,7 @@ impl Cache {
                 return Some(body.clone());
             }
         }
-        let body = Arc::new(build(&mut st.nodes.items.values()));
+        let body = Arc::new(build(&mut st.nodes.items.values().map(Arc::as_ref)));
         st.node_body = Some((st.node_generation, body.clone()));
         Some(body)
     }
@@ -302,7 +316,7 @@ impl Cache {
             // Out of sync, the copy proves nothing either way: keep waiting for the
             // reflector to catch up, and say so if time runs out first.
             let synced = st.nodes.in_sync(now);
-            let node = st.nodes.items.get(name);
+            let node = st.nodes.items.get(name).map(Arc::as_ref);
             if synced && met(node) {
                 return Waited::Met(node.cloned());
             }
@@ -329,7 +343,7 @@ impl Cache {
         let st = self.lock();
         st.nodes.in_sync(Instant::now()).then(|| {
             (
-                st.nodes.items.values().cloned().map(Arc::new).collect(),
+                st.nodes.items.values().cloned().collect(),
                 st.node_generation,
             )
         })
@@ -397,9 +411,7 @@ impl Threads {
     /// Stop every reflector: cut their watch streams and join them.
     pub fn stop(self) {
         self.cache.release_waiters();
-        for w in &self.watchers {
-            w.stop();
-        }
+        self.watcher.stop();
         for h in self.handles {
             let _ = h.join();
         }

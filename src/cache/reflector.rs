@@ -40,7 +40,7 @@ trait Item: Clone + PartialEq + Send + 'static {
     fn key(&self) -> String;
     fn view(st: &mut State) -> &mut View<Self>;
     /// Called for each change, with the lock held (nodes keep a history).
-    fn changed(_st: &mut State, _change: Change, _item: &Self) {}
+    fn changed(_st: &mut State, _change: Change, _item: &Arc<Self>) {}
 }
 
 impl Item for Node {
@@ -50,14 +50,17 @@ impl Item for Node {
     fn view(st: &mut State) -> &mut View<Node> {
         &mut st.nodes
     }
-    fn changed(st: &mut State, change: Change, node: &Node) {
+    fn changed(st: &mut State, change: Change, node: &Arc<Node>) {
+        // Before the first list nobody can be following (streams start in sync).
+        if !st.nodes.listed {
+            return;
+        }
         st.node_generation += 1;
         let generation = st.node_generation;
         if st.history.len() == HISTORY {
             st.history.pop_front();
         }
-        st.history
-            .push_back((generation, change, Arc::new(node.clone())));
+        st.history.push_back((generation, change, node.clone()));
     }
 }
 
@@ -152,7 +155,11 @@ fn reflect<K: Item>(
 
 /// A fresh list replaces the copy; the differences are recorded as changes.
 fn replace<K: Item>(cache: &Cache, listed: Listed<K>) -> String {
-    let mut fresh: BTreeMap<String, K> = listed.items.into_iter().map(|k| (k.key(), k)).collect();
+    let mut fresh: BTreeMap<String, Arc<K>> = listed
+        .items
+        .into_iter()
+        .map(|k| (k.key(), Arc::new(k)))
+        .collect();
     let mut st = cache.lock();
     let old = std::mem::take(&mut K::view(&mut st).items);
     for (key, item) in &old {
@@ -163,7 +170,9 @@ fn replace<K: Item>(cache: &Cache, listed: Listed<K>) -> String {
     for (key, item) in &fresh {
         match old.get(key) {
             None => K::changed(&mut st, Change::Added, item),
-            Some(o) if !same(o, item) => K::changed(&mut st, Change::Modified, item),
+            Some(o) if !same(o.as_ref(), item.as_ref()) => {
+                K::changed(&mut st, Change::Modified, item)
+            }
             Some(_) => {}
         }
     }
@@ -173,6 +182,8 @@ fn replace<K: Item>(cache: &Cache, listed: Listed<K>) -> String {
     view.broken_since = None;
     view.confirmed = Some(Instant::now());
     drop(st);
+    drop(old);
+    drop(fresh);
     cache.shared.changed.notify_all();
     listed.resource_version
 }
@@ -195,6 +206,7 @@ fn apply<K: Item>(cache: &Cache, event: Event<K>, version: &mut String) {
             return;
         }
         Event::Added(k) | Event::Modified(k) => {
+            let k = Arc::new(k);
             let change = if K::view(&mut st).items.contains_key(&k.key()) {
                 Change::Modified
             } else {
@@ -204,6 +216,7 @@ fn apply<K: Item>(cache: &Cache, event: Event<K>, version: &mut String) {
             K::view(&mut st).items.insert(k.key(), k);
         }
         Event::Deleted(k) => {
+            let k = Arc::new(k);
             if K::view(&mut st).items.remove(&k.key()).is_some() {
                 K::changed(&mut st, Change::Deleted, &k);
             }

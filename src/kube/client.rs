@@ -51,6 +51,8 @@ pub struct Client {
 
 struct Inner {
     agent: ureq::Agent,
+    /// The configuration of watch agents (see [`Client::stream_agent`]).
+    watch_config: ureq::config::Config,
     server: String,
     token: Option<Token>,
     namespace: Option<String>,
@@ -69,6 +71,10 @@ impl fmt::Debug for Client {
 /// A bearer token, re-read from its file when stale or refused.
 struct Token {
     path: Option<PathBuf>,
+    /// For a token written inline in a kubeconfig: that kubeconfig, re-read (and its
+    /// token taken again) like a token file, so a kubeconfig rewritten with a new token
+    /// is picked up after a 401 instead of never.
+    kubeconfig: Option<PathBuf>,
     /// [`TOKEN_MAX_AGE`]; a field so tests need not wait a minute.
     max_age: Duration,
     state: Mutex<TokenState>,
@@ -83,26 +89,35 @@ impl Token {
     /// The token to send now, re-reading the file if the copy is older than a minute.
     fn current(&self) -> String {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(path) = &self.path {
-            if st.read_at.elapsed() >= self.max_age {
-                self.reread(path, &mut st);
-            }
+        if self.rereadable() && st.read_at.elapsed() >= self.max_age {
+            self.reread(&mut st);
         }
         st.value.clone()
     }
 
     /// After a 401: re-read now. Returns a token different from `used` if there is one.
     fn after_unauthorized(&self, used: &str) -> Option<String> {
-        let path = self.path.as_ref()?;
+        if !self.rereadable() {
+            return None;
+        }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        self.reread(path, &mut st);
+        self.reread(&mut st);
         (st.value != used).then(|| st.value.clone())
     }
 
-    fn reread(&self, path: &Path, st: &mut TokenState) {
+    fn rereadable(&self) -> bool {
+        self.path.is_some() || self.kubeconfig.is_some()
+    }
+
+    fn reread(&self, st: &mut TokenState) {
         // Stamp the attempt either way, so a broken file is retried once a minute, not per call.
         st.read_at = Instant::now();
-        match read_token(path) {
+        let (path, read) = match (&self.path, &self.kubeconfig) {
+            (Some(p), _) => (p, read_token(p)),
+            (None, Some(k)) => (k, read_kubeconfig_token(k)),
+            (None, None) => return,
+        };
+        match read {
             Ok(v) => st.value = v,
             Err(e) => crate::log::warn(
                 "kubernetes token re-read failed; keeping the previous token",
@@ -112,6 +127,19 @@ impl Token {
                 ],
             ),
         }
+    }
+}
+
+/// The inline token of a kubeconfig file, read again. The error never quotes it.
+fn read_kubeconfig_token(path: &Path) -> Result<String, String> {
+    let bytes = read_capped(path, FILE_LIMIT).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(bytes).map_err(|_| "kubeconfig is not UTF-8".to_string())?;
+    match kubeconfig::parse(&text, path)
+        .map_err(|e| e.to_string())?
+        .token
+    {
+        Some(TokenSource::Static(v)) => Ok(v),
+        _ => Err("the kubeconfig no longer holds an inline token".into()),
     }
 }
 
@@ -145,6 +173,17 @@ pub struct Listed<U> {
     pub items: Vec<U>,
     pub resource_version: String,
 }
+
+/// What the paging loop learns from a page.
+struct PageSeen {
+    continue_token: Option<String>,
+    resource_version: Option<String>,
+    /// Items kept so far, this page's included.
+    kept: usize,
+}
+
+/// The page callback of [`Client::pages`]: `(body, restarted)`.
+type OnPage<'a> = dyn FnMut(&[u8], bool) -> Result<PageSeen, Error> + 'a;
 
 /// One answer from the API server, body already read under a cap.
 pub(super) struct Reply {
@@ -193,7 +232,13 @@ impl Client {
                 )?
             }
         };
-        Client::from_target(target, timeouts)
+        let mut client = Client::from_target(target, timeouts)?;
+        if let (Source::Kubeconfig(path), Some(inner)) = (source, Arc::get_mut(&mut client.inner)) {
+            if let Some(token) = inner.token.as_mut().filter(|t| t.path.is_none()) {
+                token.kubeconfig = Some(path.clone());
+            }
+        }
+        Ok(client)
     }
 
     /// Build from an already-parsed target: read its files and set up TLS.
@@ -264,6 +309,7 @@ impl Client {
             None => None,
             Some(TokenSource::Static(v)) => Some(Token {
                 path: None,
+                kubeconfig: None,
                 max_age: TOKEN_MAX_AGE,
                 state: Mutex::new(TokenState {
                     value: v.clone(),
@@ -275,6 +321,7 @@ impl Client {
                     .map_err(|e| cfg(format!("cannot read token file {}: {e}", p.display())))?;
                 Some(Token {
                     path: Some(p.clone()),
+                    kubeconfig: None,
                     max_age: TOKEN_MAX_AGE,
                     state: Mutex::new(TokenState {
                         value: v,
@@ -294,24 +341,43 @@ impl Client {
             .client_cert(client_cert)
             .unversioned_rustls_crypto_provider(provider)
             .build();
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .https_only(true)
-            .http_status_as_error(false)
-            // The API server is local or in-cluster: never route it through an env proxy.
-            .proxy(None)
-            // The API server does not redirect; a 3xx is answered as a protocol error.
-            .max_redirects(0)
-            .timeout_connect(Some(timeouts.connect))
-            .timeout_global(Some(timeouts.request))
-            .user_agent(format!("joinery/{}", env!("CARGO_PKG_VERSION")))
-            .accept("application/json")
+        let config = |tls: TlsConfig| {
+            ureq::Agent::config_builder()
+                .tls_config(tls)
+                .https_only(true)
+                .http_status_as_error(false)
+                // The API server is local or in-cluster: never route it through an env proxy.
+                .proxy(None)
+                // The API server does not redirect; a 3xx is answered as a protocol error.
+                .max_redirects(0)
+                .timeout_connect(Some(timeouts.connect))
+                .timeout_global(Some(timeouts.request))
+                .user_agent(format!("joinery/{}", env!("CARGO_PKG_VERSION")))
+                .accept("application/json")
+        };
+        // Every idle pooled connection keeps its buffers (ureq's default: 128 KiB each
+        // way), and the reflectors, the auth loader and handlers call at once: keep the
+        // buffers modest and at most two idle connections.
+        let agent = config(tls.clone())
+            .input_buffer_size(16 << 10)
+            .output_buffer_size(8 << 10)
+            .max_response_header_size(16 << 10)
+            .max_idle_connections(2)
+            .max_idle_connections_per_host(2)
             .build()
             .new_agent();
+        // Watches send one short request and read lines through their own buffer: small
+        // buffers (ureq's default is 128 KiB each way per connection).
+        let watch_config = config(tls)
+            .input_buffer_size(8 << 10)
+            .output_buffer_size(4 << 10)
+            .max_response_header_size(8 << 10)
+            .build();
 
         Ok(Client {
             inner: Arc::new(Inner {
                 agent,
+                watch_config,
                 server: t.server,
                 token,
                 namespace: t.namespace,
@@ -443,12 +509,36 @@ impl Client {
         query: &str,
         mut keep: impl FnMut(K) -> U,
     ) -> Result<Listed<U>, Error> {
+        let mut items: Vec<U> = Vec::new();
+        let resource_version = self.pages(base, query, &mut |body, restarted| {
+            if restarted {
+                items.clear();
+            }
+            let page = wire::parse_page::<K>(body)?;
+            items.extend(page.items.into_iter().map(&mut keep));
+            Ok(PageSeen {
+                continue_token: page.continue_token,
+                resource_version: page.resource_version,
+                kept: items.len(),
+            })
+        })?;
+        Ok(Listed {
+            items,
+            resource_version,
+        })
+    }
+
+    /// The paging loop behind [`list_map`](Self::list_map), written once (not once per
+    /// kind: the static binary has a size budget). `on_page(body, restarted)` takes a
+    /// page (told when the list started again) and returns its continue token, its
+    /// resourceVersion and the items kept so far. Returns the list's resourceVersion.
+    fn pages(&self, base: &str, query: &str, on_page: &mut OnPage<'_>) -> Result<String, Error> {
         let mut restarted = false;
         'restart: loop {
-            let mut items: Vec<U> = Vec::new();
             let mut token: Option<String> = None;
             let mut first_version = None;
             let mut pages = 0;
+            let mut fresh = restarted;
             loop {
                 let path = list_path(base, query, token.as_deref());
                 let body = match self.fetch(Method::GET, &path, None, LIST_BODY_LIMIT) {
@@ -458,26 +548,21 @@ impl Client {
                     }
                     r => r?,
                 };
-                let page = wire::parse_page::<K>(&body)?;
+                let seen = on_page(&body, fresh)?;
+                fresh = false;
                 drop(body);
                 pages += 1;
                 // Every page of one list carries the first page's snapshot version.
                 if first_version.is_none() {
-                    first_version = page.resource_version.clone();
+                    first_version = seen.resource_version;
                 }
-                items.extend(page.items.into_iter().map(&mut keep));
                 match next_page(
-                    page.continue_token.as_deref(),
+                    seen.continue_token.as_deref(),
                     token.as_deref(),
                     pages,
-                    items.len(),
+                    seen.kept,
                 )? {
-                    Next::Done => {
-                        return Ok(Listed {
-                            items,
-                            resource_version: first_version.unwrap_or_default(),
-                        })
-                    }
+                    Next::Done => return Ok(first_version.unwrap_or_default()),
                     Next::Fetch(t) => token = Some(t),
                 }
             }
@@ -552,10 +637,10 @@ impl Client {
         }
     }
 
-    /// A fresh agent with this client's TLS and timeouts but a connection pool of its
-    /// own, for a watcher: shutting it down cuts only that watcher's stream.
+    /// A fresh agent with this client's TLS and timeouts but a connection pool (and
+    /// small buffers) of its own, for watches: shutting it down cuts only their streams.
     pub(super) fn stream_agent(&self) -> ureq::Agent {
-        ureq::Agent::new_with_config(self.inner.agent.config().clone())
+        ureq::Agent::new_with_config(self.inner.watch_config.clone())
     }
 
     /// A streamed GET on `agent` lasting at most `budget`: the 2xx body, unread, or

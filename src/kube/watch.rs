@@ -35,7 +35,8 @@ pub enum Event<K> {
     Version(String),
 }
 
-/// One resource's watch connection. Cheap to clone; clones share the connection.
+/// Watch connections on an agent of their own. Cheap to clone; clones share the agent,
+/// so one [`Watcher::stop`] cuts every stream of every clone.
 #[derive(Clone)]
 pub struct Watcher {
     client: Client,
@@ -97,7 +98,7 @@ impl Watcher {
 
 /// Feed each line of a watch stream to `on` until the stream ends.
 fn read_events<K: Kind>(body: impl Read, on: &mut dyn FnMut(Event<K>)) -> Result<(), Error> {
-    let mut reader = BufReader::with_capacity(64 << 10, body);
+    let mut reader = BufReader::with_capacity(8 << 10, body);
     let mut line = Vec::new();
     loop {
         line.clear();

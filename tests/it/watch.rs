@@ -396,3 +396,33 @@ fn sigterm_ends_open_waiters_and_streams_promptly_and_cleanly() {
     let status = stream.child.wait().unwrap();
     assert!(status.success(), "stream ended with {status:?}");
 }
+
+#[test]
+fn a_waiter_sees_a_background_drain_finish() {
+    let fake = FakeKube::start(3, &["--seed-pods", "--pod-delete-delay-ms", "300"]);
+    let d = Daemon::start(&fake);
+    let token = d.login();
+    synced(&d);
+    let (url, cert, t) = (d.url.clone(), d.cert(), token.clone());
+    let waiter = std::thread::spawn(move || {
+        curl_at(
+            &cert,
+            &format!("{url}/v1/nodes/node-2?waitFor=drained&timeoutSeconds=60"),
+            &["-H".into(), format!("Authorization: Bearer {t}")],
+        )
+    });
+    eventually(10, "the waiter", || {
+        (metric(&d, &token, "joinery_cache_waiters") == 1.0).then_some(())
+    });
+    // A background drain (deadline > 0 answers 202 at once; the worker finishes it).
+    let r = d.post_json(
+        "/v1/nodes/node-2/drain",
+        Some(&token),
+        r#"{"deadlineSeconds": 60}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = waiter.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["name"], "node-2");
+    assert_eq!(r.json()["drainState"], "drained");
+}
