@@ -560,8 +560,7 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
             // changed since (joinery restarted on new ones), its bytes would not fit.
             if first > 0 && t.etag.as_ref().is_some_and(|e| *e != etag) {
                 return Err(ApiError::new(
-                    409,
-                    "bundle_changed",
+                    Code::BundleChanged,
                     "the bundle changed since this download started (the artifacts were \
                      replaced); delete the partial file and download it again (the step does \
                      both when run again)",
