@@ -321,6 +321,83 @@ fn regression_every_usage_or_configuration_error_exits_2() {
             "",
             "no Kubernetes API found",
         ),
+        (vec!["key".into()], vec![], "", "key rotate"),
+        (
+            vec![
+                "key".into(),
+                "rotate".into(),
+                "--revoke-old".into(),
+                "--revoke-old".into(),
+            ],
+            vec![],
+            "",
+            "given twice",
+        ),
+        (
+            vec![
+                "key".into(),
+                "rotate".into(),
+                "--kubeconfig".into(),
+                "/nonexistent".into(),
+            ],
+            vec![],
+            "",
+            "/nonexistent",
+        ),
+        (
+            vec!["nodes".into(), "--api".into(), "http://x".into()],
+            vec![],
+            "",
+            "https://",
+        ),
+        (
+            vec!["nodes".into()],
+            vec![
+                ("JOINERY_API", "https://x"),
+                ("JOINERY_PIN", "sha256//short"),
+            ],
+            "",
+            "JOINERY_PIN",
+        ),
+        (
+            vec![
+                "nodes".into(),
+                "--api".into(),
+                "https://x".into(),
+                "--cacert".into(),
+                "/nonexistent".into(),
+                "--token-file".into(),
+                "/t".into(),
+            ],
+            vec![],
+            "",
+            "/nonexistent",
+        ),
+        (
+            vec!["nodes".into(), "--socket".into(), "rel.sock".into()],
+            vec![],
+            "",
+            "--socket",
+        ),
+        (
+            vec!["drain".into(), "n".into(), "--deadline".into(), "0".into()],
+            vec![],
+            "",
+            "1 to 3600",
+        ),
+        (
+            vec!["join-command".into(), "--roles".into(), ",".into()],
+            vec![],
+            "",
+            "--roles",
+        ),
+        (vec!["join-command".into()], vec![], "", "--roles"),
+        (
+            vec!["pin".into(), "--tls-cert".into(), "/nonexistent".into()],
+            vec![],
+            "",
+            "/nonexistent",
+        ),
         (
             vec![
                 "token".into(),

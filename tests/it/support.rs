@@ -712,12 +712,8 @@ pub fn run_joinery(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, St
         .stderr(Stdio::piped())
         .spawn()
         .expect("run joinery");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // A command that exits without reading its stdin closes the pipe: not an error.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     let pid = child.id().to_string();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
