@@ -105,8 +105,9 @@ pub fn create_command(
     {
         return Err(ApiError::new(
             Code::NoReadyController,
-            "no controller node is Ready yet; poll GET /v1/nodes until a node with the \
-             controller role shows \"ready\": true, then ask again",
+            "no controller node is Ready yet; wait for one with \
+             GET /v1/nodes/NAME?waitFor=ready&timeoutSeconds=600 (NAME: a controller, see \
+             GET /v1/nodes), then ask again",
         ));
     }
     let address = advertise_address(ctx, &nodes)?;
