@@ -379,7 +379,7 @@ class Bench:
 
     def memory_and_startup(self, fake: Fake, runs: int) -> None:
         log("idle RSS, 500 keep-alive connections")
-        d = self.daemon(fake, extra=["--max-connections", "512"])
+        d = self.daemon(fake, extra=["--max-connections", "512", "--max-connections-per-address", "512"])
         c = d.conn()
         body = get(c, "/v1/health")
         c.close()

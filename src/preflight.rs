@@ -19,7 +19,15 @@ use crate::join::inputs;
 /// when `kubeconfig` is true (install only checks that an explicit one exists: k0s may
 /// write the default one later).
 pub fn check(cfg: &Config, root: &Path, kubeconfig: bool) -> Result<(), ConfigError> {
-    let at = |p: &Path| under(root, p);
+    // Under `/` a path is the operator's as typed: a relative one stays relative to the
+    // working directory, as the daemon will read it.
+    let at = |p: &Path| {
+        if root == Path::new("/") {
+            p.to_path_buf()
+        } else {
+            under(root, p)
+        }
+    };
     let fail = |e: String| ConfigError(e);
     if let (true, KubeSource::Kubeconfig(p)) = (kubeconfig, &cfg.kube) {
         crate::daemon::kube_client(&KubeSource::Kubeconfig(at(p)), cfg.kube_timeout)

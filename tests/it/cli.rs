@@ -490,3 +490,39 @@ fn runtime_failures_exit_1() {
     let (code, _, err) = run(&["token", "list", "--kubeconfig", &kc], &[], "");
     assert_eq!(code, 1, "{err}");
 }
+
+/// `serve --kubeconfig kc` (relative) was read as `/kc` by the start-up checks, so a
+/// daemon started from its own directory with relative paths could not start.
+#[test]
+fn regression_relative_paths_are_read_from_the_working_directory() {
+    let fake = FakeKube::start(1, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fake.kubeconfig(), dir.path().join("kc")).unwrap();
+    std::fs::write(dir.path().join("ec.yaml"), "not: [an ec config").unwrap();
+    std::fs::write(dir.path().join("license.yaml"), "x").unwrap();
+    std::fs::create_dir(dir.path().join("art")).unwrap();
+    // The relative kubeconfig is good, so the first complaint is about the EC config.
+    let out = std::process::Command::new(joinery_bin())
+        .current_dir(dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("JOINERY_SOCKET")
+        .args([
+            "serve",
+            "--kubeconfig",
+            "kc",
+            "--ec-config",
+            "ec.yaml",
+            "--license",
+            "license.yaml",
+            "--artifacts-dir",
+            "art",
+            "--socket=none",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!err.contains("kubeconfig"), "{err}");
+    assert!(err.contains("ec.yaml"), "{err}");
+}

@@ -906,7 +906,11 @@ fn cluster_health_counts_ready_controllers() {
             Some(json!({"name": n, "ready": false})),
         );
     }
-    let h = d.get("/v1/cluster/health", &t).json();
+    // Node reads come from the watch-fed view: a change shows within moments.
+    let h = wait_until("two controllers NotReady", 10, || {
+        let h = d.get("/v1/cluster/health", &t).json();
+        (h["readyControllers"] == 3).then_some(h)
+    });
     assert_eq!(h["healthy"], false);
     assert_eq!(h["failureTolerance"], 0);
     assert_eq!(h["readyControllers"], 3);
@@ -924,7 +928,10 @@ fn cluster_health_counts_ready_controllers() {
         "/_fake/node-ready",
         Some(json!({"name": "node-6", "ready": false})),
     );
-    let h = d.get("/v1/cluster/health", &t).json();
+    let h = wait_until("node-6 NotReady", 10, || {
+        let h = d.get("/v1/cluster/health", &t).json();
+        (h["nodes"][5]["ready"] == false).then_some(h)
+    });
     assert_eq!(
         (h["healthy"].clone(), h["failureTolerance"].clone()),
         (json!(true), json!(2))
