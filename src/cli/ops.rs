@@ -896,6 +896,27 @@ fn pin(args: Vec<OsString>) -> Result<Exit, Stop> {
 mod tests {
     use super::*;
 
+    /// docs/cli.md names every operator command, connection flag and variable.
+    #[test]
+    fn docs_cover_every_command_and_flag() {
+        let docs = include_str!("../../docs/cli.md");
+        for name in names() {
+            assert!(
+                docs.contains(&format!("`joinery {name}")),
+                "docs/cli.md lacks {name}"
+            );
+        }
+        for word in CONNECTION_HELP.split_whitespace() {
+            let word = word.trim_matches(|c: char| "(),".contains(c));
+            if word.starts_with("--") || word.starts_with("JOINERY_") {
+                assert!(
+                    docs.contains(&format!("`{word}")),
+                    "docs/cli.md lacks {word}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn api_urls() {
         for (url, want) in [
