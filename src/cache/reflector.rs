@@ -117,7 +117,8 @@ pub(super) fn run(cache: &Cache, kube: &kube::Client, watcher: &kube::Watcher, r
         Resource::Nodes => reflect(
             cache,
             r,
-            || kube.list_nodes_versioned(),
+            // Slimmed page by page: a list of full nodes is never held whole.
+            || kube.list_nodes_versioned(Item::slim),
             |v, on| watcher.nodes(v, on),
         ),
         Resource::Leases => reflect(
