@@ -58,6 +58,11 @@ if [ -z "${!cc_var:-}" ]; then
         export "$cc_var"="$arch-linux-gnu-gcc"
     fi
 fi
+# The x86_64 link uses lld (.cargo/config.toml says why).
+if [ "$target" = x86_64-unknown-linux-musl ]; then
+    command -v ld.lld >/dev/null || apt_install lld
+fi
+
 # Cross targets also need a linker; the C compiler links musl binaries fine (Rust
 # ships musl's crt objects and libc itself).
 if [ "$arch" != "$(uname -m)" ]; then
