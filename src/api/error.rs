@@ -117,6 +117,8 @@ catalogue! {
     JoinFinished = 409, "join_finished";
     /// The object kept changing under a read-modify-write; try again.
     Conflict = 409, "conflict";
+    /// A resume of a join's bundle whose artifacts changed since the download started.
+    BundleChanged = 409, "bundle_changed";
     // 410: a join token that worked, or could have, and no longer does.
     /// This join command was already used.
     JoinTokenUsed = 410, "join_token_used";

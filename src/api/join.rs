@@ -105,8 +105,9 @@ pub fn create_command(
     {
         return Err(ApiError::new(
             Code::NoReadyController,
-            "no controller node is Ready yet; poll GET /v1/nodes until a node with the \
-             controller role shows \"ready\": true, then ask again",
+            "no controller node is Ready yet; wait for one with \
+             GET /v1/nodes/NAME?waitFor=ready&timeoutSeconds=600 (NAME: a controller, see \
+             GET /v1/nodes), then ask again",
         ));
     }
     let address = advertise_address(ctx, &nodes)?;
@@ -198,7 +199,7 @@ fn authenticate_download(
         )),
         Err(JoinTokenError::NotJoin) => {
             let claims =
-                jwt::verify(key.as_bytes(), token, SESSION_AUDIENCE, now).map_err(refused)?;
+                crate::auth::session::verify(key.as_bytes(), token, now).map_err(refused)?;
             match Scope::parse(&claims.scope) {
                 Some(Scope::Admin) => Ok(Downloader::Admin(claims.sub)),
                 _ => Err(ApiError::new(
@@ -556,6 +557,19 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
                 }
                 _ => (0, total.saturating_sub(1)),
             };
+            // A resume must continue the very bundle it started: if the artifacts
+            // changed since (joinery restarted on new ones), its bytes would not fit.
+            if first > 0 && t.etag.as_ref().is_some_and(|e| *e != etag) {
+                return Err(ApiError::new(
+                    Code::BundleChanged,
+                    "the bundle changed since this download started (the artifacts were \
+                     replaced); delete the partial file and download it again (the step does \
+                     both when run again)",
+                ));
+            }
+            if t.etag.as_deref() != Some(etag.as_str()) {
+                svc.tickets.record_etag(&t.id, &etag);
+            }
             headers.push(("ETag".into(), etag));
             headers.push(("Accept-Ranges".into(), "bytes".into()));
             if let Err(e) = stream.skip(first) {

@@ -183,7 +183,9 @@ fn show(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Response, 
     let name = node_name(req)?;
     if let Some((wait, seconds)) = super::wait::wait_params(&req.query)? {
         return match super::wait::wait_node(ctx, name, wait, seconds)? {
-            Some(node) => Ok(json_response(200, &detail(ctx, node)?)),
+            // The view keeps only what waits need; the detail is read live (one request,
+            // after the wait).
+            Some(_) => Ok(json_response(200, &detail(ctx, get_node(ctx, name)?)?)),
             None => Ok(json_response(
                 200,
                 &json!({"name": name, "state": "deleted"}),

@@ -16,7 +16,7 @@ mod oauth;
 mod observe;
 mod ready;
 mod session;
-mod tokens;
+pub mod tokens;
 mod wait;
 
 use std::net::IpAddr;
@@ -29,13 +29,13 @@ use crate::auth::apitoken::{self, ApiTokens, TokenError};
 use crate::auth::refresh::RefreshTokens;
 use crate::auth::store::{PasswordHashes, SigningKeys};
 use crate::auth::throttle::Throttle;
-use crate::auth::{self, jwt, Scope};
+use crate::auth::{self, Scope};
 use crate::http::{Handler, Peer, Request, Response};
 use crate::join::JoinService;
 use crate::kube;
 
 /// The audience and issuer of session tokens.
-pub const SESSION_AUDIENCE: &str = "joinery";
+pub use crate::auth::session::AUDIENCE as SESSION_AUDIENCE;
 
 /// What every handler shares: the Kubernetes client, the auth state, what the server
 /// knows about itself, and the join service when joins are configured.
@@ -279,7 +279,7 @@ fn authenticate(ctx: &Context, req: &Request) -> Result<Identity, ApiError> {
         .keys
         .key_for(token, now())
         .map_err(|e| e.to_api_error())?;
-    let claims = jwt::verify(key.as_bytes(), token, SESSION_AUDIENCE, now()).map_err(|e| {
+    let claims = crate::auth::session::verify(key.as_bytes(), token, now()).map_err(|e| {
         ApiError::unauthorized(
             Code::InvalidToken,
             format!("the token was refused ({e}); log in again with POST /v1/auth/token"),

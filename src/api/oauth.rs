@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use super::session::{self, session_claims};
+use super::session;
 use super::{now, Access, ApiError, Context, Identity, Route};
 use crate::auth::refresh::{RefreshError, REFRESH_TTL_SECS};
 use crate::auth::throttle::Refusal;
@@ -25,8 +25,8 @@ use crate::auth::{jwt, password, Scope};
 use crate::http::query::{self, Params};
 use crate::http::{Body, Request, Response};
 
-/// How long an access token from this endpoint is valid.
-pub const ACCESS_TTL_SECS: i64 = 3600;
+/// How long an access token from this endpoint is valid (the policy is in `auth::session`).
+pub use crate::auth::session::ACCESS_TTL_SECS;
 /// The only resource owner: the installer password belongs to `admin`.
 pub const USERNAME: &str = "admin";
 
@@ -286,10 +286,7 @@ fn issue(
         .get()
         .map_err(|e| OAuthError::from_api(e.to_api_error()))?;
     let now = now();
-    let claims = jwt::Claims {
-        exp: now + ACCESS_TTL_SECS,
-        ..session_claims(subject, scope, now)
-    };
+    let claims = crate::auth::session::claims(subject, scope, now, ACCESS_TTL_SECS);
     let access = jwt::sign(key.as_bytes(), &claims);
     crate::log::info(
         "audit",

@@ -8,16 +8,12 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Deserialize;
 
-use super::{
-    json_body, json_response, now, Access, ApiError, Code, Context, Identity, Route,
-    SESSION_AUDIENCE,
-};
+use super::{json_body, json_response, now, Access, ApiError, Code, Context, Identity, Route};
 use crate::auth::throttle::Refusal;
 use crate::auth::{jwt, password, Scope};
 use crate::http::{Peer, Request, Response};
 
-/// How long a session token lives.
-pub const SESSION_TTL_SECS: i64 = 24 * 3600;
+pub use crate::auth::session::SESSION_TTL_SECS;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,19 +101,9 @@ pub fn bearer_refusal(r: Refusal) -> ApiError {
     .with_header("Retry-After", secs.to_string())
 }
 
-/// The claims of a session token for `subject`.
+/// The claims of a session token for `subject` (the policy is in `auth::session`).
 pub fn session_claims(subject: &str, scope: Scope, now: i64) -> jwt::Claims {
-    jwt::Claims {
-        iss: SESSION_AUDIENCE.into(),
-        sub: subject.into(),
-        aud: SESSION_AUDIENCE.into(),
-        iat: now,
-        nbf: now,
-        exp: now + SESSION_TTL_SECS,
-        jti: jwt::random_id(),
-        scope: scope.as_str().into(),
-        roles: Vec::new(),
-    }
+    crate::auth::session::claims(subject, scope, now, SESSION_TTL_SECS)
 }
 
 pub(super) const ROUTES: &[Route] = &[Route {

@@ -57,7 +57,7 @@ pub fn revoke(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Re
 }
 
 /// What clients see of a token (never the token or its hash).
-fn view(t: &TokenInfo) -> serde_json::Value {
+pub fn view(t: &TokenInfo) -> serde_json::Value {
     let scopes: Vec<&str> = t.scopes.iter().map(Scope::as_str).collect();
     serde_json::json!({
         "id": t.id,

@@ -8,7 +8,8 @@
 //! for longer than [`STALE_AFTER`]; callers then list live, as before the cache existed
 //! (so an unreachable API server still answers 503 `kubernetes_unavailable`).
 //!
-//! Node changes are also kept as a short numbered history, which waiters
+//! Nodes are kept slim (name, labels, annotations, InternalIP, the Ready condition):
+//! what the readers use. Node changes are also kept as a short numbered history, which waiters
 //! (`?waitFor=`) and streams (`?watch=true`) follow without any API-server traffic;
 //! every change wakes them through one condition variable.
 

@@ -41,11 +41,40 @@ trait Item: Clone + PartialEq + Send + 'static {
     fn view(st: &mut State) -> &mut View<Self>;
     /// Called for each change, with the lock held (nodes keep a history).
     fn changed(_st: &mut State, _change: Change, _item: &Arc<Self>) {}
+    /// What the view keeps of an object (readers' fields only: memory per node counts).
+    fn slim(self) -> Self {
+        self
+    }
 }
 
 impl Item for Node {
     fn key(&self) -> String {
         self.name.clone()
+    }
+    /// The view's readers (node lists, Flux inputs, cluster health, waits, streams) use
+    /// the name, labels, annotations, InternalIP and the Ready condition; a node's
+    /// detail is read live. The rest (other conditions and their messages, nodeInfo,
+    /// addresses, taints, capacity) would be most of the memory of 5,000 nodes.
+    fn slim(self) -> Node {
+        Node {
+            conditions: self
+                .conditions
+                .into_iter()
+                .filter(|c| c.type_ == "Ready")
+                .map(|c| crate::kube::Condition {
+                    message: None,
+                    last_heartbeat_time: None,
+                    ..c
+                })
+                .collect(),
+            name: self.name,
+            labels: self.labels,
+            annotations: self.annotations,
+            internal_ip: self.internal_ip,
+            ready: self.ready,
+            unschedulable: self.unschedulable,
+            ..Node::default()
+        }
     }
     fn view(st: &mut State) -> &mut View<Node> {
         &mut st.nodes
@@ -88,7 +117,8 @@ pub(super) fn run(cache: &Cache, kube: &kube::Client, watcher: &kube::Watcher, r
         Resource::Nodes => reflect(
             cache,
             r,
-            || kube.list_nodes_versioned(),
+            // Slimmed page by page: a list of full nodes is never held whole.
+            || kube.list_nodes_versioned(Item::slim),
             |v, on| watcher.nodes(v, on),
         ),
         Resource::Leases => reflect(
@@ -158,7 +188,7 @@ fn replace<K: Item>(cache: &Cache, listed: Listed<K>) -> String {
     let mut fresh: BTreeMap<String, Arc<K>> = listed
         .items
         .into_iter()
-        .map(|k| (k.key(), Arc::new(k)))
+        .map(|k| (k.key(), Arc::new(k.slim())))
         .collect();
     let mut st = cache.lock();
     let old = std::mem::take(&mut K::view(&mut st).items);
@@ -206,7 +236,7 @@ fn apply<K: Item>(cache: &Cache, event: Event<K>, version: &mut String) {
             return;
         }
         Event::Added(k) | Event::Modified(k) => {
-            let k = Arc::new(k);
+            let k = Arc::new(k.slim());
             let change = if K::view(&mut st).items.contains_key(&k.key()) {
                 Change::Modified
             } else {
@@ -216,7 +246,7 @@ fn apply<K: Item>(cache: &Cache, event: Event<K>, version: &mut String) {
             K::view(&mut st).items.insert(k.key(), k);
         }
         Event::Deleted(k) => {
-            let k = Arc::new(k);
+            let k = Arc::new(k.slim());
             if K::view(&mut st).items.remove(&k.key()).is_some() {
                 K::changed(&mut st, Change::Deleted, &k);
             }

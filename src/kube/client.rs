@@ -359,9 +359,9 @@ impl Client {
         // way), and the reflectors, the auth loader and handlers call at once: keep the
         // buffers modest and at most two idle connections.
         let agent = config(tls.clone())
-            .input_buffer_size(32 << 10)
-            .output_buffer_size(16 << 10)
-            .max_response_header_size(32 << 10)
+            .input_buffer_size(16 << 10)
+            .output_buffer_size(8 << 10)
+            .max_response_header_size(16 << 10)
             .max_idle_connections(2)
             .max_idle_connections_per_host(2)
             .build()
@@ -369,9 +369,9 @@ impl Client {
         // Watches send one short request and read lines through their own buffer: small
         // buffers (ureq's default is 128 KiB each way per connection).
         let watch_config = config(tls)
-            .input_buffer_size(16 << 10)
+            .input_buffer_size(8 << 10)
             .output_buffer_size(4 << 10)
-            .max_response_header_size(16 << 10)
+            .max_response_header_size(8 << 10)
             .build();
 
         Ok(Client {

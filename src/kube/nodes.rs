@@ -70,9 +70,12 @@ impl Client {
         Ok(self.list_map(NODES, "", keep)?.items)
     }
 
-    /// Every node and the list's resourceVersion, where a watch starts.
-    pub fn list_nodes_versioned(&self) -> Result<Listed<Node>, Error> {
-        self.list_map(NODES, "", |n| n)
+    /// Every node passed through `keep` page by page (as [`list_nodes_map`]), and the
+    /// list's resourceVersion, where a watch starts.
+    ///
+    /// [`list_nodes_map`]: Client::list_nodes_map
+    pub fn list_nodes_versioned<U>(&self, keep: impl FnMut(Node) -> U) -> Result<Listed<U>, Error> {
+        self.list_map(NODES, "", keep)
     }
 
     /// One node; [`Error::NotFound`] if there is none of that name.

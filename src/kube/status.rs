@@ -33,6 +33,24 @@ pub(crate) fn error_from_response(http: u16, body: &[u8], retry_after: Option<&s
         .ok()
         .filter(|s| s.kind.as_deref() == Some("Status"))
         .unwrap_or_default();
+    error_from_status(http, status, retry_after)
+}
+
+/// Map a watch stream's `ERROR` event (`{"type":"ERROR","object":STATUS}`) to an error.
+pub(crate) fn error_from_event(line: &[u8]) -> Error {
+    #[derive(Deserialize)]
+    struct ErrorEvent {
+        object: Option<Status>,
+    }
+    let status = serde_json::from_slice::<ErrorEvent>(line)
+        .ok()
+        .and_then(|e| e.object)
+        .unwrap_or_default();
+    let code = status.code.unwrap_or(500);
+    error_from_status(code, status, None)
+}
+
+fn error_from_status(http: u16, status: Status, retry_after: Option<&str>) -> Error {
     // The Status code and the HTTP code agree on a real API server; prefer the body's.
     let code = status
         .code

@@ -98,7 +98,7 @@ impl Watcher {
 
 /// Feed each line of a watch stream to `on` until the stream ends.
 fn read_events<K: Kind>(body: impl Read, on: &mut dyn FnMut(Event<K>)) -> Result<(), Error> {
-    let mut reader = BufReader::with_capacity(16 << 10, body);
+    let mut reader = BufReader::with_capacity(8 << 10, body);
     let mut line = Vec::new();
     loop {
         line.clear();

@@ -415,43 +415,52 @@ pub(crate) enum WireEvent<K> {
     Bookmark,
 }
 
+/// The parts of every watch event read first: its type and the version it carries.
 #[derive(Deserialize)]
-struct RawEvent {
+struct EventHead {
     #[serde(rename = "type")]
     type_: String,
-    object: serde_json::Value,
+    object: Option<HeadObject>,
+}
+
+#[derive(Deserialize)]
+struct HeadObject {
+    metadata: Option<HeadMeta>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HeadMeta {
+    resource_version: Option<String>,
+}
+
+/// The object of an ADDED/MODIFIED/DELETED event, decoded as a list item is (the same
+/// decoder code, so the static binary does not carry a second one per kind).
+#[derive(Deserialize)]
+#[serde(bound = "W: DeserializeOwned")]
+struct EventObject<W> {
+    object: W,
 }
 
 /// Decode one line of a watch stream and the resourceVersion it carries. An `ERROR`
 /// event is the Status object it holds, as an error (410 Expired: [`Error::Gone`]).
 pub(crate) fn parse_event<K: Kind>(line: &[u8]) -> Result<(WireEvent<K>, Option<String>), Error> {
-    let ev: RawEvent = decode(line, "watch event")?;
-    let version = ev
+    let head: EventHead = decode(line, "watch event")?;
+    let version = head
         .object
-        .pointer("/metadata/resourceVersion")
-        .and_then(|v| v.as_str())
-        .filter(|v| !v.is_empty())
-        .map(str::to_string);
+        .and_then(|o| o.metadata)
+        .and_then(|m| m.resource_version)
+        .filter(|v| !v.is_empty());
     let object = || -> Result<K, Error> {
-        let w = K::Wire::deserialize(&ev.object)
-            .map_err(|_| Error::Protocol(format!("watch event: {} of the wrong shape", K::WHAT)))?;
-        K::from_wire(w)
+        let e: EventObject<K::Wire> = decode(line, K::WHAT)?;
+        K::from_wire(e.object)
     };
-    let event = match ev.type_.as_str() {
+    let event = match head.type_.as_str() {
         "ADDED" => WireEvent::Added(object()?),
         "MODIFIED" => WireEvent::Modified(object()?),
         "DELETED" => WireEvent::Deleted(object()?),
         "BOOKMARK" => WireEvent::Bookmark,
-        "ERROR" => {
-            let code = ev
-                .object
-                .get("code")
-                .and_then(|c| c.as_u64())
-                .and_then(|c| u16::try_from(c).ok())
-                .unwrap_or(500);
-            let body = serde_json::to_vec(&ev.object).unwrap_or_default();
-            return Err(super::status::error_from_response(code, &body, None));
-        }
+        "ERROR" => return Err(super::status::error_from_event(line)),
         _ => {
             return Err(Error::Protocol(
                 "watch event of an unknown type".to_string(),

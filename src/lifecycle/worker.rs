@@ -83,8 +83,9 @@ fn run(lc: &Lifecycle) {
     let mut nodes: BTreeMap<String, Driving> = BTreeMap::new();
     let mut next_scan = Instant::now();
     while !lc.stopping() {
-        if lc.take_kick() || Instant::now() >= next_scan {
-            scan(lc, &mut nodes);
+        let kicked = lc.take_kick();
+        if kicked || Instant::now() >= next_scan {
+            scan(lc, &mut nodes, kicked);
             next_scan = Instant::now() + SCAN_EVERY;
         }
         let names: Vec<String> = nodes.keys().cloned().collect();
@@ -123,12 +124,19 @@ fn run(lc: &Lifecycle) {
     log::info("drain worker stopped", &[]);
 }
 
-/// Adds every node marked draining to `nodes`, from the watch-fed view when it is in
-/// sync (no API-server request); else from a live list, of which only names are kept
-/// from each page, so a scan of a large cluster holds one page of parsed nodes at a time.
-fn scan(lc: &Lifecycle, nodes: &mut BTreeMap<String, Driving>) {
+/// Adds every node marked draining to `nodes`. The periodic scan reads the watch-fed
+/// view when it is in sync (no API-server request); a scan after a kick (this daemon
+/// just wrote a drain, which the view may not show yet) and a scan while the view is out
+/// of sync list live, keeping only names from each page, so a scan of a large cluster
+/// holds one page of parsed nodes at a time.
+fn scan(lc: &Lifecycle, nodes: &mut BTreeMap<String, Driving>, kicked: bool) {
     let draining = |n: &kube::Node| drain_info(&n.annotations).state == DrainState::Draining;
-    let names = match lc.cache.node_names(draining) {
+    let cached = if kicked {
+        None
+    } else {
+        lc.cache.node_names(draining)
+    };
+    let names = match cached {
         Some(names) => Ok(names),
         None => lc
             .kube

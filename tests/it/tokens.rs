@@ -542,8 +542,9 @@ fn the_token_commands_work_against_the_cluster() {
     let (code, _, err) = cli(&fake, &["revoke", id]);
     assert_eq!(code, 0, "{err}");
     refused_within_ten_seconds(&d, token, Instant::now());
+    // Revoked is gone: "not found", exit 3.
     let (code, _, err) = cli(&fake, &["revoke", id]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 3, "{err}");
 
     // Usage mistakes exit 2 and say what to do.
     for args in [
