@@ -264,6 +264,16 @@ mod tests {
         let e = Params::parse("role=s3cret&role=s3cret", KNOWN).unwrap_err();
         assert!(!e.message().contains("s3cret"));
         assert_eq!(e.code(), "invalid_query");
+        // Many long keys of escaped characters (found by the fuzzer): still bounded.
+        let nasty: Vec<String> = (0..50)
+            .map(|i| format!("{}{i}", "\u{4}é".repeat(500)))
+            .collect();
+        let e = Params::parse(&nasty.join("&"), KNOWN).unwrap_err();
+        assert!(
+            e.message().len() <= 5 * (CLIP * 10 + 4) + 200,
+            "{}",
+            e.message().len()
+        );
         let e = Params::parse("x=1", &[]).unwrap_err();
         assert!(e.message().contains("takes no query parameters"), "{e}");
     }
