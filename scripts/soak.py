@@ -5,13 +5,20 @@ For a fixed time it runs, all at once: logins with the right password and guesse
 other addresses (which the throttle locks out), node listings, join commands, bundle
 downloads with admin and join tokens (and re-use of spent join tokens), idle TLS
 connections, slow-loris heads, a health poller, and Kubernetes faults switched on and off
-through the fake API server. Then it checks:
+through the fake API server; and two attacks (issue 12): bursts of 50 concurrent wrong
+passwords from one address, and a connection hog holding 400 idle TCP connections (no
+TLS bytes) from another. Then it checks:
 
 - the daemon never died;
 - no 5xx answer outside an injected-fault window (a request counts as inside when its
   time overlaps a window plus one second), and `/v1/health` was never anything but 200;
-- every issued join ticket is accounted for: consumed by exactly one download, or still
-  listed as a Secret, never both, and no spent token worked twice;
+- the owner's logins (another address) and `/v1/health` are unaffected by the attacks:
+  every right password works, and their latency is in the summary line;
+- no burst of guesses got more bcrypt checks (401s) than the lockout policy (5);
+- every issued join ticket is accounted for: each is still listed as a Secret (tickets
+  stay as the ledger of joins), each one a download got is in state `downloading`, and no
+  spent token worked for another address (the client that started a download may resume
+  it, so reuse is tried from 127.0.0.7);
 - after the load stops, open descriptors and RSS are back near their warm baseline.
 
 It prints one summary line of counts and exits non-zero on any failed check.
@@ -30,6 +37,7 @@ import json
 import os
 import random
 import re
+import resource
 import socket
 import ssl
 import subprocess
@@ -45,6 +53,9 @@ PASSWORD = "soak password, not a secret anywhere else"
 KUBE_TIMEOUT = 2
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 GRACE = 1.0  # seconds after a fault window in which a 5xx still counts as inside
+LOGIN_FAILURES = 5  # the daemon's default --login-failures
+BURST = 50  # concurrent wrong passwords per burst, from one address
+HOG = 400  # idle TCP connections the hog keeps open, from one address
 
 
 def start(cmd, ready, name, env=None):
@@ -93,6 +104,8 @@ class Soak:
         self.issued, self.consumed = {}, set()  # jti -> token; jtis downloaded once
         self.problems = []
         self.stop = threading.Event()
+        self.owner_login_ms, self.health_ms = [], []
+        self.burst_max, self.hog_peak = 0, 0
 
     # --- processes ---------------------------------------------------------------------
     def start(self):
@@ -110,6 +123,7 @@ class Soak:
                 "--kubeconfig", str(fdir / "kubeconfig"), "--data-dir", str(self.tmp / "data"),
                 "--node-name", "node-1", "--password-hash-file", str(self.tmp / "password.hash"),
                 "--kube-timeout", str(KUBE_TIMEOUT), "--idle-timeout", "5",
+                "--socket", "",  # the soak uses TCP only; never collide with a running daemon
                 *write_join_inputs(self.tmp)]
         env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
         self.daemon, line, self.daemon_lines = start(args, lambda l: '"msg":"listening"' in l,
@@ -158,8 +172,11 @@ class Soak:
         return json.loads(data) if data else None
 
     def login(self):
+        t0 = time.monotonic()
         status, data = self.request("POST", "/v1/auth/token", body={"password": PASSWORD},
                                     source="127.0.0.2", kind="login")
+        with self.lock:
+            self.owner_login_ms.append((time.monotonic() - t0) * 1000)
         if status != 200 and status < 500:
             # The guesses from other addresses must never lock the owner out.
             self.problems.append(f"the right password got {status}")
@@ -184,6 +201,70 @@ class Soak:
             self.counts["login_ok"] += 1
         time.sleep(0.3)
 
+    def burst_logins(self):
+        """50 wrong passwords at once from 127.0.0.5: at most the policy's worth checked."""
+        time.sleep(random.uniform(5, 10))
+        if self.stop.is_set():
+            return
+        statuses = []
+
+        def guess():
+            st, _ = self.request("POST", "/v1/auth/token", body={"password": "burst guess"},
+                                 source="127.0.0.5", kind="burst-login")
+            with self.lock:
+                statuses.append(st)
+        threads = [threading.Thread(target=guess) for _ in range(BURST)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        checked = statuses.count(401)
+        with self.lock:
+            self.counts["bursts"] += 1
+            self.counts["burst_checked"] += checked
+            self.counts["burst_refused"] += sum(1 for st in statuses if st in (429, 503))
+            self.burst_max = max(self.burst_max, checked)
+        if checked > LOGIN_FAILURES:
+            self.problems.append(f"a burst of {BURST} guesses got {checked} password checks")
+        odd = [st for st in statuses if st not in (401, 429, 503)]
+        if odd:
+            self.problems.append(f"burst guesses got {sorted(set(odd))}")
+
+    def hog(self):
+        """Keeps HOG idle TCP connections from 127.0.0.6 open, reopening what the daemon
+        closes (it keeps 64 per address and closes the refused ones that never speak)."""
+        socks = []
+        try:
+            while not self.stop.is_set():
+                alive = []
+                for s in socks:
+                    try:
+                        gone = s.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b""
+                    except BlockingIOError:
+                        gone = False
+                    except OSError:
+                        gone = True
+                    if gone:
+                        s.close()
+                        self.counts["hog_closed_by_daemon"] += 1
+                    else:
+                        alive.append(s)
+                socks = alive
+                while len(socks) < HOG and not self.stop.is_set():
+                    try:
+                        s = socket.create_connection(("127.0.0.1", self.port), timeout=5,
+                                                     source_address=("127.0.0.6", 0))
+                    except OSError:
+                        self.counts["hog_connect_failed"] += 1
+                        break
+                    socks.append(s)
+                    self.counts["hog_opened"] += 1
+                self.hog_peak = max(self.hog_peak, len(socks))
+                time.sleep(0.5)
+        finally:
+            for s in socks:
+                s.close()
+
     def bad_logins(self, source):
         status, _ = self.request("POST", "/v1/auth/token", body={"password": "guess"},
                                  source=source, kind="bad-login")
@@ -198,7 +279,10 @@ class Soak:
         time.sleep(0.05)
 
     def health(self):
+        t0 = time.monotonic()
         status, _ = self.request("GET", "/v1/health", kind="health")
+        with self.lock:
+            self.health_ms.append((time.monotonic() - t0) * 1000)
         if status != 200:
             self.problems.append(f"/v1/health answered {status}")
         self.counts["health"] += 1
@@ -230,11 +314,12 @@ class Soak:
             if status == 200 and len(data) < (2 << 20):
                 self.problems.append(f"short bundle: {len(data)} bytes")
         elif r < 0.4 and spent:
+            # From another address: only the client that started a download may resume it.
             jti = random.choice(spent)
             status, _ = self.request("GET", "/v1/join-bundle?roles=app", token=self.issued[jti],
-                                     kind="bundle-reuse")
+                                     source="127.0.0.7", kind="bundle-reuse")
             if status == 200:
-                self.problems.append("a spent join token worked twice")
+                self.problems.append("a spent join token worked for another address")
             elif status == 410:
                 self.counts["reuse_refused"] += 1
         elif random.random() < 0.5:  # leave about half of the tokens unused
@@ -335,6 +420,7 @@ class Soak:
         workers += [self.loop(self.downloads) for _ in range(3)]
         workers += [self.loop(self.idle) for _ in range(4)]
         workers += [self.loop(self.slow) for _ in range(2)]
+        workers += [self.loop(self.burst_logins), self.loop(self.hog)]
         started = time.monotonic()
         peak_rss = base_rss
         while time.monotonic() - started < self.seconds:
@@ -366,22 +452,39 @@ class Soak:
         if errors:
             self.problems.append(f"{errors} requests got no HTTP answer")
 
-        # Tickets: consumed ones are gone, every other issued one is still listed.
+        # Tickets: every issued one is still listed (the ledger); downloaded ones say so.
         secrets = self.fake_call("GET", "/api/v1/secrets")["items"]
-        listed = {s["metadata"]["name"].removeprefix("joinery-ticket-") for s in secrets
-                  if s["metadata"]["name"].startswith("joinery-ticket-")}
+        states = {s["metadata"]["name"].removeprefix("joinery-ticket-"):
+                  (s["metadata"].get("annotations") or {}).get("joinery.replicated.com/state")
+                  for s in secrets if s["metadata"]["name"].startswith("joinery-ticket-")}
+        listed = set(states)
         issued = set(self.issued)
-        if listed & self.consumed:
-            self.problems.append(f"{len(listed & self.consumed)} consumed tickets still listed")
-        unaccounted = issued - self.consumed - listed
-        if unaccounted:
-            self.problems.append(f"{len(unaccounted)} issued tickets neither consumed nor listed")
+        lost = issued - listed
+        if lost:
+            self.problems.append(f"{len(lost)} issued tickets not listed")
+        not_started = [j for j in self.consumed if states.get(j) != "downloading"]
+        if not_started:
+            self.problems.append(f"{len(not_started)} downloaded tickets not in state downloading")
         if base_fds and end_fds > base_fds + 8:
             self.problems.append(f"open descriptors {base_fds} -> {end_fds}")
         if base_rss and end_rss > max(2 * base_rss, base_rss + 64 * 1024):
             self.problems.append(f"RSS {base_rss} kB -> {end_rss} kB")
 
         c = self.counts
+
+        def pct(xs, q):
+            xs = sorted(xs)
+            return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
+        attack = (
+            f"bursts={c['bursts']} burst_checked={c['burst_checked']} "
+            f"burst_refused={c['burst_refused']} burst_max_checks={self.burst_max} "
+            f"hog_peak_open={self.hog_peak} hog_opened={c['hog_opened']} "
+            f"hog_closed_by_daemon={c['hog_closed_by_daemon']} "
+            f"owner_login_ms_p50={pct(self.owner_login_ms, 0.5):.0f} "
+            f"owner_login_ms_max={pct(self.owner_login_ms, 1.0):.0f} "
+            f"health_ms_p50={pct(self.health_ms, 0.5):.0f} "
+            f"health_ms_p99={pct(self.health_ms, 0.99):.0f} "
+            f"health_ms_max={pct(self.health_ms, 1.0):.0f}")
         summary = (
             f"soak: {elapsed:.0f}s requests={c['requests']} login_ok={c['login_ok']} "
             f"login_wrong={c['login_wrong']} login_throttled={c['login_throttled']} "
@@ -392,6 +495,7 @@ class Soak:
             f"fault_windows={c['fault_windows']} 5xx_in_faults={five_in} "
             f"5xx_outside={len(five_out)} idle_closed={c['idle_closed']} slow_cut={c['slow_cut']} "
             f"rss_kb={base_rss}->{peak_rss}->{end_rss} fds={base_fds}->{end_fds} "
+            f"{attack} "
             f"{'OK' if not self.problems else 'FAILED'}")
         print(summary, flush=True)
         for p in self.problems[:20]:
@@ -407,6 +511,12 @@ class Soak:
 
 
 def main():
+    # The hog and the daemon hold hundreds of sockets: lift the soft descriptor limit to
+    # the hard one for both (the daemon inherits it).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY
+                                                    else max(soft, 65536), hard))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=60)
     args = ap.parse_args()

@@ -4,7 +4,7 @@
 //! `JOINERY_API_PORT`); a flag on the command line wins over the environment, which wins
 //! over the default. Raw strings are turned into typed values here, once, so a mistake is
 //! a start-up error that names the flag and says what would be accepted, never a surprise
-//! at request time. The table in [`FLAGS`] is the single source for `joinery help` and
+//! at request time. The table in [`FLAGS`] is the single source for `joinery serve --help` and
 //! the configuration table in docs/configuration.md.
 
 use std::net::IpAddr;
@@ -70,7 +70,7 @@ pub struct Flag {
     pub help: &'static str,
 }
 
-/// Every flag of `joinery serve`, in the order `joinery help` prints them.
+/// Every flag of `joinery serve`, in the order `joinery serve --help` prints them.
 pub const FLAGS: &[Flag] = &[
     Flag {
         name: "--api-port",
@@ -231,21 +231,34 @@ pub struct Sources<'a> {
 }
 
 impl Sources<'_> {
-    /// The raw value of a flag, from the command line or its environment variable.
-    fn raw(&mut self, flag: &'static str) -> Result<Option<String>, ConfigError> {
-        let from_args: Option<String> = self
-            .args
-            .opt_value_from_str(flag)
-            .map_err(|e| ConfigError(format!("{flag}: {e}")))?;
-        if from_args.is_some() {
-            return Ok(from_args);
+    /// The raw value of a flag, from the command line or its environment variable, with
+    /// where it came from (the flag or the variable's name), for error messages. A flag
+    /// given twice is refused rather than silently taking one of the values.
+    fn raw_from(&mut self, flag: &'static str) -> Result<Option<(String, String)>, ConfigError> {
+        let take = |args: &mut pico_args::Arguments| {
+            args.opt_value_from_str::<_, String>(flag)
+                .map_err(|_| ConfigError(format!("{flag} needs a value")))
+        };
+        if let Some(v) = take(&mut self.args)? {
+            if let Some(again) = take(&mut self.args)? {
+                return Err(ConfigError(format!(
+                    "{flag} is given twice ({v:?} and {again:?}); give it once"
+                )));
+            }
+            return Ok(Some((v, flag.to_string())));
         }
         let env = FLAGS
             .iter()
             .find(|f| f.name == flag)
             .map(|f| f.env)
             .unwrap_or_default();
-        Ok((self.env)(env).filter(|v| !v.is_empty()))
+        Ok((self.env)(env)
+            .filter(|v| !v.is_empty())
+            .map(|v| (v, env.to_string())))
+    }
+
+    fn raw(&mut self, flag: &'static str) -> Result<Option<String>, ConfigError> {
+        Ok(self.raw_from(flag)?.map(|(v, _)| v))
     }
 
     fn path(&mut self, flag: &'static str) -> Result<Option<PathBuf>, ConfigError> {
@@ -256,32 +269,88 @@ impl Sources<'_> {
     where
         T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
     {
-        let Some(raw) = self.raw(flag)? else {
+        let Some((raw, from)) = self.raw_from(flag)? else {
             return Ok(default);
         };
         match raw.trim().parse::<T>() {
             Ok(v) if v >= range.0 && v <= range.1 => Ok(v),
             _ => Err(ConfigError(format!(
-                "{flag}: {raw:?} is not a whole number from {} to {}",
+                "{from}: {raw:?} is not a whole number from {} to {}",
                 range.0, range.1
             ))),
         }
     }
 
-    /// Rejects anything left on the command line, so a typo never goes unnoticed.
-    pub fn finish(self) -> Result<(), ConfigError> {
-        let rest = self.args.finish();
-        if let Some(first) = rest.first() {
-            let word = first.to_string_lossy();
-            let hint = if word.starts_with("--") {
-                "; run `joinery help` for the flags `serve` takes".to_string()
-            } else {
-                String::new()
-            };
-            return Err(ConfigError(format!("unexpected argument {word:?}{hint}")));
-        }
-        Ok(())
+    /// Takes what is left on the command line: up to `positional` plain words are
+    /// returned; an unknown flag or one word too many is an error naming it (with the
+    /// nearest flag of `cmd` when the word looks like a typo). Called before anything
+    /// looks at the disk or the network, so a typo is reported as a typo.
+    pub fn rest(&mut self, cmd: &str, positional: usize) -> Result<Vec<String>, ConfigError> {
+        let args = std::mem::replace(&mut self.args, pico_args::Arguments::from_vec(Vec::new()));
+        leftovers(args, cmd, FLAGS.iter().map(|f| f.name), positional)
     }
+
+    /// Rejects anything left on the command line, so a typo never goes unnoticed.
+    pub fn finish(mut self) -> Result<(), ConfigError> {
+        self.rest("serve", 0).map(|_| ())
+    }
+}
+
+/// What is left of a command line once its flags were taken: up to `positional` plain
+/// words are returned; an unknown flag (with the nearest of `known` when it looks like a
+/// typo) or a word too many is an error naming it.
+pub fn leftovers<'a>(
+    args: pico_args::Arguments,
+    cmd: &str,
+    known: impl Iterator<Item = &'a str>,
+    positional: usize,
+) -> Result<Vec<String>, ConfigError> {
+    let known: Vec<&str> = known.collect();
+    let mut words = Vec::new();
+    for arg in args.finish() {
+        let word = arg.to_string_lossy().into_owned();
+        if word.starts_with('-') && word.len() > 1 {
+            let name = word.split('=').next().unwrap_or(&word);
+            let hint = nearest(name, known.iter().copied())
+                .map(|n| format!("; did you mean {n}?"))
+                .unwrap_or_default();
+            return Err(ConfigError(format!(
+                "unknown flag {name:?}{hint} (`joinery {cmd} --help` lists the flags)"
+            )));
+        }
+        if words.len() == positional {
+            return Err(ConfigError(format!(
+                "unexpected argument {word:?} (`joinery {cmd} --help` shows the usage)"
+            )));
+        }
+        words.push(word);
+    }
+    Ok(words)
+}
+
+/// The known name closest to `word` (at most two edits away), for "did you mean".
+pub fn nearest<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for j in 0..b.len() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != b[j]))
+                    .min(row[j] + 1)
+                    .min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    known
+        .map(|k| (distance(word, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
 }
 
 impl Config {
@@ -292,11 +361,11 @@ impl Config {
         kube_default: impl FnOnce() -> Result<KubeSource, ConfigError>,
     ) -> Result<Config, ConfigError> {
         let api_port = src.number("--api-port", 30081u16, (0, u16::MAX))?;
-        let bind_address = match src.raw("--bind-address")? {
+        let bind_address = match src.raw_from("--bind-address")? {
             None => None,
-            Some(raw) => Some(raw.trim().parse::<IpAddr>().map_err(|_| {
+            Some((raw, from)) => Some(raw.trim().parse::<IpAddr>().map_err(|_| {
                 ConfigError(format!(
-                    "--bind-address: {raw:?} is not an IP address (e.g. 10.0.0.11 or 0.0.0.0)"
+                    "{from}: {raw:?} is not an IP address (e.g. 10.0.0.11 or 0.0.0.0)"
                 ))
             })?),
         };
@@ -312,17 +381,8 @@ impl Config {
         let data_dir = src
             .path("--data-dir")?
             .unwrap_or_else(|| PathBuf::from("/var/lib/joinery"));
-        let namespace = src.raw("--namespace")?.unwrap_or_else(|| "kotsadm".into());
-        if !is_dns_label(&namespace) {
-            return Err(ConfigError(format!(
-                "--namespace: {namespace:?} is not a valid namespace name (lowercase letters, \
-                 digits and '-', at most 63 characters)"
-            )));
-        }
-        let kube = match src.path("--kubeconfig")? {
-            Some(p) => KubeSource::Kubeconfig(p),
-            None => kube_default()?,
-        };
+        let namespace = namespace(src)?;
+        let kubeconfig = src.path("--kubeconfig")?;
         let kube_timeout = Duration::from_secs(src.number("--kube-timeout", 10u64, (1, 300))?);
         let password_hash_file = src.path("--password-hash-file")?;
         let signing_key_file = src.path("--signing-key-file")?;
@@ -358,18 +418,24 @@ impl Config {
         let idle_timeout = Duration::from_secs(src.number("--idle-timeout", 30u64, (1, 3600))?);
         let shutdown_grace =
             Duration::from_secs(src.number("--shutdown-grace", 10u64, (0, 600))?);
-        let socket = match src.raw("--socket")? {
+        let socket = match src.raw_from("--socket")? {
             None => Some(PathBuf::from(DEFAULT_SOCKET)),
-            Some(s) if s.is_empty() || s == "none" => None,
-            Some(s) if !s.starts_with('/') => {
+            Some((s, _)) if s.is_empty() || s == "none" => None,
+            Some((s, from)) if !s.starts_with('/') => {
                 return Err(ConfigError(format!(
-                    "--socket: {s:?} is not an absolute path (e.g. {DEFAULT_SOCKET}); '' or \
+                    "{from}: {s:?} is not an absolute path (e.g. {DEFAULT_SOCKET}); '' or \
                      none turns the socket off"
                 )))
             }
-            Some(s) => Some(PathBuf::from(s)),
+            Some((s, _)) => Some(PathBuf::from(s)),
         };
         let socket_uid = src.number("--socket-uid", 0u32, (0, u32::MAX - 1))?;
+        // Every flag is read: a typo is reported before the disk is looked at.
+        src.rest("serve", 0)?;
+        let kube = match kubeconfig {
+            Some(p) => KubeSource::Kubeconfig(p),
+            None => kube_default()?,
+        };
         Ok(Config {
             api_port,
             bind_address,
@@ -409,27 +475,45 @@ pub struct KubeAccess {
 }
 
 impl KubeAccess {
+    /// Reads the Kubernetes flags of `cmd`, then the `positional` words it takes
+    /// (returned), and only then looks for the default Kubernetes source.
     pub fn from_sources(
         src: &mut Sources<'_>,
+        cmd: &str,
+        positional: usize,
         kube_default: impl FnOnce() -> Result<KubeSource, ConfigError>,
-    ) -> Result<KubeAccess, ConfigError> {
-        let namespace = src.raw("--namespace")?.unwrap_or_else(|| "kotsadm".into());
-        if !is_dns_label(&namespace) {
-            return Err(ConfigError(format!(
-                "--namespace: {namespace:?} is not a valid namespace name"
-            )));
-        }
-        let kube = match src.path("--kubeconfig")? {
+    ) -> Result<(KubeAccess, Vec<String>), ConfigError> {
+        let namespace = namespace(src)?;
+        let kubeconfig = src.path("--kubeconfig")?;
+        let kube_timeout = Duration::from_secs(src.number("--kube-timeout", 10u64, (1, 300))?);
+        let words = src.rest(cmd, positional)?;
+        let kube = match kubeconfig {
             Some(p) => KubeSource::Kubeconfig(p),
             None => kube_default()?,
         };
-        let kube_timeout = Duration::from_secs(src.number("--kube-timeout", 10u64, (1, 300))?);
-        Ok(KubeAccess {
-            kube,
-            namespace,
-            kube_timeout,
-        })
+        Ok((
+            KubeAccess {
+                kube,
+                namespace,
+                kube_timeout,
+            },
+            words,
+        ))
     }
+}
+
+/// `--namespace`, checked the way Kubernetes checks a namespace name.
+fn namespace(src: &mut Sources<'_>) -> Result<String, ConfigError> {
+    let Some((ns, from)) = src.raw_from("--namespace")? else {
+        return Ok("kotsadm".into());
+    };
+    if !is_dns_label(&ns) {
+        return Err(ConfigError(format!(
+            "{from}: {ns:?} is not a valid namespace name (lowercase letters, digits and \
+             '-', at most 63 characters)"
+        )));
+    }
+    Ok(ns)
 }
 
 /// The default Kubernetes source: the pod's service account when running in a pod, else
@@ -520,15 +604,26 @@ mod tests {
     }
 
     #[test]
-    fn mistakes_name_the_flag() {
+    fn mistakes_name_the_flag_or_variable() {
         for (args, env, needle) in [
             (vec!["--api-port", "70000"], vec![], "--api-port"),
-            (vec![], vec![("JOINERY_API_PORT", "x")], "--api-port"),
+            (vec![], vec![("JOINERY_API_PORT", "x")], "JOINERY_API_PORT"),
             (vec!["--bind-address", "nope"], vec![], "--bind-address"),
             (vec!["--tls-cert", "/c"], vec![], "--tls-key"),
             (vec!["--namespace", "Bad_NS"], vec![], "--namespace"),
             (vec!["--max-connections", "0"], vec![], "--max-connections"),
-            (vec!["--api-prot", "1"], vec![], "unexpected argument"),
+            (vec!["--api-prot", "1"], vec![], "did you mean --api-port?"),
+            (
+                vec!["--api-port", "1", "--api-port=2"],
+                vec![],
+                "given twice",
+            ),
+            (
+                vec![],
+                vec![("JOINERY_IDLE_TIMEOUT", "x")],
+                "JOINERY_IDLE_TIMEOUT",
+            ),
+            (vec!["stray"], vec![], "unexpected argument \"stray\""),
             (vec!["--license", "/l"], vec![], "--artifacts-dir"),
         ] {
             let err = parse(&args, &env).unwrap_err().to_string();

@@ -3,7 +3,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Writes `data` to `path` through a temporary file beside it: create, write, set
 /// `mode` (the umask may have narrowed it), fsync, rename, fsync the directory. A crash
@@ -34,10 +34,23 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// `path` (absolute, as on the installed system) under `root`; `..` and the leading `/`
+/// are dropped, so the result never leaves `root`.
+pub fn under(root: &Path, path: &Path) -> PathBuf {
+    let mut p = root.to_path_buf();
+    for c in path.components() {
+        if let std::path::Component::Normal(n) = c {
+            p.push(n);
+        }
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
-    use super::write_atomic;
+    use super::{under, write_atomic};
     use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
 
     #[test]
     fn replaces_whole_files_with_the_given_mode() {
@@ -50,5 +63,21 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         // Only the file itself is left behind: no temporary files.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn rooted_paths_stay_under_the_root() {
+        assert_eq!(
+            under(Path::new("/r"), Path::new("/etc/x")),
+            PathBuf::from("/r/etc/x")
+        );
+        assert_eq!(
+            under(Path::new("/r"), Path::new("/../etc")),
+            PathBuf::from("/r/etc")
+        );
+        assert_eq!(
+            under(Path::new("/"), Path::new("/etc/x")),
+            PathBuf::from("/etc/x")
+        );
     }
 }

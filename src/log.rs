@@ -40,7 +40,33 @@ pub fn emit(level: &str, mut fields: serde_json::Map<String, serde_json::Value>)
 
 /// Write one finished line (a JSON object and its `\n`). One write call per line so
 /// lines from different threads never interleave.
+///
+/// Lines up to `PIPE_BUF` (4096 bytes, which covers every access line) go out with one
+/// write(2) on a duplicate of stderr and no lock: such a write is atomic on a pipe or
+/// socket (journald), and on a file the kernel moves the offset atomically. std's
+/// stderr lock cost a lock and, under load, futex waits on every request. Longer lines
+/// (or a short write) take the lock so they at least stay whole among themselves.
 pub fn write_line(line: &[u8]) {
+    static ERR: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    const PIPE_BUF: usize = 4096;
+    let err = ERR.get_or_init(|| {
+        use std::os::fd::AsFd;
+        std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(std::fs::File::from)
+    });
+    if let (Some(mut f), true) = (err.as_ref(), line.len() <= PIPE_BUF) {
+        match f.write(line) {
+            Ok(n) if n == line.len() => return,
+            Ok(n) => {
+                let _ = std::io::stderr().lock().write_all(&line[n..]);
+                return;
+            }
+            Err(_) => {}
+        }
+    }
     let _ = std::io::stderr().lock().write_all(line);
 }
 

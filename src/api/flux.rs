@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Access, ApiError, Context, Identity, Route};
+use super::{Access, ApiError, Code, Context, Identity, Route};
 use crate::auth::Scope;
 use crate::http::query::Params;
 use crate::http::{Body, Request, Response};
@@ -42,7 +42,7 @@ struct Filters {
 }
 
 fn invalid(message: String) -> ApiError {
-    ApiError::bad_request("invalid_filter", message)
+    ApiError::new(Code::InvalidFilter, message)
 }
 
 /// Reads `role=<role>` and `ready=true|false` through the shared query parser, which
@@ -62,9 +62,13 @@ fn parse_filters(query: &str) -> Result<Filters, ApiError> {
             Some(value.to_string())
         }
     };
-    let ready = q
-        .bool("ready")
-        .map_err(|_| invalid("ready must be true or false".into()))?;
+    // A JSON-style boolean, as the OpenAPI document says (not the 1/0 `force` takes).
+    let ready = match q.get("ready") {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(invalid("ready must be true or false".into())),
+    };
     Ok(Filters { role, ready })
 }
 
@@ -115,8 +119,7 @@ fn render(nodes: &[kube::Node], f: &Filters, limit: usize) -> Result<Vec<u8>, Ap
         )
     };
     Err(ApiError::new(
-        422,
-        "inputs_too_large",
+        Code::InputsTooLarge,
         format!(
             "the inputs for {} nodes take {} bytes, over the {} bytes (900 KiB) Flux \
              Operator accepts from an ExternalService; {advice}",
@@ -194,6 +197,10 @@ mod tests {
             }
         );
         assert_eq!(ok("ready=true&").ready, Some(true));
+        assert!(
+            parse_filters("ready=0").is_err(),
+            "the schema says true or false"
+        );
         assert_eq!(ok("role=gpu%2Dnode").role.as_deref(), Some("gpu-node"));
         for (q, code, needle) in [
             ("ready=yes", "invalid_filter", "true or false"),
@@ -210,7 +217,7 @@ mod tests {
             ),
         ] {
             let e = parse_filters(q).unwrap_err();
-            assert_eq!((e.status, e.code), (400, code), "{q}");
+            assert_eq!((e.status(), e.code.code()), (400, code), "{q}");
             assert!(e.message.contains(needle), "{q}: {}", e.message);
         }
     }
@@ -249,7 +256,7 @@ mod tests {
         // Exactly at the limit is accepted (the operator refuses only more).
         assert!(render(&nodes, &Filters::default(), body.len()).is_ok());
         let e = render(&nodes, &Filters::default(), body.len() - 1).unwrap_err();
-        assert_eq!((e.status, e.code), (422, "inputs_too_large"));
+        assert_eq!(e.code, Code::InputsTooLarge);
         assert!(
             e.message.contains("role=<role> and ready=true"),
             "{}",

@@ -12,7 +12,8 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 use super::{
-    json_body, json_response, now, Access, ApiError, Context, Identity, Route, SESSION_AUDIENCE,
+    json_body, json_response, now, Access, ApiError, Code, Context, Identity, Route,
+    SESSION_AUDIENCE,
 };
 use crate::auth::join::{self as join_token, JoinTokenError, JOIN_TTL_SECS};
 use crate::auth::{self, jwt, Scope};
@@ -35,8 +36,7 @@ struct CreateJoinCommand {
 fn service(ctx: &Context) -> Result<&JoinService, ApiError> {
     ctx.join.as_ref().ok_or_else(|| {
         ApiError::new(
-            503,
-            "joins_not_configured",
+            Code::JoinsNotConfigured,
             "this daemon was started without --ec-config, --license and --artifacts-dir, so \
              it cannot make join commands; restart it with all three",
         )
@@ -48,8 +48,7 @@ fn require_multi_node(svc: &JoinService) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::new(
-            403,
-            "license_not_multi_node",
+            Code::LicenseNotMultiNode,
             "the license does not allow multi-node clusters \
              (spec.isEmbeddedClusterMultiNodeEnabled is false); ask the vendor for a \
              multi-node license",
@@ -58,7 +57,7 @@ fn require_multi_node(svc: &JoinService) -> Result<(), ApiError> {
 }
 
 fn invalid_roles(message: String) -> ApiError {
-    ApiError::bad_request("invalid_roles", message)
+    ApiError::new(Code::InvalidRoles, message)
 }
 
 /// This controller's InternalIP, when its node is known.
@@ -81,8 +80,7 @@ fn advertise_address(ctx: &Context, nodes: &[kube::Node]) -> Result<IpAddr, ApiE
     }
     own_internal_ip(ctx, nodes).ok_or_else(|| {
         ApiError::new(
-            503,
-            "address_unknown",
+            Code::AddressUnknown,
             "joinery listens on all addresses and cannot find this node's InternalIP, so it \
              does not know which address to put in the join command; start it with \
              --bind-address or --node-name",
@@ -106,8 +104,7 @@ pub fn create_command(
         .any(|n| n.ready && roles::is_controller(&n.labels, Some(ctl)))
     {
         return Err(ApiError::new(
-            409,
-            "no_ready_controller",
+            Code::NoReadyController,
             "no controller node is Ready yet; wait for one with \
              GET /v1/nodes/NAME?waitFor=ready&timeoutSeconds=600 (NAME: a controller, see \
              GET /v1/nodes), then ask again",
@@ -171,7 +168,7 @@ fn authenticate_download(
         .and_then(auth::bearer_token)
         .ok_or_else(|| {
             ApiError::unauthorized(
-                "missing_token",
+                Code::MissingToken,
                 "this endpoint needs the join token from POST /v1/create-join-command, or a \
                  session token, as 'Authorization: Bearer TOKEN'",
             )
@@ -180,7 +177,7 @@ fn authenticate_download(
     let key = ctx.keys.key_for(token, now).map_err(|e| e.to_api_error())?;
     let refused = |e: jwt::JwtError| {
         ApiError::unauthorized(
-            "invalid_token",
+            Code::InvalidToken,
             format!("the token was refused ({e}); ask for a new join command"),
         )
     };
@@ -194,8 +191,7 @@ fn authenticate_download(
             expired: true,
         }),
         Err(JoinTokenError::Roles(theirs)) => Err(ApiError::new(
-            403,
-            "roles_mismatch",
+            Code::RolesMismatch,
             format!(
                 "this join token is for roles={}; download with exactly those roles",
                 theirs.join(",")
@@ -203,12 +199,11 @@ fn authenticate_download(
         )),
         Err(JoinTokenError::NotJoin) => {
             let claims =
-                jwt::verify(key.as_bytes(), token, SESSION_AUDIENCE, now).map_err(refused)?;
+                crate::auth::session::verify(key.as_bytes(), token, now).map_err(refused)?;
             match Scope::parse(&claims.scope) {
                 Some(Scope::Admin) => Ok(Downloader::Admin(claims.sub)),
                 _ => Err(ApiError::new(
-                    403,
-                    "insufficient_scope",
+                    Code::InsufficientScope,
                     "downloading a join bundle needs a join token or an admin token",
                 )),
             }
@@ -219,8 +214,7 @@ fn authenticate_download(
 
 fn token_used() -> ApiError {
     ApiError::new(
-        410,
-        "join_token_used",
+        Code::JoinTokenUsed,
         "this join token was already used (each works once, and only the host that started \
          a download may resume it); ask for a new join command with \
          POST /v1/create-join-command",
@@ -229,8 +223,7 @@ fn token_used() -> ApiError {
 
 fn token_expired() -> ApiError {
     ApiError::new(
-        410,
-        "join_token_expired",
+        Code::JoinTokenExpired,
         "this join token has expired (join commands work for one hour); ask for a new join \
          command with POST /v1/create-join-command",
     )
@@ -238,8 +231,7 @@ fn token_expired() -> ApiError {
 
 pub(super) fn join_revoked() -> ApiError {
     ApiError::new(
-        410,
-        "join_revoked",
+        Code::JoinRevoked,
         "this join was revoked by an administrator; ask for a new join command",
     )
 }
@@ -292,8 +284,7 @@ fn artifacts_unchanged(svc: &JoinService) -> Result<(), ApiError> {
             &[("error", why.clone().into())],
         );
         ApiError::new(
-            503,
-            "artifacts_changed",
+            Code::ArtifactsChanged,
             format!(
                 "an artifact is not the file joinery scanned at start-up ({why}); restart \
                  joinery so it scans the artifacts again, then retry (the join command is \
@@ -327,8 +318,7 @@ fn k0s_error(e: k0s::CreateError) -> ApiError {
         k0s::CreateError::NoCa => {
             crate::log::error("ConfigMap kube-system/kube-root-ca.crt has no ca.crt", &[]);
             ApiError::new(
-                502,
-                "kubernetes_error",
+                Code::KubernetesError,
                 "the cluster CA (ConfigMap kube-system/kube-root-ca.crt) is missing; the \
                  daemon's log has the details",
             )
@@ -461,7 +451,7 @@ fn claim(
 /// The server's refusal, also in a header: the join step prints it when curl, resuming,
 /// does not keep the body.
 fn with_message_header(e: ApiError) -> ApiError {
-    let line = format!("{} ({} {})", e.message, e.status, e.code);
+    let line = format!("{} ({} {})", e.message, e.status(), e.code);
     e.with_header("Joinery-Error", line)
 }
 
@@ -548,8 +538,7 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
             let (first, last) = match req.header("range").and_then(assemble::parse_range) {
                 Some((first, _)) if if_range_ok && first >= total => {
                     return Err(ApiError::new(
-                        416,
-                        "range_not_satisfiable",
+                        Code::RangeNotSatisfiable,
                         format!(
                             "the bundle is {total} bytes, so it has nothing from byte {first} \
                              on; the download is complete"
@@ -568,6 +557,19 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
                 }
                 _ => (0, total.saturating_sub(1)),
             };
+            // A resume must continue the very bundle it started: if the artifacts
+            // changed since (joinery restarted on new ones), its bytes would not fit.
+            if first > 0 && t.etag.as_ref().is_some_and(|e| *e != etag) {
+                return Err(ApiError::new(
+                    Code::BundleChanged,
+                    "the bundle changed since this download started (the artifacts were \
+                     replaced); delete the partial file and download it again (the step does \
+                     both when run again)",
+                ));
+            }
+            if t.etag.as_deref() != Some(etag.as_str()) {
+                svc.tickets.record_etag(&t.id, &etag);
+            }
             headers.push(("ETag".into(), etag));
             headers.push(("Accept-Ranges".into(), "bytes".into()));
             if let Err(e) = stream.skip(first) {

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::{json_response, now, Access, ApiError, Context, Identity, Route};
+use super::{json_response, now, Access, ApiError, Code, Context, Identity, Route};
 use crate::auth::Scope;
 use crate::http::{Request, Response};
 use crate::join::k0s;
@@ -80,8 +80,7 @@ fn entry(t: &Ticket, nodes: &[kube::Node], now: i64) -> LedgerEntry {
 fn service(ctx: &Context) -> Result<&JoinService, ApiError> {
     ctx.join.as_ref().ok_or_else(|| {
         ApiError::new(
-            503,
-            "joins_not_configured",
+            Code::JoinsNotConfigured,
             "this daemon was started without --ec-config, --license and --artifacts-dir, so \
              it keeps no joins; restart it with all three",
         )
@@ -103,8 +102,8 @@ fn join_id(req: &Request) -> Result<&str, ApiError> {
     if ticket::valid_id(id) {
         Ok(id)
     } else {
-        Err(ApiError::bad_request(
-            "invalid_join_id",
+        Err(ApiError::new(
+            Code::InvalidJoinId,
             "a join id is 32 lowercase hex digits; see GET /v1/joins for the ids",
         ))
     }
@@ -116,8 +115,7 @@ pub fn revoke(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Re
     let now = now();
     let not_found = || {
         ApiError::new(
-            404,
-            "join_not_found",
+            Code::JoinNotFound,
             "no join with this id (finished joins are kept 7 days); see GET /v1/joins",
         )
     };
@@ -134,8 +132,7 @@ pub fn revoke(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Re
             "revoked" => return Ok(json_response(200, &current)),
             "expired" | "joined" => {
                 return Err(ApiError::new(
-                    409,
-                    "join_finished",
+                    Code::JoinFinished,
                     format!(
                         "this join is {}; there is nothing left to revoke",
                         current.state
@@ -171,8 +168,7 @@ pub fn revoke(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Re
         }
     }
     Err(ApiError::new(
-        409,
-        "conflict",
+        Code::Conflict,
         "the join kept changing while it was being revoked; try again",
     ))
 }

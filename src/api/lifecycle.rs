@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::nodes::NodeSummary;
-use super::{json_body, json_response, Access, ApiError, Context, Identity, Route};
+use super::{json_body, json_response, Access, ApiError, Code, Context, Identity, Route};
 use crate::auth::Scope;
 use crate::http::query::Params;
 use crate::http::{Request, Response};
@@ -45,8 +45,8 @@ fn protected(key: &str) -> bool {
 fn node_name(req: &Request) -> Result<&str, ApiError> {
     let name = req.path.split('/').nth(3).unwrap_or("");
     labels::check_dns_subdomain(name).map_err(|problem| {
-        ApiError::bad_request(
-            "invalid_node_name",
+        ApiError::new(
+            Code::InvalidNodeName,
             format!(
                 "the node name in the path is not a valid Kubernetes node name: {problem}; \
                  see GET /v1/nodes for the names"
@@ -58,8 +58,7 @@ fn node_name(req: &Request) -> Result<&str, ApiError> {
 
 fn node_not_found(name: &str) -> ApiError {
     ApiError::new(
-        404,
-        "node_not_found",
+        Code::NodeNotFound,
         format!("there is no node named {name:?}; see GET /v1/nodes for the names"),
     )
 }
@@ -224,16 +223,14 @@ fn relabel(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respo
     for (key, value) in &body.labels {
         labels::check_key(key).map_err(|p| {
             ApiError::new(
-                422,
-                "invalid_label",
+                Code::InvalidLabel,
                 format!("label key {} is invalid: {p}", quoted(key)),
             )
         })?;
         if let Some(v) = value {
             labels::check_value(v).map_err(|p| {
                 ApiError::new(
-                    422,
-                    "invalid_label",
+                    Code::InvalidLabel,
                     format!("the value of label {} is invalid: {p}", quoted(key)),
                 )
             })?;
@@ -242,8 +239,7 @@ fn relabel(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respo
     if let Some(key) = body.labels.keys().find(|k| protected(k)) {
         audit(who, "node.relabel", name, "refused: protected label");
         return Err(ApiError::new(
-            403,
-            "protected_label",
+            Code::ProtectedLabel,
             format!(
                 "label {} is managed by Kubernetes, k0s or Embedded Cluster and cannot be \
                  changed here; roles change only by joining the node again with other roles",
@@ -261,8 +257,7 @@ fn relabel(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respo
         Err(kube::Error::NotFound) => return Err(node_not_found(name)),
         Err(kube::Error::Invalid(m)) => {
             return Err(ApiError::new(
-                422,
-                "invalid_label",
+                Code::InvalidLabel,
                 format!("Kubernetes refused the labels: {m}"),
             ))
         }
@@ -297,7 +292,15 @@ fn relabel(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respo
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct DrainBody {
-    deadline_seconds: Option<i64>,
+    /// `None`: absent; `Some(None)`: an explicit `null`, which is refused rather than
+    /// read as "absent" (it once started a synchronous drain).
+    #[serde(default, deserialize_with = "explicit")]
+    deadline_seconds: Option<Option<i64>>,
+}
+
+/// Keeps an explicit JSON `null` apart from an absent field.
+fn explicit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
 }
 
 fn drain_reply(state: DrainState) -> Response {
@@ -316,10 +319,22 @@ fn start_drain(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<R
     } else {
         json_body(req, r#"{"deadlineSeconds": 0..3600}"#)?
     };
-    let deadline = body.deadline_seconds.unwrap_or(0);
+    let deadline = match body.deadline_seconds {
+        None => 0,
+        Some(Some(n)) => n,
+        Some(None) => {
+            return Err(ApiError::new(
+                Code::InvalidDeadline,
+                format!(
+                    "deadlineSeconds must be a number, 0 (drain now and wait) to \
+                     {MAX_DEADLINE_SECONDS}, not null; omit it to drain now and wait"
+                ),
+            ))
+        }
+    };
     if !(0..=MAX_DEADLINE_SECONDS as i64).contains(&deadline) {
-        return Err(ApiError::bad_request(
-            "invalid_deadline",
+        return Err(ApiError::new(
+            Code::InvalidDeadline,
             format!("deadlineSeconds must be 0 (drain now and wait) to {MAX_DEADLINE_SECONDS}"),
         ));
     }
@@ -421,16 +436,14 @@ fn remove(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respon
     if let Err(refusal) = removal::check(&target, &nodes, self_name, force) {
         let err = match refusal {
             removal::Refusal::IsSelf => ApiError::new(
-                409,
-                "node_is_self",
+                Code::NodeIsSelf,
                 format!(
                     "{name} is the node this joinery runs on; remove it through another \
                      controller's joinery"
                 ),
             ),
             removal::Refusal::NotDrained(state) => ApiError::new(
-                409,
-                "node_not_drained",
+                Code::NodeNotDrained,
                 format!(
                     "{name} is {}, not drained; drain it first (POST /v1/nodes/{name}/drain) \
                      or pass force=true",
@@ -438,8 +451,7 @@ fn remove(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respon
                 ),
             ),
             removal::Refusal::WouldLoseQuorum { controllers, ready } => ApiError::new(
-                409,
-                "would_lose_quorum",
+                Code::WouldLoseQuorum,
                 format!(
                     "removing controller {name} would leave etcd without quorum ({ready} of \
                      {controllers} controllers are ready); bring the other controllers back \
@@ -465,8 +477,7 @@ fn remove(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respon
                 &[("node", name.into()), ("steps", json!(steps))],
             );
             Err(ApiError::new(
-                504,
-                "etcd_leave_timeout",
+                Code::EtcdLeaveTimeout,
                 format!(
                     "k0s did not report {name}'s etcd member as removed within {} s, so the \
                      node was kept; check k0s on the controllers, then call DELETE again \
@@ -511,7 +522,8 @@ pub(super) const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/v1/nodes/{name}",
-        access: Access::Needs(Scope::Admin),
+        // Reads, like GET /v1/nodes: the read scope may look (docs/api.md, Scopes).
+        access: Access::Needs(Scope::Read),
         handler: show,
     },
     Route {
@@ -541,7 +553,7 @@ pub(super) const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/v1/cluster/health",
-        access: Access::Needs(Scope::Admin),
+        access: Access::Needs(Scope::Read),
         handler: cluster_health,
     },
 ];

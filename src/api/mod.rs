@@ -16,26 +16,26 @@ mod oauth;
 mod observe;
 mod ready;
 mod session;
-mod tokens;
+pub mod tokens;
 mod wait;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-pub use error::{json_bytes_response, json_response, ApiError};
+pub use error::{json_bytes_response, json_response, ApiError, Code};
 
 use crate::auth::apitoken::{self, ApiTokens, TokenError};
 use crate::auth::refresh::RefreshTokens;
 use crate::auth::store::{PasswordHashes, SigningKeys};
 use crate::auth::throttle::Throttle;
-use crate::auth::{self, jwt, Scope};
+use crate::auth::{self, Scope};
 use crate::http::{Handler, Peer, Request, Response};
 use crate::join::JoinService;
 use crate::kube;
 
 /// The audience and issuer of session tokens.
-pub const SESSION_AUDIENCE: &str = "joinery";
+pub use crate::auth::session::AUDIENCE as SESSION_AUDIENCE;
 
 /// What every handler shares: the Kubernetes client, the auth state, what the server
 /// knows about itself, and the join service when joins are configured.
@@ -171,8 +171,7 @@ impl Api {
                 let id = authenticate(&self.ctx, req)?;
                 if !id.scope.allows(scope) {
                     return Err(ApiError::new(
-                        403,
-                        "insufficient_scope",
+                        Code::InsufficientScope,
                         format!(
                             "this token has the '{}' scope and this endpoint needs '{}'",
                             id.scope.as_str(),
@@ -222,8 +221,7 @@ fn check_local_peer(ctx: &Context, req: &Request) -> Result<(), ApiError> {
     }
     let who = uid.map_or_else(|| "an unknown user".to_string(), |u| format!("uid {u}"));
     Err(ApiError::new(
-        403,
-        "local_user_refused",
+        Code::LocalUserRefused,
         format!(
             "this socket serves only uid {} (--socket-uid), and the caller is {who}; use \
              the HTTPS API with a token instead",
@@ -243,28 +241,37 @@ fn authenticate(ctx: &Context, req: &Request) -> Result<Identity, ApiError> {
     }
     let Some(header) = req.header("authorization") else {
         return Err(ApiError::unauthorized(
-            "missing_token",
+            Code::MissingToken,
             "this endpoint needs a token: get one from POST /v1/auth/token and send it as \
              'Authorization: Bearer TOKEN'",
         ));
     };
     let Some(token) = auth::bearer_token(header) else {
         return Err(ApiError::unauthorized(
-            "invalid_token",
+            Code::InvalidToken,
             "the Authorization header must be 'Bearer TOKEN'",
         ));
     };
     if token.starts_with(apitoken::PREFIX) {
+        // An API token can cost a Kubernetes GET: an address that keeps presenting bad
+        // ones is refused before the lookup (throttle.rs, bearer budget).
+        let ip = session::client_ip(req);
+        ctx.throttle
+            .bearer_allowed(ip)
+            .map_err(session::bearer_refusal)?;
         return match ctx.api_tokens.verify(token, now()) {
             Ok(info) => Ok(Identity {
                 subject: format!("token:{}", info.id),
                 scope: info.scope(),
             }),
             Err(TokenError::Kube(e)) => Err(ApiError::from_kube(&e)),
-            Err(e) => Err(ApiError::unauthorized(
-                "invalid_token",
-                format!("{e}; create a new one with POST /v1/auth/tokens"),
-            )),
+            Err(e) => {
+                ctx.throttle.bearer_failed(ip);
+                Err(ApiError::unauthorized(
+                    Code::InvalidToken,
+                    format!("{e}; create a new one with POST /v1/auth/tokens"),
+                ))
+            }
         };
     }
     // The key that signed it, of those accepted (after a rotation, two).
@@ -272,14 +279,17 @@ fn authenticate(ctx: &Context, req: &Request) -> Result<Identity, ApiError> {
         .keys
         .key_for(token, now())
         .map_err(|e| e.to_api_error())?;
-    let claims = jwt::verify(key.as_bytes(), token, SESSION_AUDIENCE, now()).map_err(|e| {
+    let claims = crate::auth::session::verify(key.as_bytes(), token, now()).map_err(|e| {
         ApiError::unauthorized(
-            "invalid_token",
+            Code::InvalidToken,
             format!("the token was refused ({e}); log in again with POST /v1/auth/token"),
         )
     })?;
     let scope = Scope::parse(&claims.scope).ok_or_else(|| {
-        ApiError::unauthorized("invalid_token", "the token carries no scope joinery knows")
+        ApiError::unauthorized(
+            Code::InvalidToken,
+            "the token carries no scope joinery knows",
+        )
     })?;
     Ok(Identity {
         subject: claims.sub,
@@ -321,8 +331,8 @@ fn json_body<T: serde::de::DeserializeOwned>(req: &Request, shape: &str) -> Resu
         } else {
             String::new()
         };
-        ApiError::bad_request(
-            "invalid_body",
+        ApiError::new(
+            Code::InvalidBody,
             format!("the body must be a JSON object of the form {shape}{at}"),
         )
     })

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use super::session::{self, session_claims};
+use super::session;
 use super::{now, Access, ApiError, Context, Identity, Route};
 use crate::auth::refresh::{RefreshError, REFRESH_TTL_SECS};
 use crate::auth::throttle::Refusal;
@@ -25,8 +25,8 @@ use crate::auth::{jwt, password, Scope};
 use crate::http::query::{self, Params};
 use crate::http::{Body, Request, Response};
 
-/// How long an access token from this endpoint is valid.
-pub const ACCESS_TTL_SECS: i64 = 3600;
+/// How long an access token from this endpoint is valid (the policy is in `auth::session`).
+pub use crate::auth::session::ACCESS_TTL_SECS;
 /// The only resource owner: the installer password belongs to `admin`.
 pub const USERNAME: &str = "admin";
 
@@ -58,7 +58,7 @@ fn oauth_error(error: &'static str, description: impl Into<String>) -> OAuthErro
 impl OAuthError {
     /// From one of our own errors (Kubernetes down, an auth Secret unusable).
     fn from_api(e: ApiError) -> OAuthError {
-        let error = if e.status == 503 {
+        let error = if e.status() == 503 {
             "temporarily_unavailable"
         } else {
             "server_error"
@@ -69,14 +69,23 @@ impl OAuthError {
     /// A password check the throttle refused: RFC 6749 has no code for it, so the
     /// status (429 or 503) and `Retry-After` carry the meaning, as in the JSON login.
     fn throttled(r: Refusal) -> OAuthError {
-        let api = session::refusal(r);
+        OAuthError::throttled_as(session::refusal(r))
+    }
+
+    /// Like [`OAuthError::throttled`], for an address over its budget of bad refresh
+    /// (bearer) tokens.
+    fn bearer_throttled(r: Refusal) -> OAuthError {
+        OAuthError::throttled_as(session::bearer_refusal(r))
+    }
+
+    fn throttled_as(api: ApiError) -> OAuthError {
         let secs = api
             .headers
             .iter()
             .find(|(n, _)| n == "Retry-After")
             .and_then(|(_, v)| v.parse().ok());
         OAuthError {
-            status: api.status,
+            status: api.status(),
             error: "temporarily_unavailable",
             description: api.message,
             retry_after: secs,
@@ -150,7 +159,7 @@ fn grant(ctx: &Context, req: &Request) -> Result<Response, OAuthError> {
     };
     match form.get("grant_type").map(String::as_str) {
         Some("password") => password_grant(ctx, req, &form, wanted),
-        Some("refresh_token") => refresh_grant(ctx, &form, wanted),
+        Some("refresh_token") => refresh_grant(ctx, req, &form, wanted),
         Some(other) => Err(oauth_error(
             "unsupported_grant_type",
             format!(
@@ -204,6 +213,7 @@ fn password_grant(
 
 fn refresh_grant(
     ctx: &Context,
+    req: &Request,
     form: &BTreeMap<String, String>,
     wanted: Option<Scope>,
 ) -> Result<Response, OAuthError> {
@@ -213,32 +223,46 @@ fn refresh_grant(
             "the refresh_token grant needs refresh_token",
         ));
     };
-    let rotated = ctx
-        .refresh
-        .rotate(presented, wanted, now())
-        .map_err(|e| match e {
-            RefreshError::Unknown => oauth_error(
-                "invalid_grant",
-                "the refresh token is unknown, expired or revoked; log in again",
+    // A refresh token can cost a Kubernetes GET: the same per-address budget of failed
+    // bearer credentials as API tokens.
+    let ip = session::client_ip(req);
+    ctx.throttle
+        .bearer_allowed(ip)
+        .map_err(OAuthError::bearer_throttled)?;
+    let rotated = ctx.refresh.rotate(presented, wanted, now());
+    // Only tokens of our shape were looked up; others cost nothing.
+    let looked_up = crate::auth::refresh::parse(presented).is_some();
+    if looked_up
+        && matches!(
+            rotated,
+            Err(RefreshError::Unknown | RefreshError::Reused | RefreshError::Expired)
+        )
+    {
+        ctx.throttle.bearer_failed(ip);
+    }
+    let rotated = rotated.map_err(|e| match e {
+        RefreshError::Unknown => oauth_error(
+            "invalid_grant",
+            "the refresh token is unknown, expired or revoked; log in again",
+        ),
+        RefreshError::Expired => oauth_error(
+            "invalid_grant",
+            format!(
+                "the refresh token expired (they last {} days); log in again",
+                REFRESH_TTL_SECS / 86_400
             ),
-            RefreshError::Expired => oauth_error(
-                "invalid_grant",
-                format!(
-                    "the refresh token expired (they last {} days); log in again",
-                    REFRESH_TTL_SECS / 86_400
-                ),
-            ),
-            RefreshError::Reused => oauth_error(
-                "invalid_grant",
-                "the refresh token was already used, so every token from that login is \
+        ),
+        RefreshError::Reused => oauth_error(
+            "invalid_grant",
+            "the refresh token was already used, so every token from that login is \
                  revoked; log in again",
-            ),
-            RefreshError::Scope(granted) => oauth_error(
-                "invalid_scope",
-                format!("this refresh token was granted only the '{granted}' scope"),
-            ),
-            RefreshError::Kube(e) => OAuthError::from_api(ApiError::from_kube(&e)),
-        })?;
+        ),
+        RefreshError::Scope(granted) => oauth_error(
+            "invalid_scope",
+            format!("this refresh token was granted only the '{granted}' scope"),
+        ),
+        RefreshError::Kube(e) => OAuthError::from_api(ApiError::from_kube(&e)),
+    })?;
     let scope = wanted.unwrap_or(rotated.scope);
     issue(
         ctx,
@@ -262,10 +286,7 @@ fn issue(
         .get()
         .map_err(|e| OAuthError::from_api(e.to_api_error()))?;
     let now = now();
-    let claims = jwt::Claims {
-        exp: now + ACCESS_TTL_SECS,
-        ..session_claims(subject, scope, now)
-    };
+    let claims = crate::auth::session::claims(subject, scope, now, ACCESS_TTL_SECS);
     let access = jwt::sign(key.as_bytes(), &claims);
     crate::log::info(
         "audit",

@@ -5,13 +5,12 @@
 //! accepted by every controller). The body says whether the watch-fed view is in sync
 //! (`cacheInSync`). Public, as probes need.
 
-use super::{json_response, Access, ApiError, Context, Identity, Route};
+use super::{json_response, Access, ApiError, Code, Context, Identity, Route};
 use crate::http::{Request, Response};
 
 pub fn ready(ctx: &Context, _: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
     let not_ready = |what: &str| {
-        ApiError::new(503, "not_ready", format!("not ready: {what}"))
-            .with_header("Retry-After", "5")
+        ApiError::new(Code::NotReady, format!("not ready: {what}")).with_header("Retry-After", "5")
     };
     if let Err(e) = ctx.kube.ping() {
         crate::log::warn("not ready", &[("kubernetes", e.to_string().into())]);

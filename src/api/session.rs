@@ -8,15 +8,12 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Deserialize;
 
-use super::{
-    json_body, json_response, now, Access, ApiError, Context, Identity, Route, SESSION_AUDIENCE,
-};
+use super::{json_body, json_response, now, Access, ApiError, Code, Context, Identity, Route};
 use crate::auth::throttle::Refusal;
 use crate::auth::{jwt, password, Scope};
 use crate::http::{Peer, Request, Response};
 
-/// How long a session token lives.
-pub const SESSION_TTL_SECS: i64 = 24 * 3600;
+pub use crate::auth::session::SESSION_TTL_SECS;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,8 +24,8 @@ struct Login {
 pub fn login(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
     let body: Login = json_body(req, r#"{"password": "<installer password>"}"#)?;
     if body.password.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_body",
+        return Err(ApiError::new(
+            Code::InvalidBody,
             "the password must not be empty",
         ));
     }
@@ -50,7 +47,7 @@ pub fn login(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Respo
             ],
         );
         return Err(ApiError::unauthorized(
-            "invalid_password",
+            Code::InvalidPassword,
             "the password is not the installer password of this cluster",
         ));
     }
@@ -78,35 +75,35 @@ pub fn client_ip(req: &Request) -> IpAddr {
 pub fn refusal(r: Refusal) -> ApiError {
     let secs = r.retry_after_secs();
     let err = match r {
-        Refusal::TooManyAttempts { .. } => ApiError::new(
-            429,
-            "too_many_attempts",
+        Refusal::TooManyAttempts { .. } => ApiError::new(Code::TooManyAttempts,
             format!(
                 "too many wrong passwords from this address; wait {secs} seconds before trying again"
             ),
         ),
-        Refusal::Busy { .. } => ApiError::new(
-            503,
-            "busy",
+        Refusal::Busy { .. } => ApiError::new(Code::Busy,
             "too many password checks are running at once; try again in a moment",
         ),
     };
     err.with_header("Retry-After", secs.to_string())
 }
 
-/// The claims of a session token for `subject`.
+/// The answer to a bearer credential refused before its lookup: this address presented
+/// too many bad ones (429 with `Retry-After`).
+pub fn bearer_refusal(r: Refusal) -> ApiError {
+    let secs = r.retry_after_secs();
+    ApiError::new(
+        Code::TooManyAttempts,
+        format!(
+            "too many unknown or revoked tokens from this address; wait {secs} seconds \
+             before trying again"
+        ),
+    )
+    .with_header("Retry-After", secs.to_string())
+}
+
+/// The claims of a session token for `subject` (the policy is in `auth::session`).
 pub fn session_claims(subject: &str, scope: Scope, now: i64) -> jwt::Claims {
-    jwt::Claims {
-        iss: SESSION_AUDIENCE.into(),
-        sub: subject.into(),
-        aud: SESSION_AUDIENCE.into(),
-        iat: now,
-        nbf: now,
-        exp: now + SESSION_TTL_SECS,
-        jti: jwt::random_id(),
-        scope: scope.as_str().into(),
-        roles: Vec::new(),
-    }
+    crate::auth::session::claims(subject, scope, now, SESSION_TTL_SECS)
 }
 
 pub(super) const ROUTES: &[Route] = &[Route {

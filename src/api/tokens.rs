@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use super::{json_body, json_response, now, Access, ApiError, Context, Identity, Route};
+use super::{json_body, json_response, now, Access, ApiError, Code, Context, Identity, Route};
 use crate::auth::apitoken::{self, TokenError, TokenInfo};
 use crate::auth::Scope;
 use crate::http::{Body, Request, Response};
@@ -23,8 +23,8 @@ const SHAPE: &str = r#"{"name": "ci", "scopes": ["read"], "expiresInSeconds": 0}
 
 pub fn create(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Response, ApiError> {
     let body: NewToken = json_body(req, SHAPE)?;
-    let scopes = apitoken::parse_scopes(&body.scopes)
-        .map_err(|m| ApiError::bad_request("invalid_scope", m))?;
+    let scopes =
+        apitoken::parse_scopes(&body.scopes).map_err(|m| ApiError::new(Code::InvalidScope, m))?;
     let (token, info) = ctx
         .api_tokens
         .create(&body.name, &scopes, body.expires_in_seconds, now())
@@ -57,7 +57,7 @@ pub fn revoke(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Re
 }
 
 /// What clients see of a token (never the token or its hash).
-fn view(t: &TokenInfo) -> serde_json::Value {
+pub fn view(t: &TokenInfo) -> serde_json::Value {
     let scopes: Vec<&str> = t.scopes.iter().map(Scope::as_str).collect();
     serde_json::json!({
         "id": t.id,
@@ -72,13 +72,12 @@ fn view(t: &TokenInfo) -> serde_json::Value {
 
 fn token_error(e: TokenError) -> ApiError {
     match e {
-        TokenError::Invalid(m) => ApiError::bad_request("invalid_body", m),
+        TokenError::Invalid(m) => ApiError::new(Code::InvalidBody, m),
         TokenError::NotFound => ApiError::new(
-            404,
-            "token_not_found",
+            Code::TokenNotFound,
             "no API token has that id; list them with GET /v1/auth/tokens",
         ),
-        TokenError::Refused(m) => ApiError::bad_request("invalid_body", m),
+        TokenError::Refused(m) => ApiError::new(Code::InvalidBody, m),
         TokenError::Kube(e) => ApiError::from_kube(&e),
     }
 }

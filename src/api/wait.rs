@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::nodes::NodeSummary;
-use super::{ApiError, Context};
+use super::{ApiError, Code, Context};
 use crate::cache::{Next, WaitSlot, Waited};
 use crate::http::query::Params;
 use crate::http::{Body, Flush, Response};
@@ -68,24 +68,24 @@ pub fn wait_params(query: &str) -> Result<Option<(WaitFor, u64)>, ApiError> {
         Some("drained") => Some(WaitFor::Drained),
         Some("deleted") => Some(WaitFor::Deleted),
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
+            return Err(ApiError::new(
+                Code::InvalidQuery,
                 "waitFor must be ready, drained or deleted",
             ))
         }
     };
     let timeout = match q.number("timeoutSeconds", MAX_WAIT_SECONDS)? {
         Some(0) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
+            return Err(ApiError::new(
+                Code::InvalidQuery,
                 format!("timeoutSeconds must be a whole number from 1 to {MAX_WAIT_SECONDS}"),
             ))
         }
         t => t,
     };
     match (wait, timeout) {
-        (None, Some(_)) => Err(ApiError::bad_request(
-            "invalid_query",
+        (None, Some(_)) => Err(ApiError::new(
+            Code::InvalidQuery,
             "timeoutSeconds needs waitFor (ready, drained or deleted)",
         )),
         (None, None) => Ok(None),
@@ -102,8 +102,7 @@ pub fn watch_param(query: &str) -> Result<bool, ApiError> {
 
 fn busy() -> ApiError {
     ApiError::new(
-        503,
-        "server_busy",
+        Code::ServerBusy,
         "too many waits and node streams are open on this daemon (--max-waiters); \
          try again shortly or ask another controller",
     )
@@ -112,8 +111,7 @@ fn busy() -> ApiError {
 
 fn shutting_down() -> ApiError {
     ApiError::new(
-        503,
-        "shutting_down",
+        Code::ShuttingDown,
         "this daemon is stopping; ask again (another controller, or this one once restarted)",
     )
     .with_header("Retry-After", "2")
@@ -131,8 +129,7 @@ pub fn wait_node(
     match ctx.cache.wait_node(&slot, name, deadline, |n| wait.met(n)) {
         Waited::Met(node) => Ok(node),
         Waited::TimedOut(node) => Err(ApiError::new(
-            504,
-            "wait_timeout",
+            Code::WaitTimeout,
             format!(
                 "node {name:?} is not {} after {seconds} s: {}",
                 wait.as_str(),
@@ -140,8 +137,7 @@ pub fn wait_node(
             ),
         )),
         Waited::Unsynced => Err(ApiError::new(
-            503,
-            "kubernetes_unavailable",
+            Code::KubernetesUnavailable,
             format!(
                 "node {name:?}'s state could not be seen for the whole {seconds} s: the \
                  Kubernetes API server is not answering; try again when it is"
@@ -190,8 +186,7 @@ pub fn node_stream(ctx: &Context) -> Result<Response, ApiError> {
         Some(start) => start,
         None => {
             return Err(ApiError::new(
-                503,
-                "kubernetes_unavailable",
+                Code::KubernetesUnavailable,
                 "the node view is not in sync with the Kubernetes API server yet (or it \
                  stopped answering); try again in a few seconds",
             )

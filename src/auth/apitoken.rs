@@ -14,6 +14,12 @@
 //! controller stops working on every other within that time plus one API call. The
 //! `last used` time is written at most once per [`LAST_USED_EVERY`] per token per
 //! controller, best effort, so using a token does not cost a Kubernetes write per request.
+//!
+//! Ids with no Secret are remembered for [`NEGATIVE_TTL`], so repeating an invented
+//! token costs no API call; a token's id is a hash of ~190 random bits, so no real
+//! token can be made in that time under an id someone already tried. (Many *different*
+//! invented tokens are stopped by the per-address budget of failed bearer credentials
+//! in `throttle.rs`.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -34,6 +40,8 @@ pub const SECRET_PREFIX: &str = "joinery-token-";
 pub const LABEL: &str = "joinery.replicated.com/api-token";
 /// How long a verified token is trusted without asking Kubernetes again.
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// How long an id with no Secret is remembered.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 /// How often, at most, `last used` is written per token by one controller.
 pub const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 /// The longest expiry a token can be given: ten years.
@@ -222,6 +230,8 @@ pub struct ApiTokens {
     cache: Mutex<HashMap<String, Cached>>,
     /// Token id → when this controller last wrote its `last used`.
     used: Mutex<HashMap<String, Instant>>,
+    /// Token id → when its Secret was found missing.
+    absent: Mutex<HashMap<String, Instant>>,
 }
 
 impl ApiTokens {
@@ -231,6 +241,7 @@ impl ApiTokens {
             namespace: namespace.to_string(),
             cache: Mutex::new(HashMap::new()),
             used: Mutex::new(HashMap::new()),
+            absent: Mutex::new(HashMap::new()),
         }
     }
 
@@ -372,13 +383,28 @@ impl ApiTokens {
     }
 
     fn fetch(&self, token: &str, hash: &str) -> Result<TokenInfo, TokenError> {
-        let name = format!("{SECRET_PREFIX}{}", id_of(token));
+        let id = id_of(token);
+        let name = format!("{SECRET_PREFIX}{id}");
         let unknown = TokenError::Refused("the API token is unknown or was revoked");
+        if lock(&self.absent)
+            .get(&id)
+            .is_some_and(|t| t.elapsed() < NEGATIVE_TTL)
+        {
+            return Err(unknown);
+        }
         let Some(secret) = self
             .kube
             .get_secret(&self.namespace, &name)
             .map_err(TokenError::Kube)?
         else {
+            let mut absent = lock(&self.absent);
+            if absent.len() >= MAP_MAX {
+                absent.retain(|_, t| t.elapsed() < NEGATIVE_TTL);
+                if absent.len() >= MAP_MAX {
+                    absent.clear();
+                }
+            }
+            absent.insert(id, Instant::now());
             return Err(unknown);
         };
         let stored = secret.data.get(HASH_KEY).map(Vec::as_slice).unwrap_or(b"");

@@ -22,6 +22,7 @@ pub mod key;
 pub mod password;
 pub mod refresh;
 pub mod scope;
+pub mod session;
 pub mod store;
 pub mod throttle;
 

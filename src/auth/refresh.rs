@@ -61,6 +61,12 @@ pub const HISTORY: usize = 16;
 pub const RETRY_GRACE: Duration = Duration::from_secs(60);
 /// At most this many such rotations are remembered at once.
 const MAX_UNANSWERED: usize = 256;
+/// How long a family id with no Secret is remembered, so repeating a made-up refresh
+/// token costs no API call (many different ones meet the per-address budget of failed
+/// bearer credentials in `throttle.rs`).
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// Bounds the map of absent families.
+const MAX_ABSENT: usize = 4096;
 const ANN_GENERATION: &str = "joinery.replicated.com/generation";
 const ANN_SUBJECT: &str = "joinery.replicated.com/subject";
 const ANN_SCOPE: &str = "joinery.replicated.com/scope";
@@ -188,6 +194,8 @@ pub struct RefreshTokens {
     /// Families with a rotation running in this daemon, so a retry waits for it.
     busy: Mutex<HashSet<String>>,
     idle: Condvar,
+    /// Families found missing, and when.
+    absent: Mutex<HashMap<String, Instant>>,
 }
 
 /// Holds a family's in-process rotation lock; released on drop.
@@ -216,6 +224,7 @@ impl RefreshTokens {
             unanswered: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
             idle: Condvar::new(),
+            absent: Mutex::new(HashMap::new()),
         }
     }
 
@@ -270,13 +279,29 @@ impl RefreshTokens {
         now: i64,
     ) -> Result<Rotated, RefreshError> {
         let (family, _) = parse(token).ok_or(RefreshError::Unknown)?;
+        if lock(&self.absent)
+            .get(family)
+            .is_some_and(|t| t.elapsed() < NEGATIVE_TTL)
+        {
+            return Err(RefreshError::Unknown);
+        }
         let _turn = self.lock_family(family);
         let name = format!("{SECRET_PREFIX}{family}");
-        let secret = self
+        let Some(secret) = self
             .kube
             .get_secret(&self.namespace, &name)
             .map_err(RefreshError::Kube)?
-            .ok_or(RefreshError::Unknown)?;
+        else {
+            let mut absent = lock(&self.absent);
+            if absent.len() >= MAX_ABSENT {
+                absent.retain(|_, t| t.elapsed() < NEGATIVE_TTL);
+                if absent.len() >= MAX_ABSENT {
+                    absent.clear();
+                }
+            }
+            absent.insert(family.to_string(), Instant::now());
+            return Err(RefreshError::Unknown);
+        };
         let a = &secret.annotations;
         let stored = secret.data.get(HASH_KEY).map(Vec::as_slice).unwrap_or(b"");
         let presented = hash_hex(token);

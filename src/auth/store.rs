@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use super::key::SigningKey;
 use super::password;
-use crate::api::ApiError;
 use crate::kube;
 
 /// Secret holding the installer password (Embedded Cluster's own).
@@ -49,25 +48,6 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::Kube(e) => write!(f, "{e}"),
             StoreError::Missing(m) | StoreError::Corrupt(m) => f.write_str(m),
-        }
-    }
-}
-
-impl StoreError {
-    /// What a client hears: Kubernetes trouble as usual, a missing or broken secret as 503
-    /// (the daemon is not ready to authenticate anyone) with the detail in the log.
-    pub fn to_api_error(&self) -> ApiError {
-        match self {
-            StoreError::Kube(e) => ApiError::from_kube(e),
-            StoreError::Missing(m) | StoreError::Corrupt(m) => {
-                crate::log::error("auth secret unusable", &[("detail", m.as_str().into())]);
-                ApiError::new(
-                    503,
-                    "auth_unavailable",
-                    "joinery cannot check credentials right now: an auth secret is missing or \
-                     unusable; the daemon's log says which",
-                )
-            }
         }
     }
 }
@@ -426,18 +406,22 @@ fn ring_from_secret(namespace: &str, secret: &kube::Secret) -> Result<KeyRing, S
 pub struct Rotation {
     pub old_kid: String,
     pub new_kid: String,
-    /// Until when (Unix seconds) tokens signed with the old key are accepted.
-    pub old_accepted_until: i64,
+    /// Until when (Unix seconds) tokens signed with the old key are accepted; `None`
+    /// when the old key was dropped at once.
+    pub old_accepted_until: Option<i64>,
 }
 
 /// A planned key rotation: a fresh key becomes current; the current one is kept as the
 /// previous key for [`PREVIOUS_KEY_SECS`] (so every token it signed expires before it is
-/// dropped); an older previous key is dropped now. One resourceVersion-checked PUT, so
-/// two rotations at once cannot lose a key.
+/// dropped); an older previous key is dropped now. With `revoke_old`, the current key is
+/// dropped at once too: every token it signed is refused within 30 s (an emergency,
+/// when the key may have leaked). One resourceVersion-checked PUT, so two rotations at
+/// once cannot lose a key.
 pub fn rotate_signing_key(
     kube: &kube::Client,
     namespace: &str,
     now: i64,
+    revoke_old: bool,
 ) -> Result<Rotation, StoreError> {
     let secret = kube
         .get_secret(namespace, SIGNING_KEY_SECRET)
@@ -450,8 +434,8 @@ pub fn rotate_signing_key(
         })?;
     let ring = ring_from_secret(namespace, &secret)?;
     let fresh = SigningKey::generate().map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let until = now + PREVIOUS_KEY_SECS;
-    let new = key_secret(&fresh, Some((&ring.current, until)));
+    let until = (!revoke_old).then_some(now + PREVIOUS_KEY_SECS);
+    let new = key_secret(&fresh, until.map(|u| (&*ring.current, u)));
     kube.replace_secret(namespace, &secret.resource_version, &new)
         .map_err(StoreError::Kube)?;
     Ok(Rotation {

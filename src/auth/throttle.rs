@@ -33,6 +33,13 @@
 //! therefore shorten lockouts, but bcrypt's cost and the concurrency cap still bound the
 //! guessing rate.
 //!
+//! Failed bearer credentials (an unknown `jnr_` API token, a made-up refresh token:
+//! each can cost a Kubernetes GET) are counted per address in the same table, on their
+//! own budget ([`Policy::bearer_failures`] per window, then [`Policy::bearer_lockout`]),
+//! so an anonymous client cannot turn its traffic into API-server load: once over, its
+//! bearer credentials are refused (429) before any lookup. Valid credentials cost
+//! nothing here. ([`Throttle::bearer_allowed`], [`Throttle::bearer_failed`].)
+//!
 //! The bcrypt cap keeps guessing from starving everything else, etcd included on a
 //! controller: at most [`Policy::bcrypt_slots`] checks run at once (half the cores, at
 //! least one); a caller waits up to [`Policy::bcrypt_wait`] for a slot, then is told to
@@ -62,6 +69,10 @@ pub struct Policy {
     pub bcrypt_slots: usize,
     /// How long a caller waits for a bcrypt slot before being refused.
     pub bcrypt_wait: Duration,
+    /// Failed bearer credentials allowed from one address within `window`.
+    pub bearer_failures: u32,
+    /// How long an address over its bearer budget is refused.
+    pub bearer_lockout: Duration,
 }
 
 impl Default for Policy {
@@ -77,6 +88,8 @@ impl Default for Policy {
             // Half the cores: a controller's etcd and API server need the rest.
             bcrypt_slots: (cores / 2).clamp(1, 8),
             bcrypt_wait: Duration::from_secs(3),
+            bearer_failures: 20,
+            bearer_lockout: Duration::from_secs(60),
         }
     }
 }
@@ -161,6 +174,10 @@ struct Entry {
     strikes: u32,
     locked_until: Option<Instant>,
     last_seen: Instant,
+    /// Failed bearer credentials in the current bearer window.
+    bearer_failures: u32,
+    bearer_window_start: Instant,
+    bearer_locked_until: Option<Instant>,
 }
 
 /// The shared throttle: one per daemon, used by every password-checking endpoint.
@@ -194,6 +211,45 @@ impl Throttle {
     /// done. Waits (bounded by [`Policy::bcrypt_wait`]) when every slot is busy.
     pub fn check(&self, ip: IpAddr) -> Result<Attempt<'_>, Refusal> {
         self.check_at(ip, Instant::now())
+    }
+
+    /// May `ip` present a bearer credential that needs a lookup? `Err` while it is over
+    /// its budget of failed ones.
+    pub fn bearer_allowed(&self, ip: IpAddr) -> Result<(), Refusal> {
+        let now = Instant::now();
+        let table = lock(&self.table);
+        match table
+            .get(&share_key(ip))
+            .and_then(|e| e.bearer_locked_until)
+        {
+            Some(until) if until > now => Err(Refusal::TooManyAttempts {
+                retry_after_secs: ceil_secs(until - now),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reports a bearer credential from `ip` that was refused after a lookup.
+    pub fn bearer_failed(&self, ip: IpAddr) {
+        let p = &self.policy;
+        let now = Instant::now();
+        let k = share_key(ip);
+        let mut table = lock(&self.table);
+        if !table.contains_key(&k) && table.len() >= p.capacity {
+            evict_one(&mut table, now);
+        }
+        let e = table.entry(k).or_insert_with(|| Entry::new(now));
+        e.last_seen = now;
+        if now.saturating_duration_since(e.bearer_window_start) >= p.window {
+            e.bearer_failures = 0;
+            e.bearer_window_start = now;
+        }
+        e.bearer_failures += 1;
+        if e.bearer_failures >= p.bearer_failures.max(1) {
+            e.bearer_locked_until = Some(now + p.bearer_lockout);
+            e.bearer_failures = 0;
+            e.bearer_window_start = now;
+        }
     }
 
     /// How many addresses are tracked now (for tests and metrics).
@@ -297,7 +353,12 @@ impl Throttle {
         e.in_flight = e.in_flight.saturating_sub(1);
         if outcome == Outcome::Abandoned {
             // An address with no history left is not worth a slot of the table.
-            if e.failures == 0 && e.in_flight == 0 && e.strikes == 0 {
+            if e.failures == 0
+                && e.in_flight == 0
+                && e.strikes == 0
+                && e.bearer_failures == 0
+                && e.bearer_locked_until.is_none()
+            {
                 table.remove(&k);
             }
             return;
@@ -350,6 +411,9 @@ impl Entry {
             strikes: 0,
             locked_until: None,
             last_seen: now,
+            bearer_failures: 0,
+            bearer_window_start: now,
+            bearer_locked_until: None,
         }
     }
 }
@@ -359,7 +423,11 @@ impl Entry {
 fn evict_one(table: &mut HashMap<IpAddr, Entry>, now: Instant) {
     let unlocked = table
         .iter()
-        .filter(|(_, e)| e.in_flight == 0 && e.locked_until.is_none_or(|u| u <= now))
+        .filter(|(_, e)| {
+            e.in_flight == 0
+                && e.locked_until.is_none_or(|u| u <= now)
+                && e.bearer_locked_until.is_none_or(|u| u <= now)
+        })
         .min_by_key(|(_, e)| e.last_seen)
         .map(|(k, _)| *k);
     let victim = unlocked.or_else(|| {
@@ -464,6 +532,21 @@ mod tests {
         five.next().unwrap().succeeded();
         drop(five);
         assert_eq!(locked(&t, v4(3), now), None);
+    }
+
+    #[test]
+    fn failed_bearer_credentials_lock_the_address_out_of_lookups() {
+        let t = small(16);
+        for _ in 0..19 {
+            t.bearer_failed(v4(1));
+            assert_eq!(t.bearer_allowed(v4(1)), Ok(()));
+        }
+        t.bearer_failed(v4(1));
+        let r = t.bearer_allowed(v4(1)).unwrap_err();
+        assert!(matches!(r.retry_after_secs(), 59..=60), "{r:?}");
+        assert_eq!(t.bearer_allowed(v4(2)), Ok(()));
+        // Password logins have their own budget.
+        assert!(t.check(v4(1)).is_ok());
     }
 
     #[test]

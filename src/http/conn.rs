@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use super::parse::{parse_head, ChunkedDecoder, Framing, Reject, Version};
-use super::rate::{Budget, RateGuard};
+use super::rate::{resting_write_timeout, Budget, RateGuard};
 use super::response::{reject_response, wants_close, write_response, WriteError};
 use super::sys::{self, Wake};
 use super::{Handler, Limits, Peer, Request, ShutdownHandle};
@@ -38,14 +38,36 @@ pub(crate) trait Transport: Read + Write {
     /// Is there input already buffered above the socket (decrypted TLS data, or a
     /// close_notify) that poll(2) on the socket would not report?
     fn has_buffered_input(&mut self) -> bool;
-    fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()>;
+    /// Make the next blocking read end within `left` (a read that times out early is
+    /// simply retried by [`read_some`]). Implemented with [`ReadBound`], which skips
+    /// the setsockopt when the timeout already set is short enough.
+    fn bound_read(&mut self, left: Duration) -> io::Result<()>;
     fn set_write_timeout(&mut self, t: Option<Duration>) -> io::Result<()>;
     /// End cleanly (TLS close_notify, then shut the write side). Best effort.
     fn finish(&mut self);
 }
 
+/// The read timeout last set on a socket, so that a request does not cost a
+/// setsockopt per read: a timeout at or below the time left is kept (it can only end a
+/// read early, and [`read_some`] retries), and a new one is set at 7/8 of the time
+/// left, so the next request's fresh deadline finds it short enough already.
+#[derive(Default)]
+pub(crate) struct ReadBound(Option<Duration>);
+
+impl ReadBound {
+    /// The timeout to set for `left`, or `None` when the current one will do.
+    fn update(&mut self, left: Duration) -> Option<Duration> {
+        if self.0.is_some_and(|cur| cur <= left) {
+            return None;
+        }
+        let want = (left - left / 8).max(left.min(Duration::from_millis(1)));
+        self.0 = Some(want);
+        Some(want)
+    }
+}
+
 /// TLS over TCP.
-pub(crate) struct TlsTransport(StreamOwned<ServerConnection, TcpStream>);
+pub(crate) struct TlsTransport(StreamOwned<ServerConnection, TcpStream>, ReadBound);
 
 impl Read for TlsTransport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -73,8 +95,11 @@ impl Transport for TlsTransport {
             Err(_) => true,
         }
     }
-    fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
-        self.0.sock.set_read_timeout(t)
+    fn bound_read(&mut self, left: Duration) -> io::Result<()> {
+        match self.1.update(left) {
+            Some(t) => self.0.sock.set_read_timeout(Some(t)),
+            None => Ok(()),
+        }
     }
     fn set_write_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
         self.0.sock.set_write_timeout(t)
@@ -91,7 +116,7 @@ impl Transport for TlsTransport {
 }
 
 /// A plain Unix socket (local clients; no TLS).
-pub(crate) struct UnixTransport(pub UnixStream);
+pub(crate) struct UnixTransport(pub UnixStream, pub ReadBound);
 
 impl Read for UnixTransport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -115,8 +140,11 @@ impl Transport for UnixTransport {
     fn has_buffered_input(&mut self) -> bool {
         false
     }
-    fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
-        self.0.set_read_timeout(t)
+    fn bound_read(&mut self, left: Duration) -> io::Result<()> {
+        match self.1.update(left) {
+            Some(t) => self.0.set_read_timeout(Some(t)),
+            None => Ok(()),
+        }
     }
     fn set_write_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
         self.0.set_write_timeout(t)
@@ -176,7 +204,10 @@ pub(crate) fn tls_accept(
         sock.set_write_timeout(Some(left(deadline)?))?;
         conn.write_tls(&mut sock)?;
     }
-    Ok(TlsTransport(StreamOwned::new(conn, sock)))
+    Ok(TlsTransport(
+        StreamOwned::new(conn, sock),
+        ReadBound::default(),
+    ))
 }
 
 /// What every connection worker shares.
@@ -197,7 +228,7 @@ enum Next {
 /// Serve requests on `t` until the client leaves, a deadline passes, or shutdown.
 pub(crate) fn serve<T: Transport>(t: &mut T, peer: &Peer, ctx: &Ctx) {
     let limits = &ctx.limits;
-    if t.set_write_timeout(Some(limits.write_timeout)).is_err() {
+    if t.set_write_timeout(Some(resting(limits))).is_err() {
         return;
     }
     let mut buf: Vec<u8> = Vec::new();
@@ -244,7 +275,7 @@ fn read_some<T: Transport>(
         if left.is_zero() {
             return Err(timed_out());
         }
-        t.set_read_timeout(Some(left))?;
+        t.bound_read(left)?;
         let old = buf.len();
         buf.resize(old + room, 0);
         let got = t.read(&mut buf[old..]);
@@ -378,7 +409,7 @@ fn one_request<T: Transport>(
     let status = resp.status;
     let subject = resp.subject.clone();
     let budget = Budget::new(limits.min_transfer_rate, limits.min_rate_grace);
-    let mut guarded = RateGuard::new(t, budget, limits.write_timeout);
+    let mut guarded = RateGuard::new(t, budget, resting(limits));
     let result = write_response(&mut guarded, resp, http11, is_head, keep_alive);
     if guarded.tripped() {
         let b = guarded.budget();
@@ -419,6 +450,16 @@ fn one_request<T: Transport>(
             Next::Abort
         }
     }
+}
+
+/// The write timeout a connection keeps between responses (see
+/// [`resting_write_timeout`]): set once per connection, not twice per request.
+fn resting(limits: &Limits) -> Duration {
+    resting_write_timeout(
+        limits.min_transfer_rate,
+        limits.min_rate_grace,
+        limits.write_timeout,
+    )
 }
 
 fn continue_100<T: Transport>(t: &mut T) -> io::Result<()> {
@@ -550,6 +591,24 @@ pub(crate) fn unix_peer(s: &UnixStream) -> Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_timeout_is_set_only_when_the_one_set_could_overshoot() {
+        let ms = Duration::from_millis;
+        let mut b = ReadBound::default();
+        // First request: set below the time left.
+        assert_eq!(b.update(ms(8000)), Some(ms(7000)));
+        // Later reads and requests whose deadline is further than that: no syscall.
+        assert_eq!(b.update(ms(8000)), None);
+        assert_eq!(b.update(ms(7000)), None);
+        // Less time left than the timeout set: set again, never above what is left.
+        assert_eq!(b.update(ms(800)), Some(ms(700)));
+        assert_eq!(
+            b.update(Duration::from_micros(500)),
+            Some(Duration::from_micros(500))
+        );
+        assert_eq!(b.update(ms(1)), None);
+    }
 
     /// What `log::emit` would write for these fields.
     fn emitted(fields: serde_json::Value, time: &str) -> Vec<u8> {

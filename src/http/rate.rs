@@ -71,6 +71,18 @@ impl Budget {
     }
 }
 
+/// The write timeout a connection keeps between responses: what [`RateGuard`] sets
+/// for a response that has not blocked yet (the whole grace, capped by the write
+/// timeout), so a response that never blocks costs no setsockopt to arm the rule and
+/// none to restore it.
+pub(crate) fn resting_write_timeout(min_rate: u64, grace: Duration, write: Duration) -> Duration {
+    if min_rate > 0 {
+        grace.min(write).max(Duration::from_millis(1))
+    } else {
+        write
+    }
+}
+
 /// A writer over a connection's transport that enforces the [`Budget`]. Once the
 /// allowance is spent every write fails (`TimedOut`) and [`tripped`](Self::tripped) is
 /// true; the caller drops the connection and logs it. Dropping the guard restores the
@@ -200,6 +212,17 @@ mod tests {
         }
         assert_eq!(secs, 12);
         assert_eq!((b.bytes(), b.blocked()), (1200, S(12)));
+    }
+
+    #[test]
+    fn a_response_that_never_blocks_sets_no_socket_timeout() {
+        let rest = resting_write_timeout(1024, S(10), S(30));
+        assert_eq!(rest, S(10));
+        assert_eq!(resting_write_timeout(0, S(10), S(30)), S(30));
+        assert_eq!(resting_write_timeout(1024, S(60), S(30)), S(30));
+        // What arm() would set for a fresh budget is what the socket already has.
+        let b = Budget::new(1024, S(10));
+        assert_eq!(b.allowance().unwrap().min(rest), rest);
     }
 
     #[test]

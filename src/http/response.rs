@@ -143,6 +143,63 @@ pub(crate) fn wants_close(resp: &Response) -> bool {
     })
 }
 
+thread_local! {
+    /// The response head buffer, reused by every response of this thread.
+    static HEAD_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// This second's `Date: ...\r\n` line, formatted once per second per thread.
+    static DATE_LINE: std::cell::RefCell<(u64, Vec<u8>)> =
+        const { std::cell::RefCell::new((u64::MAX, Vec::new())) };
+}
+
+/// The thread's head buffer, handed back when dropped unless a large body made it
+/// big (a buffer kept per connection must stay small).
+struct HeadBuf(Vec<u8>);
+
+impl HeadBuf {
+    fn take() -> HeadBuf {
+        let mut v = HEAD_BUF.with(|b| b.take());
+        v.clear();
+        HeadBuf(v)
+    }
+}
+
+impl Drop for HeadBuf {
+    fn drop(&mut self) {
+        if self.0.capacity() <= 16 * 1024 {
+            let v = std::mem::take(&mut self.0);
+            HEAD_BUF.with(|b| b.set(v));
+        }
+    }
+}
+
+impl std::ops::Deref for HeadBuf {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for HeadBuf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+/// Append the `Date` header line for now.
+fn date_line(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    DATE_LINE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            d.1.clear();
+            let _ = write!(d.1, "Date: {}\r\n", http_date(now));
+            d.0 = secs;
+        }
+        out.extend_from_slice(&d.1);
+    });
+}
+
 /// Write `resp`. `http11` selects chunked framing for unsized streams (HTTP/1.0 clients get
 /// the stream delimited by close); `head_only` writes headers only (HEAD requests).
 pub(crate) fn write_response<W: Write>(
@@ -165,9 +222,11 @@ pub(crate) fn write_response<W: Write>(
     };
     let no_body_status = status == 204 || status == 304;
 
-    let mut head = Vec::with_capacity(256);
+    // The thread's buffer from its last response: each connection has its own
+    // thread, so this is a per-connection buffer, with no allocation per request.
+    let mut head = HeadBuf::take();
     let _ = write!(head, "HTTP/1.1 {status} {}\r\n", reason(status));
-    let _ = write!(head, "Date: {}\r\n", http_date(SystemTime::now()));
+    date_line(&mut head);
     for (name, value) in &resp.headers {
         if server_owned(name) {
             continue;
@@ -237,6 +296,23 @@ pub(crate) fn write_response<W: Write>(
     }
 }
 
+/// Plaintext bytes per TLS record (the TLS maximum, and what rustls fills).
+pub(crate) const TLS_RECORD: usize = 16 * 1024;
+/// Bytes handed to the writer per write: four full records, which rustls encrypts and
+/// sends in one `writev`. Files are read in pieces of this size too.
+pub(crate) const WRITE_SIZE: usize = 4 * TLS_RECORD;
+/// Chunk framing of a full chunk: `fff8\r\n` before and `\r\n` after its data.
+const FULL_CHUNK_FRAMING: usize = 8;
+/// Room kept in front of the data for the chunk-size line.
+const SIZE_ROOM: usize = 16;
+
+/// Copy the body to `w`. Each write is [`WRITE_SIZE`] bytes *on the wire*, framing
+/// included, so every TLS record is full: a chunked body carries `WRITE_SIZE - 8`
+/// bytes of data per chunk (with 16 KiB of data plus its 8 bytes of framing, rustls
+/// sent a full record and an 8-byte one, and the client decrypted twice as many
+/// records). Short reads are gathered until a write is full, except for
+/// [`Flush::EachRead`], where each read goes out at once; the end of the chunked
+/// stream rides in the last chunk's write.
 fn stream_body<W: Write>(
     w: &mut W,
     mut reader: Box<dyn Read + Send>,
@@ -244,58 +320,109 @@ fn stream_body<W: Write>(
     chunked: bool,
     flush: Flush,
 ) -> Result<Written, WriteError> {
-    const CHUNK: usize = 16 * 1024;
-    let mut buf = vec![0u8; CHUNK + 32];
+    let data_max = if chunked {
+        WRITE_SIZE - FULL_CHUNK_FRAMING
+    } else {
+        WRITE_SIZE
+    };
+    // Size-line room in front, CRLF and the last-chunk marker `0\r\n\r\n` behind.
+    let mut buf = vec![0u8; SIZE_ROOM + data_max + 2 + 5];
     let mut written: u64 = 0;
-    loop {
-        // Leave room in front for the chunk-size line so each chunk is one write.
+    let mut ended = false;
+    while !ended {
         let want = match len {
-            Some(total) => (total - written).min(CHUNK as u64) as usize,
-            None => CHUNK,
+            Some(total) => (total - written).min(data_max as u64) as usize,
+            None => data_max,
         };
         if want == 0 {
             break;
         }
-        let n = match reader.read(&mut buf[16..16 + want]) {
-            Ok(0) => {
-                if len.is_some() {
-                    return Err(WriteError::Source {
-                        written,
-                        detail: "body ended before its declared length".into(),
-                    });
+        let mut n = 0;
+        while n < want {
+            match reader.read(&mut buf[SIZE_ROOM + n..SIZE_ROOM + want]) {
+                Ok(0) if len.is_some() => {
+                    let detail = "body ended before its declared length";
+                    return torn(w, &mut buf, n, chunked, written, detail);
                 }
-                break;
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(got) => {
+                    n += got;
+                    if flush == Flush::EachRead {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return torn(w, &mut buf, n, chunked, written, &e.to_string()),
             }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(WriteError::Source {
-                    written,
-                    detail: e.to_string(),
-                })
-            }
-        };
-        if chunked {
-            let size_line = format!("{n:x}\r\n");
-            let start = 16 - size_line.len();
-            buf[start..16].copy_from_slice(size_line.as_bytes());
-            buf[16 + n..16 + n + 2].copy_from_slice(b"\r\n");
-            w.write_all(&buf[start..16 + n + 2])
-                .map_err(|_| WriteError::Client)?;
-        } else {
-            w.write_all(&buf[16..16 + n])
-                .map_err(|_| WriteError::Client)?;
         }
+        send(w, &mut buf, n, chunked, ended && chunked)?;
         written += n as u64;
-        if flush == Flush::EachRead {
+        if flush == Flush::EachRead && !ended {
             w.flush().map_err(|_| WriteError::Client)?;
         }
     }
-    if chunked {
-        w.write_all(b"0\r\n\r\n").map_err(|_| WriteError::Client)?;
-    }
     w.flush().map_err(|_| WriteError::Client)?;
     Ok(Written { bytes: written })
+}
+
+/// The source failed or ended early after `n` more bytes were read: send those (the
+/// client keeps what it got, and a resumable download resumes after it), then report
+/// the failure so the connection is dropped without a clean end.
+fn torn<W: Write>(
+    w: &mut W,
+    buf: &mut [u8],
+    n: usize,
+    chunked: bool,
+    written: u64,
+    detail: &str,
+) -> Result<Written, WriteError> {
+    send(w, buf, n, chunked, false)?;
+    Err(WriteError::Source {
+        written: written + n as u64,
+        detail: detail.into(),
+    })
+}
+
+/// Write the `n` data bytes at `buf[SIZE_ROOM..]` in one write: as a chunk when
+/// `chunked`, followed by the last-chunk marker when `last`.
+fn send<W: Write>(
+    w: &mut W,
+    buf: &mut [u8],
+    n: usize,
+    chunked: bool,
+    last: bool,
+) -> Result<(), WriteError> {
+    if !chunked {
+        if n > 0 {
+            w.write_all(&buf[SIZE_ROOM..SIZE_ROOM + n])
+                .map_err(|_| WriteError::Client)?;
+        }
+        return Ok(());
+    }
+    let mut start = SIZE_ROOM;
+    let mut end = SIZE_ROOM + n;
+    if n > 0 {
+        let mut line = [0u8; SIZE_ROOM];
+        let mut cur = io::Cursor::new(&mut line[..]);
+        let _ = write!(cur, "{n:x}\r\n");
+        let size_len = cur.position() as usize;
+        start -= size_len;
+        buf[start..SIZE_ROOM].copy_from_slice(&line[..size_len]);
+        buf[end..end + 2].copy_from_slice(b"\r\n");
+        end += 2;
+    }
+    if last {
+        buf[end..end + 5].copy_from_slice(b"0\r\n\r\n");
+        end += 5;
+    }
+    if start == end {
+        return Ok(());
+    }
+    w.write_all(&buf[start..end])
+        .map_err(|_| WriteError::Client)
 }
 
 #[cfg(test)]
@@ -361,7 +488,11 @@ mod tests {
 
     #[test]
     fn each_read_of_an_event_stream_is_flushed_at_once() {
-        for (flush, expected) in [(Flush::EachRead, 4), (Flush::AtEnd, 1)] {
+        // EachRead: one chunk per event. AtEnd: reads are gathered into full records,
+        // so both events share one chunk (and its write carries the last-chunk marker).
+        let each = "8\r\n{\"a\":1}\n\r\n8\r\n{\"b\":2}\n\r\n0\r\n\r\n";
+        let gathered = "10\r\n{\"a\":1}\n{\"b\":2}\n\r\n0\r\n\r\n";
+        for (flush, expected, tail) in [(Flush::EachRead, 4, each), (Flush::AtEnd, 1, gathered)] {
             let mut w = Recorder::default();
             let resp = Response {
                 status: 200,
@@ -377,10 +508,120 @@ mod tests {
             // EachRead: after the head, after each event, and at the end.
             assert_eq!(w.flushes.len(), expected, "{flush:?}");
             let text = String::from_utf8(w.out).unwrap();
-            assert!(
-                text.ends_with("8\r\n{\"a\":1}\n\r\n8\r\n{\"b\":2}\n\r\n0\r\n\r\n"),
-                "{text}"
-            );
+            assert!(text.ends_with(tail), "{flush:?}: {text}");
+        }
+    }
+
+    /// Records every write's length.
+    #[derive(Default)]
+    struct Writes(Vec<usize>, Vec<u8>);
+
+    impl Write for Writes {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.push(b.len());
+            self.1.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A source that hands out at most 1000 bytes per read, like a pipe or a socket.
+    struct Trickle(io::Cursor<Vec<u8>>);
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(1000);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    fn body_writes(len: Option<u64>, total: usize) -> (Vec<usize>, Vec<u8>) {
+        let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+        let mut w = Writes::default();
+        let resp = Response {
+            status: 200,
+            headers: vec![],
+            body: Body::Stream {
+                reader: Box::new(Trickle(io::Cursor::new(data))),
+                len,
+                flush: Flush::AtEnd,
+            },
+            subject: None,
+        };
+        write_response(&mut w, resp, true, false, true).unwrap();
+        // The first write is the head.
+        let head = w.0[0];
+        (w.0[1..].to_vec(), w.1[head..].to_vec())
+    }
+
+    #[test]
+    fn regression_every_tls_record_of_a_long_body_is_full() {
+        // Issue 16: a 16 KiB chunk plus its 8 bytes of framing went out as one full
+        // TLS record and one 8-byte record. Every write but the last must now be a
+        // whole number of records, framing included, gathered from short reads.
+        let total = 300_000;
+        for len in [None, Some(total as u64)] {
+            let (writes, body) = body_writes(len, total);
+            let (last, full) = writes.split_last().unwrap();
+            assert!(full.iter().all(|&n| n == WRITE_SIZE), "{len:?}: {writes:?}");
+            assert!(*last <= WRITE_SIZE, "{len:?}: {writes:?}");
+            assert_eq!(writes.iter().sum::<usize>(), body.len());
+            if len.is_none() {
+                // Chunks of 0xfff8 bytes, the marker riding with the last one.
+                assert!(body.starts_with(b"fff8\r\n"));
+                assert!(body.ends_with(b"\r\n0\r\n\r\n"));
+                assert_eq!(writes.len(), total.div_ceil(WRITE_SIZE - 8));
+            } else {
+                assert_eq!(writes.len(), total.div_ceil(WRITE_SIZE));
+            }
+        }
+    }
+
+    #[test]
+    fn a_gathered_chunked_body_decodes_to_the_source_bytes() {
+        for total in [0, 1, WRITE_SIZE - 8, WRITE_SIZE - 7, 3 * WRITE_SIZE + 5] {
+            let (_, body) = body_writes(None, total);
+            let mut dec = super::super::parse::ChunkedDecoder::new(usize::MAX);
+            let mut out = Vec::new();
+            let used = dec.feed(&body, &mut out).unwrap();
+            assert!(dec.is_done(), "{total}");
+            assert_eq!(used, body.len(), "{total}");
+            let want: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+            assert_eq!(out, want, "{total}");
+        }
+    }
+
+    #[test]
+    fn a_source_failing_mid_stream_sends_what_it_read_then_tears() {
+        struct Fails(bool);
+        impl Read for Fails {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if std::mem::replace(&mut self.0, true) {
+                    return Err(io::Error::other("disk gone"));
+                }
+                buf[..3].copy_from_slice(b"abc");
+                Ok(3)
+            }
+        }
+        for (len, sent) in [(None, "3\r\nabc\r\n"), (Some(10), "abc")] {
+            let mut out = Vec::new();
+            let resp = Response {
+                status: 200,
+                headers: vec![],
+                body: Body::Stream {
+                    reader: Box::new(Fails(false)),
+                    len,
+                    flush: Flush::AtEnd,
+                },
+                subject: None,
+            };
+            let got = write_response(&mut out, resp, true, false, true);
+            assert!(matches!(got, Err(WriteError::Source { written: 3, .. })));
+            let text = String::from_utf8(out).unwrap();
+            // Framed as a chunk when chunked, never followed by the last-chunk marker.
+            assert!(text.ends_with(&format!("\r\n\r\n{sent}")), "{text}");
         }
     }
 

@@ -532,7 +532,7 @@ fn serve_job(job: Job, ctx: &Ctx, handshake_over: &mut dyn FnMut(u64)) {
         }
         Job::Unix(s) => {
             let peer = conn::unix_peer(&s);
-            conn::serve(&mut UnixTransport(s), &peer, ctx);
+            conn::serve(&mut UnixTransport(s, Default::default()), &peer, ctx);
         }
     }
 }
@@ -582,7 +582,7 @@ fn busy_loop(rx: Receiver<Job>, limits: &Limits) {
                         busy_answer(&mut t, limits);
                     }
                 }
-                Job::Unix(s) => busy_answer(&mut UnixTransport(s), limits),
+                Job::Unix(s) => busy_answer(&mut UnixTransport(s, Default::default()), limits),
             }
         }
         waiting = still;

@@ -53,8 +53,9 @@ impl ShutdownHandle {
         if self.0.flag.load(Ordering::SeqCst) {
             return true;
         }
-        // A signal handler can only write the pipe, so look there too.
-        if sys::readable_now(self.fd()) {
+        // The signal handler cannot reach the flag, but it notes which pipe it poked:
+        // checked here without a poll(2) on the pipe, since this runs per response.
+        if SIGNALLED.load(Ordering::SeqCst) == self.0.write.as_raw_fd() {
             self.0.flag.store(true, Ordering::SeqCst);
             return true;
         }
@@ -77,6 +78,10 @@ impl ShutdownHandle {
 
 /// The pipe the signal handler writes to; -1 until installed.
 static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+/// The pipe the signal handler last wrote to (a lock-free store is
+/// async-signal-safe); -1 until a signal arrives. Replaced handles' pipes are never
+/// closed, so a descriptor number here is never reused by another handle.
+static SIGNALLED: AtomicI32 = AtomicI32::new(-1);
 /// Keeps the handle (and so the pipe) alive for as long as the handler may fire.
 static INSTALLED: Mutex<Option<ShutdownHandle>> = Mutex::new(None);
 
@@ -86,6 +91,7 @@ extern "C" fn on_signal(_sig: libc::c_int) {
         // write(2) may clobber errno, which the interrupted code may be about to read.
         // SAFETY: __errno_location returns this thread's errno slot.
         let saved = unsafe { *libc::__errno_location() };
+        SIGNALLED.store(fd, Ordering::SeqCst);
         sys::poke(fd);
         // SAFETY: as above.
         unsafe { *libc::__errno_location() = saved };

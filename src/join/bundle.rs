@@ -7,6 +7,9 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flate2::write::GzEncoder;
@@ -219,12 +222,19 @@ pub fn stream_at(entries: Vec<Entry>, cache: &BundleCache, now: u64) -> io::Resu
         pos: 0,
         buf: vec![0u8; CHUNK].into_boxed_slice(),
         cache: cache.clone(),
+        ahead: Vec::new(),
+        stop: Arc::new(AtomicBool::new(false)),
     })
 }
 
 /// Build `big`'s cache member (and hash sidecar) without a client, for `prepare`.
-/// Does nothing if this process is already building it.
-pub(crate) fn build_member_to_sink(big: &BigFile, cache: &BundleCache) -> io::Result<()> {
+/// Does nothing if this process is already building it. Gives up (deleting its temp
+/// file) at the next step once `stop` is set.
+pub(crate) fn build_member_to_sink(
+    big: &BigFile,
+    cache: &BundleCache,
+    stop: Option<&AtomicBool>,
+) -> io::Result<()> {
     let Some(guard) = cache.try_claim(&big.key) else {
         return Ok(());
     };
@@ -232,12 +242,47 @@ pub(crate) fn build_member_to_sink(big: &BigFile, cache: &BundleCache) -> io::Re
     let mut d = Deflater::big(big.clone(), cache, Some((guard, tee)))?;
     let mut buf = vec![0u8; CHUNK];
     while !d.finished {
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Err(io::Error::other("join bundle: member build cancelled"));
+        }
         d.step(&mut buf)?;
     }
     match d.cache_error.take() {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Threads compressing members at once: one per core. Members are independent gzip
+/// members whose bytes depend only on their artifact, so building them on several
+/// threads changes no byte of any bundle.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Build every member of `bigs` missing from the cache, one scoped thread per core
+/// each taking the next member, so memory is one compressor per core whatever the
+/// count. Returns the first error (the other members are still built).
+pub(crate) fn build_members(bigs: &[&BigFile], cache: &BundleCache) -> io::Result<()> {
+    let next = AtomicUsize::new(0);
+    let first_err = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..cores().min(bigs.len()) {
+            s.spawn(|| {
+                while let Some(big) = bigs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if cache.open_member(&big.key, big.isize()).is_some() {
+                        continue;
+                    }
+                    if let Err(e) = build_member_to_sink(big, cache, None) {
+                        let mut first = first_err.lock().unwrap_or_else(|p| p.into_inner());
+                        first.get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    let first = first_err.into_inner().unwrap_or_else(|p| p.into_inner());
+    first.map_or(Ok(()), Err)
 }
 
 /// A `.tar.gz` being produced; see [`stream`]. Dropping it mid-way deletes any cache
@@ -253,6 +298,21 @@ pub struct BundleStream {
     /// File read buffer, reused for every file.
     buf: Box<[u8]>,
     cache: BundleCache,
+    /// Members of later parts being built into the cache by helper threads (at most
+    /// one per core but this one) while this stream serves or compresses the current
+    /// part; a part whose member is being built waits for it and serves the file.
+    ahead: Vec<(Key, JoinHandle<()>)>,
+    /// Set on drop: the helpers give up at their next step.
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for BundleStream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for (_, h) in self.ahead.drain(..) {
+            let _ = h.join();
+        }
+    }
 }
 
 enum State {
@@ -283,6 +343,16 @@ impl BundleStream {
     /// cache are built into it first (so this can take as long as compressing them);
     /// fresh members are compressed once to be counted (they are small).
     pub fn measure(&mut self) -> io::Result<u64> {
+        // Missing members on every core first; a failure is reported by part_len below.
+        let bigs: Vec<&BigFile> = self
+            .parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Big(b) => Some(b),
+                Part::Fresh { .. } => None,
+            })
+            .collect();
+        let _ = build_members(&bigs, &self.cache);
         let lens = self
             .parts
             .iter()
@@ -335,9 +405,44 @@ impl BundleStream {
         Ok(())
     }
 
-    fn start(&self, part: Part) -> io::Result<State> {
+    /// Start helpers building the members of the next parts that are not cached, up
+    /// to one per core but this stream's own.
+    fn build_ahead(&mut self) {
+        let running = self.ahead.iter().filter(|(_, h)| !h.is_finished()).count();
+        let mut room = cores().saturating_sub(1).saturating_sub(running);
+        for part in &self.parts {
+            if room == 0 {
+                break;
+            }
+            let Part::Big(big) = part else { continue };
+            if self.ahead.iter().any(|(k, _)| *k == big.key)
+                || self.cache.open_member(&big.key, big.isize()).is_some()
+            {
+                continue;
+            }
+            let key = big.key;
+            let (big, cache, stop) = (big.clone(), self.cache.clone(), self.stop.clone());
+            let spawned = std::thread::Builder::new()
+                .name("bundle-member".into())
+                .spawn(move || {
+                    // A failure leaves the member uncached: the stream compresses it
+                    // itself when it gets there, and reports any error then.
+                    let _ = build_member_to_sink(&big, &cache, Some(&stop));
+                });
+            if let Ok(h) = spawned {
+                self.ahead.push((key, h));
+                room -= 1;
+            }
+        }
+    }
+
+    fn start(&mut self, part: Part) -> io::Result<State> {
         Ok(match part {
             Part::Big(big) => {
+                if let Some(i) = self.ahead.iter().position(|(k, _)| *k == big.key) {
+                    let _ = self.ahead.swap_remove(i).1.join();
+                }
+                self.build_ahead();
                 if let Some((file, len)) = self.cache.open_member(&big.key, big.isize()) {
                     return Ok(State::Serve {
                         file,
@@ -443,7 +548,7 @@ fn part_len(part: &Part, cache: &BundleCache) -> io::Result<u64> {
             if let Some((_, len)) = cache.open_member(&big.key, big.isize()) {
                 return Ok(len);
             }
-            build_member_to_sink(big, cache)?;
+            build_member_to_sink(big, cache, None)?;
             if let Some((_, len)) = cache.open_member(&big.key, big.isize()) {
                 return Ok(len);
             }

@@ -194,7 +194,9 @@ impl BundleCache {
     /// skipped. Every entry is tried; the first error is returned.
     pub fn prepare(&self, entries: &[Entry]) -> io::Result<()> {
         let mut first_err = None;
-        for big in &bundle::big_files(entries)? {
+        let bigs = bundle::big_files(entries)?;
+        let mut missing = Vec::new();
+        for big in &bigs {
             if self.open_member(&big.key, big.isize()).is_some() {
                 // Only the sidecar may be missing: a hashing pass is cheaper than a build.
                 if self.read_sha(&big.content_key).is_none() {
@@ -207,9 +209,11 @@ impl BundleCache {
                 }
                 continue;
             }
-            if let Err(e) = bundle::build_member_to_sink(big, self) {
-                first_err.get_or_insert(e);
-            }
+            missing.push(big);
+        }
+        // The missing members on every core.
+        if let Err(e) = bundle::build_members(&missing, self) {
+            first_err.get_or_insert(e);
         }
         first_err.map_or(Ok(()), Err)
     }

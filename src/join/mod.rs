@@ -46,6 +46,12 @@
 //! mode, so replacing an artifact simply makes a new key; [`BundleCache::prune`]
 //! removes what the current artifacts no longer use.
 //!
+//! Cores: a first bundle compresses its current member itself while helper threads
+//! (one per other core, owned by the stream, stopped and joined when it is dropped)
+//! build the next missing members into the cache; the stream waits for such a member
+//! when it gets there and serves the file. `prepare` and `measure` build missing
+//! members on a scoped pool of one thread per core.
+//!
 //! Concurrent builds: within the process the first stream to need a member builds and
 //! caches it; others needing it meanwhile compress their own copy without caching it
 //! (identical bytes; nobody waits on another client's download speed). Across
@@ -62,7 +68,12 @@
 //!
 //! # Invariants
 //!
-//! - Memory per stream is bounded by a few 64 KiB buffers ([`BundleStream::buffered_bytes`]).
+//! - Memory per stream is bounded by a few 64 KiB buffers ([`BundleStream::buffered_bytes`]),
+//!   plus, while members are missing from the cache, one compressor per other core in
+//!   the helper threads that build the next members ahead of the stream.
+//! - Members are built on every core (by `prepare`, `measure` and those helpers) but
+//!   each member's bytes depend only on its artifact, so a bundle's bytes do not depend
+//!   on how it was built, and a resumed download stays byte-identical.
 //! - A file that shrinks, grows or is modified while read fails the stream; after an
 //!   error every `read` fails, so a corrupt archive never ends cleanly.
 //! - Entry names are validated ([`validate_name`]) before any byte is produced.

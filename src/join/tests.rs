@@ -679,3 +679,72 @@ fn a_bundle_at_a_fixed_time_measures_and_resumes_byte_identically() {
         assert!(rest == full[off as usize..], "resumed at {off}");
     }
 }
+
+/// Four compressible artifacts over the cache threshold, each its own member.
+fn several_members(src: &Path) -> Vec<Entry> {
+    (0..4u64)
+        .map(|i| {
+            // Text-like and compressible, so each member really is deflated.
+            let data: Vec<u8> = (0..1_500_000u64)
+                .map(|j| b"joinery members "[((j * (i + 3)) % 16) as usize])
+                .collect();
+            let path = src.join(format!("art-{i}"));
+            write_file(&path, &data, 0o644);
+            Entry::file(format!("art/{i}"), path, 0o644)
+        })
+        .collect()
+}
+
+#[test]
+fn a_cold_bundle_built_on_every_core_is_byte_identical_to_one_built_alone() {
+    // Issue 16: members are built by helper threads ahead of the stream (and by
+    // prepare on every core). A resumed download needs the same bytes however the
+    // members were built: compare a cold stream with members built one at a time.
+    let src = TempDir::new();
+    let entries = several_members(src.path());
+    let cold_dir = TempDir::new();
+    let cold = BundleCache::new(cold_dir.path().to_path_buf()).unwrap();
+    let at = 1_700_000_000;
+    let first = read_all(stream_at(entries.clone(), &cold, at).unwrap()).unwrap();
+    assert_eq!(cache_files(&cold, "m-").len(), 4);
+    assert!(cache_files(&cold, "tmp").is_empty());
+
+    let alone_dir = TempDir::new();
+    let alone = BundleCache::new(alone_dir.path().to_path_buf()).unwrap();
+    for big in big_files(&entries).unwrap() {
+        bundle::build_member_to_sink(&big, &alone, None).unwrap();
+    }
+    let second = read_all(stream_at(entries.clone(), &alone, at).unwrap()).unwrap();
+    assert_eq!(first, second);
+    for e in &entries {
+        assert_eq!(
+            fs::read(member_path(&cold, e)).unwrap(),
+            fs::read(member_path(&alone, e)).unwrap()
+        );
+    }
+    // prepare on every core makes the same members again.
+    let prep_dir = TempDir::new();
+    let prep = BundleCache::new(prep_dir.path().to_path_buf()).unwrap();
+    prep.prepare(&entries).unwrap();
+    let third = read_all(stream_at(entries.clone(), &prep, at).unwrap()).unwrap();
+    assert_eq!(first, third);
+}
+
+#[test]
+fn a_cold_bundle_dropped_early_stops_its_helpers_and_leaves_no_temp_file() {
+    let src = TempDir::new();
+    let entries = several_members(src.path());
+    let cdir = TempDir::new();
+    let cache = BundleCache::new(cdir.path().to_path_buf()).unwrap();
+    let mut s = stream(entries, &cache).unwrap();
+    let mut buf = vec![0u8; 10_000];
+    s.read_exact(&mut buf).unwrap();
+    // Dropping joins the helpers: afterwards no thread is writing into the cache.
+    drop(s);
+    assert!(cache_files(&cache, "tmp").is_empty());
+    // What was finished is whole (open_member checks each file's gzip trailer).
+    for name in cache_files(&cache, "m-") {
+        let data = fs::read(cdir.path().join(&name)).unwrap();
+        assert!(data.starts_with(&[0x1f, 0x8b]), "{name}");
+    }
+}

@@ -100,6 +100,8 @@ pub struct Ticket {
     pub completed: Option<i64>,
     /// Highest byte offset served (exclusive).
     pub bytes: u64,
+    /// The ETag of the bundle last sent whole or started: a resume must match it.
+    pub etag: Option<String>,
     pub revoked_at: Option<i64>,
     pub members: Option<Members>,
     resource_version: String,
@@ -140,6 +142,7 @@ impl Ticket {
         put("started", self.started.map(|v| v.to_string()));
         put("completed", self.completed.map(|v| v.to_string()));
         put("revoked", self.revoked_at.map(|v| v.to_string()));
+        put("etag", self.etag.clone());
         if self.bytes > 0 {
             put("bytes", Some(self.bytes.to_string()));
         }
@@ -213,6 +216,7 @@ impl Ticket {
             started: num("started"),
             completed: num("completed"),
             bytes: ann("bytes").and_then(|v| v.parse().ok()).unwrap_or(0),
+            etag: ann("etag"),
             revoked_at: num("revoked"),
             members,
             resource_version: s.resource_version.clone(),
@@ -273,6 +277,7 @@ impl Tickets {
             completed: None,
             bytes: 0,
             revoked_at: None,
+            etag: None,
             members: None,
             resource_version: String::new(),
         };
@@ -327,15 +332,28 @@ impl Tickets {
         if let Some(at) = completed {
             ann.insert(format!("{A}completed"), at.to_string());
         }
+        self.annotate(id, &ann, "recording a join's progress failed");
+    }
+
+    /// Merges `ann` into ticket `id`'s annotations; a failure is only logged: these
+    /// records feed the ledger and the resume check, never who may download, and a lost
+    /// ETag costs at most a resume that `sha256sum -c` then catches.
+    fn annotate(&self, id: &str, ann: &BTreeMap<String, String>, failed: &str) {
         if let Err(e) = self
             .kube
-            .annotate_secret(&self.namespace, &format!("{PREFIX}{id}"), &ann)
+            .annotate_secret(&self.namespace, &format!("{PREFIX}{id}"), ann)
         {
             crate::log::warn(
-                "recording a join's progress failed",
+                failed,
                 &[("ticket", id.into()), ("error", e.to_string().into())],
             );
         }
+    }
+
+    /// Records the ETag of the bundle a download of ticket `id` is sending.
+    pub fn record_etag(&self, id: &str, etag: &str) {
+        let ann = BTreeMap::from([(format!("{A}etag"), etag.to_string())]);
+        self.annotate(id, &ann, "recording a join's ETag failed");
     }
 
     /// Every ticket, newest first.
@@ -410,6 +428,7 @@ mod tests {
             completed: None,
             bytes: 42,
             revoked_at: None,
+            etag: None,
             members: Some(Members {
                 seed: b"{}".to_vec(),
                 k0s_token: "H4sI".into(),

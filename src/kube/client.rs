@@ -71,6 +71,10 @@ impl fmt::Debug for Client {
 /// A bearer token, re-read from its file when stale or refused.
 struct Token {
     path: Option<PathBuf>,
+    /// For a token written inline in a kubeconfig: that kubeconfig, re-read (and its
+    /// token taken again) like a token file, so a kubeconfig rewritten with a new token
+    /// is picked up after a 401 instead of never.
+    kubeconfig: Option<PathBuf>,
     /// [`TOKEN_MAX_AGE`]; a field so tests need not wait a minute.
     max_age: Duration,
     state: Mutex<TokenState>,
@@ -85,26 +89,35 @@ impl Token {
     /// The token to send now, re-reading the file if the copy is older than a minute.
     fn current(&self) -> String {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(path) = &self.path {
-            if st.read_at.elapsed() >= self.max_age {
-                self.reread(path, &mut st);
-            }
+        if self.rereadable() && st.read_at.elapsed() >= self.max_age {
+            self.reread(&mut st);
         }
         st.value.clone()
     }
 
     /// After a 401: re-read now. Returns a token different from `used` if there is one.
     fn after_unauthorized(&self, used: &str) -> Option<String> {
-        let path = self.path.as_ref()?;
+        if !self.rereadable() {
+            return None;
+        }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        self.reread(path, &mut st);
+        self.reread(&mut st);
         (st.value != used).then(|| st.value.clone())
     }
 
-    fn reread(&self, path: &Path, st: &mut TokenState) {
+    fn rereadable(&self) -> bool {
+        self.path.is_some() || self.kubeconfig.is_some()
+    }
+
+    fn reread(&self, st: &mut TokenState) {
         // Stamp the attempt either way, so a broken file is retried once a minute, not per call.
         st.read_at = Instant::now();
-        match read_token(path) {
+        let (path, read) = match (&self.path, &self.kubeconfig) {
+            (Some(p), _) => (p, read_token(p)),
+            (None, Some(k)) => (k, read_kubeconfig_token(k)),
+            (None, None) => return,
+        };
+        match read {
             Ok(v) => st.value = v,
             Err(e) => crate::log::warn(
                 "kubernetes token re-read failed; keeping the previous token",
@@ -114,6 +127,19 @@ impl Token {
                 ],
             ),
         }
+    }
+}
+
+/// The inline token of a kubeconfig file, read again. The error never quotes it.
+fn read_kubeconfig_token(path: &Path) -> Result<String, String> {
+    let bytes = read_capped(path, FILE_LIMIT).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(bytes).map_err(|_| "kubeconfig is not UTF-8".to_string())?;
+    match kubeconfig::parse(&text, path)
+        .map_err(|e| e.to_string())?
+        .token
+    {
+        Some(TokenSource::Static(v)) => Ok(v),
+        _ => Err("the kubeconfig no longer holds an inline token".into()),
     }
 }
 
@@ -206,7 +232,13 @@ impl Client {
                 )?
             }
         };
-        Client::from_target(target, timeouts)
+        let mut client = Client::from_target(target, timeouts)?;
+        if let (Source::Kubeconfig(path), Some(inner)) = (source, Arc::get_mut(&mut client.inner)) {
+            if let Some(token) = inner.token.as_mut().filter(|t| t.path.is_none()) {
+                token.kubeconfig = Some(path.clone());
+            }
+        }
+        Ok(client)
     }
 
     /// Build from an already-parsed target: read its files and set up TLS.
@@ -277,6 +309,7 @@ impl Client {
             None => None,
             Some(TokenSource::Static(v)) => Some(Token {
                 path: None,
+                kubeconfig: None,
                 max_age: TOKEN_MAX_AGE,
                 state: Mutex::new(TokenState {
                     value: v.clone(),
@@ -288,6 +321,7 @@ impl Client {
                     .map_err(|e| cfg(format!("cannot read token file {}: {e}", p.display())))?;
                 Some(Token {
                     path: Some(p.clone()),
+                    kubeconfig: None,
                     max_age: TOKEN_MAX_AGE,
                     state: Mutex::new(TokenState {
                         value: v,

@@ -316,7 +316,7 @@ fn kubernetes_down_is_a_clear_503_and_health_stays_up() {
 }
 
 #[test]
-fn kubernetes_forbidden_names_the_permission() {
+fn kubernetes_forbidden_is_generic_and_the_log_names_the_permission() {
     let fake = FakeKube::start(1, &[]);
     // Denied from the start, so the watch-fed view never syncs and reads list live.
     fake.control(
@@ -329,7 +329,13 @@ fn kubernetes_forbidden_names_the_permission() {
     let msg = d
         .get("/v1/nodes", &token)
         .assert_error(502, "kubernetes_forbidden");
-    assert!(msg.contains("list") && msg.contains("nodes"), "{msg}");
+    // Issue 12 item 8: the body repeated the API server's text, the service account's
+    // identity included, to any client. It stays generic; the log names the permission.
+    assert!(!msg.contains("system:") && !msg.contains("cannot"), "{msg}");
+    assert!(msg.contains("log"), "{msg}");
+    d.output.wait_for("the permission in the log", |l| {
+        l.contains("kubernetes call failed") && l.contains("list") && l.contains("nodes")
+    });
 }
 
 #[test]

@@ -332,3 +332,50 @@ fn regression_one_address_cannot_take_every_connection_slot() {
         assert!(t.elapsed() < Duration::from_secs(10), "never recovered");
     }
 }
+
+/// Issue 12 item 3: the write deadline was per write, so a client reading a bundle a
+/// few bytes at a time kept its worker for ever. Below `--min-transfer-rate` (counted
+/// while the daemon is blocked on the client, after 10 s of slack) it is cut off.
+#[test]
+fn regression_a_slow_bundle_reader_is_cut_off_and_logged() {
+    let fake = FakeKube::start(2, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = join_inputs(dir.path());
+    args.extend(["--min-transfer-rate".into(), "1048576".into()]);
+    let d = Daemon::start_with(
+        &fake,
+        DaemonOpts {
+            args,
+            ..Default::default()
+        },
+    );
+    let admin = d.login();
+    let mut tls = tls_connect(&d);
+    tls.write_all(
+        format!(
+            "GET /v1/join-bundle?roles=app HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \
+             {admin}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // About 20 KB/s: far below 1 MiB/s, yet every read well inside the write timeout.
+    let t = Instant::now();
+    let mut buf = [0u8; 1024];
+    let mut got = 0usize;
+    let cut = |l: &str| l.contains("slow reader") && l.contains("/v1/join-bundle");
+    while !d.output.lines().iter().any(|l| cut(l)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "still served after {got} bytes"
+        );
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.output.wait_for("the slow-reader log line", cut);
+    assert!(got < 8 << 20, "the whole bundle arrived at {got} bytes");
+    assert!(healthy(&d));
+}

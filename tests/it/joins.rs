@@ -96,6 +96,11 @@ impl ArgvWatch {
         }
     }
 
+    /// How many argvs with a secret were seen so far.
+    pub(crate) fn hits_so_far(&self) -> usize {
+        self.hits.lock().unwrap().len()
+    }
+
     /// Watches the process group `pgid` from now on.
     pub(crate) fn group(&self, pgid: u32) {
         self.group.store(pgid as i32, Ordering::Relaxed);
@@ -190,14 +195,18 @@ fn regression_join_token_is_never_in_any_argv() {
     let cmds = steps(&create_command(&d, &admin, json!(["worker"])));
     let token = token_in(&cmds[0]);
     // Slow Kubernetes down so curl lives long enough to be seen many times over.
-    fake.control("POST", "/_fake/config", Some(json!({"latencyMs": 150})));
+    fake.control("POST", "/_fake/config", Some(json!({"latencyMs": 300})));
     let watch = ArgvWatch::start(vec![token.clone()], vec![], vec!["/v1/join-bundle".into()]);
     // The watcher works: a process with the token in its argv is caught.
-    let bait = Command::new("sh")
-        .args(["-c", "sleep 0.3", "bait", &token])
-        .status()
+    let mut bait = Command::new("sh")
+        .args(["-c", "sleep 60", "bait", &token])
+        .spawn()
         .unwrap();
-    assert!(bait.success());
+    wait_until(60, "the watcher catching the bait", || {
+        watch.hits_so_far() > 0
+    });
+    bait.kill().unwrap();
+    bait.wait().unwrap();
     let host = tempfile::tempdir().unwrap();
     let (code, out, err) =
         paste_into_sh_watched(host.path(), &(cmds.join("\n") + "\n"), Some(&watch));
@@ -474,7 +483,8 @@ fn regression_an_artifact_name_with_a_backslash_fails_start_up() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(124), "it started: {err}");
-    assert!(!out.status.success(), "{err}");
+    // A configuration error: 2, so systemd's RestartPreventExitStatus=2 stops retrying.
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains("--artifacts-dir") && err.contains(r"notes\\back.txt"),
         "{err}"
@@ -786,4 +796,49 @@ fn the_documented_seed_check_verifies_with_openssl_against_the_pin() {
     std::fs::write(&seed, bytes).unwrap();
     let (ok, out) = check("tampered");
     assert!(!ok && !out.contains("Verified OK"), "{out}");
+}
+
+#[test]
+fn a_resume_across_changed_artifacts_is_refused_and_a_fresh_download_works() {
+    let fake = FakeKube::start(3, &[]);
+    let inputs = JoinInputs::new(true);
+    let d = joining_daemon(&fake, &inputs);
+    let admin = d.login();
+    let token = token_in(&steps(&create_command(&d, &admin, json!(["worker"])))[0]);
+    let auth = format!("Authorization: Bearer {token}");
+    let path = "/v1/join-bundle?roles=worker";
+    let head = d.curl("GET", path, &["-H", &auth, "-r", "0-999"]);
+    assert_eq!(head.status, 206, "{}", head.text());
+    assert_eq!(head.body.len(), 1000);
+    let etag = head.header("etag").unwrap().to_string();
+    // The same range again, with If-Range: the same bytes.
+    let again = d.curl(
+        "GET",
+        path,
+        &[
+            "-H",
+            &auth,
+            "-r",
+            "0-999",
+            "-H",
+            &format!("If-Range: {etag}"),
+        ],
+    );
+    assert_eq!((again.status, again.body == head.body), (206, true));
+    // joinery restarted on a changed artifact: the rest of the old bundle does not exist.
+    drop(d);
+    let app = inputs.artifacts().join("my-app");
+    let mut text = std::fs::read_to_string(&app).unwrap();
+    text.push_str("# a new release\n");
+    std::fs::write(&app, text).unwrap();
+    let d2 = joining_daemon(&fake, &inputs);
+    d2.curl("GET", path, &["-H", &auth, "-r", "1000-"])
+        .assert_error(409, "bundle_changed");
+    // A whole download by the same host works, and can be resumed in turn.
+    let whole = d2.get(path, &token);
+    assert_eq!(whole.status, 200);
+    assert_ne!(whole.header("etag"), Some(etag.as_str()));
+    let rest = d2.curl("GET", path, &["-H", &auth, "-r", "1000-"]);
+    assert_eq!(rest.status, 206);
+    assert!(rest.body == whole.body[1000..]);
 }

@@ -198,7 +198,7 @@ fn install_refuses_mistakes_and_a_dry_run_writes_nothing() {
     let r = root.path().to_str().unwrap();
     let before = tree(root.path());
     for (args, needle) in [
-        (vec!["--api-prot", "1"], "unexpected argument"),
+        (vec!["--api-prot", "1"], "did you mean --api-port?"),
         (vec!["--api-port", "99999"], "--api-port"),
         (
             vec!["--license", "/etc/joinery/license.yaml"],
@@ -238,10 +238,59 @@ fn install_refuses_mistakes_and_a_dry_run_writes_nothing() {
     );
     assert!(out.contains("--idle-timeout 60\n"), "{out}");
     assert_eq!(tree(root.path()), before);
+}
 
+#[test]
+fn regression_uninstall_with_nothing_installed_exits_0() {
+    let root = lived_in_root();
+    let r = root.path().to_str().unwrap();
+    let before = tree(root.path());
     let o = joinery(&["uninstall", "--root", r]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("nothing to do"), "{}", text(&o));
+    assert_eq!(tree(root.path()), before);
+}
+
+#[test]
+fn regression_install_as_another_user_says_run_as_root() {
+    for cmd in ["install", "uninstall"] {
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(joinery_bin())
+            .arg(cmd)
+            .output()
+            .expect("setpriv (util-linux)");
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o));
+        assert!(text(&o).contains("run as root"), "{cmd}: {}", text(&o));
+    }
+}
+
+#[test]
+fn regression_reinstall_with_new_flags_says_to_restart() {
+    let root = lived_in_root();
+    let r = root.path().to_str().unwrap();
+    let o = joinery(&["install", "--root", r]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !text(&o).contains("systemctl restart joinery"),
+        "{}",
+        text(&o)
+    );
+    // Same flags: nothing changed, nothing to restart.
+    let o = joinery(&["install", "--root", r]);
+    assert!(
+        !text(&o).contains("systemctl restart joinery"),
+        "{}",
+        text(&o)
+    );
+    let o = joinery(&["install", "--root", r, "--idle-timeout", "60"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("replaced unit"), "{}", text(&o));
+    assert!(
+        text(&o).contains("systemctl restart joinery"),
+        "{}",
+        text(&o)
+    );
 }
 
 // ---- scripts/headless-join.sh ------------------------------------------------------------

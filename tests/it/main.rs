@@ -4,6 +4,7 @@
 mod support;
 
 mod api;
+mod cli;
 mod crash;
 mod faults;
 mod hostile;
@@ -11,6 +12,8 @@ mod join;
 mod joins;
 mod kit;
 mod lifecycle;
+mod ops;
+mod sandbox;
 mod startup;
 mod throttle;
 mod tokens;

@@ -158,7 +158,7 @@ fn flags_read_their_environment_variables() {
     use base64::Engine;
     use hmac::Mac;
     let fake = FakeKube::start(1, &[]);
-    // A bad value in the environment is a start-up error naming the flag.
+    // A bad value in the environment is a start-up error naming the variable.
     let data = tempfile::tempdir().unwrap();
     let out = Command::new(joinery_bin())
         .args(["serve", "--bind-address", "127.0.0.1"])
@@ -170,7 +170,7 @@ fn flags_read_their_environment_variables() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-connections"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JOINERY_MAX_CONNECTIONS"));
 
     // JOINERY_SIGNING_KEY_FILE is honoured: tokens are signed with that key.
     let key = [7u8; 32];

@@ -322,6 +322,12 @@ impl Daemon {
         {
             cmd.arg("--socket=none");
         }
+        Daemon::spawn_exact(cmd)
+    }
+
+    /// Starts a daemon from a prepared command exactly as given (its socket included);
+    /// stderr must be piped.
+    pub fn spawn_exact(cmd: Command) -> Daemon {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().to_path_buf();
         Daemon::spawn(cmd, tmp, path)
@@ -690,4 +696,41 @@ pub fn join_inputs(dir: &Path) -> Vec<String> {
         "--artifacts-dir".into(),
         artifacts.display().to_string(),
     ]
+}
+
+/// Runs `joinery ARGS` with `env` added and `stdin` fed; returns (exit code, stdout,
+/// stderr). Bounded: a command that should have ended but serves instead is killed and
+/// fails the test. The test runner's own Kubernetes and socket variables are not passed.
+pub fn run_joinery(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(joinery_bin())
+        .args(args)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("JOINERY_SOCKET")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run joinery");
+    // A command that exits without reading its stdin closes the pipe: not an error.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    let pid = child.id().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            panic!("joinery {args:?} still running after 60 s");
+        }
+    };
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        err,
+    )
 }

@@ -87,6 +87,14 @@ fn a_read_token_reads_and_cannot_write() {
     let nodes = d.get("/v1/nodes", token);
     assert_eq!(nodes.status, 200, "{}", nodes.text());
     assert_eq!(nodes.json()["nodes"].as_array().unwrap().len(), 3);
+    // Node detail and cluster health are reads too (issue 12: the docs said so, the
+    // code wanted admin); changing a node is not.
+    for path in ["/v1/nodes/node-1", "/v1/cluster/health"] {
+        let r = d.get(path, token);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    d.post_json("/v1/nodes/node-2/drain", Some(token), "{}")
+        .assert_error(403, "insufficient_scope");
     // Scope is checked before anything else: joins are not even configured here.
     d.post_json("/v1/create-join-command", Some(token), "{}")
         .assert_error(403, "insufficient_scope");
@@ -534,8 +542,9 @@ fn the_token_commands_work_against_the_cluster() {
     let (code, _, err) = cli(&fake, &["revoke", id]);
     assert_eq!(code, 0, "{err}");
     refused_within_ten_seconds(&d, token, Instant::now());
+    // Revoked is gone: "not found", exit 3.
     let (code, _, err) = cli(&fake, &["revoke", id]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 3, "{err}");
 
     // Usage mistakes exit 2 and say what to do.
     for args in [
@@ -659,10 +668,11 @@ fn regression_controllers_converge_after_the_signing_key_is_recreated() {
     assert_eq!(b2.get("/v1/nodes", &a.login()).status, 200);
 }
 
-fn rotate_key(fake: &FakeKube) -> std::process::Output {
+fn rotate_key(fake: &FakeKube, extra: &[&str]) -> std::process::Output {
     Command::new(joinery_bin())
         .args(["key", "rotate", "--namespace", "kotsadm", "--kubeconfig"])
         .arg(fake.kubeconfig())
+        .args(extra)
         .env_remove("KUBERNETES_SERVICE_HOST")
         .output()
         .unwrap()
@@ -680,7 +690,7 @@ fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
         .as_str()
         .unwrap()
         .to_string();
-    let out = rotate_key(&fake);
+    let out = rotate_key(&fake, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains(&format!("(was {old_kid})")), "{stderr}");
@@ -704,10 +714,101 @@ fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
         assert_eq!(d.get("/v1/nodes", &new).status, 200);
     }
     // A second rotation drops the first key: its tokens are refused.
-    let out = rotate_key(&fake);
+    let out = rotate_key(&fake, &[]);
     assert!(out.status.success());
     assert_eq!(a.curl("GET", "/v1/ready", &[]).status, 503);
     assert_eq!(a.curl("GET", "/v1/ready", &[]).status, 200);
     a.get("/v1/nodes", &old).assert_error(401, "invalid_token");
     assert_eq!(a.get("/v1/nodes", &new).status, 200);
+    // An emergency rotation drops the current key at once.
+    let out = rotate_key(&fake, &["--revoke-old"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused from now on"));
+    assert_eq!(a.curl("GET", "/v1/ready", &[]).status, 503);
+    a.get("/v1/nodes", &new).assert_error(401, "invalid_token");
+}
+
+/// GETs of Secrets whose name starts with `prefix`, as the fake logged them.
+fn secret_gets(fake: &FakeKube, prefix: &str) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| {
+            r["method"] == "GET"
+                && r["path"]
+                    .as_str()
+                    .is_some_and(|p| p.contains(&format!("/secrets/{prefix}")))
+        })
+        .count()
+}
+
+/// Issue 12 item 6: 880 invented `jnr_` tokens in 5 s made 880 Secret GETs. Unknown ids
+/// are now remembered briefly, and failed bearer credentials count per address: past
+/// 20 a minute, that address is refused before any lookup.
+#[test]
+fn regression_invented_tokens_cannot_amplify_onto_the_api_server() {
+    let fake = FakeKube::start(1, &[]);
+    let d = Daemon::start(&fake);
+    let admin = d.login();
+    let real = create_token(&d, &admin, json!({"name": "real", "scopes": ["read"]}));
+    let real = real["token"].as_str().unwrap().to_string();
+    d.register_secret(&real);
+
+    // The same invented token, again and again: one lookup.
+    let before = secret_gets(&fake, "joinery-token-");
+    for _ in 0..10 {
+        d.get_from(
+            "127.0.0.2",
+            "/v1/nodes",
+            "jnr_0123456789abcdefABCDEF0123456789",
+        )
+        .assert_error(401, "invalid_token");
+    }
+    assert_eq!(secret_gets(&fake, "joinery-token-") - before, 1);
+
+    // Forty different ones from one address: 20 lookups, then 429 without any.
+    let before = secret_gets(&fake, "joinery-token-");
+    let mut refused = 0;
+    for i in 0..40 {
+        let r = d.get_from("127.0.0.3", "/v1/nodes", &format!("jnr_{i:032}"));
+        match r.status {
+            401 => {}
+            429 => {
+                refused += 1;
+                assert!(r.header("retry-after").is_some());
+            }
+            s => panic!("status {s}: {}", r.text()),
+        }
+    }
+    let lookups = secret_gets(&fake, "joinery-token-") - before;
+    assert_eq!((lookups, refused), (20, 20));
+    // The real token still works from elsewhere, and is refused from the noisy address.
+    assert_eq!(d.get_from("127.0.0.4", "/v1/nodes", &real).status, 200);
+    d.get_from("127.0.0.3", "/v1/nodes", &real)
+        .assert_error(429, "too_many_attempts");
+
+    // Made-up refresh tokens share the budget: 20 lookups, then refused outright.
+    let before = secret_gets(&fake, "joinery-refresh-");
+    let statuses: Vec<u16> = (0..25)
+        .map(|i| {
+            let token = format!("{i:020x}.{}", "A".repeat(43));
+            d.curl(
+                "POST",
+                "/oauth/token",
+                &[
+                    "--interface",
+                    "127.0.0.5",
+                    "--data-urlencode",
+                    "grant_type=refresh_token",
+                    "--data-urlencode",
+                    &format!("refresh_token={token}"),
+                ],
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(secret_gets(&fake, "joinery-refresh-") - before, 20);
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        5,
+        "{statuses:?}"
+    );
 }

@@ -68,6 +68,42 @@ def test_every_block_says_whether_it_runs():
     )
 
 
+def test_readme_is_a_five_minute_read():
+    size = (ROOT / "README.md").stat().st_size
+    assert size < 16 * 1024, f"README.md is {size} bytes; move detail to docs/ (limit 16 KiB)"
+
+
+def test_readme_links_every_doc():
+    readme = (ROOT / "README.md").read_text()
+    missing = [p.name for p in DOCS[1:] if f"](docs/{p.name})" not in readme]
+    assert not missing, f"README's 'Where the rest is' does not link {missing}"
+
+
+def _slug(heading):
+    """GitHub's anchor for a heading: lowercase, punctuation dropped, spaces to dashes."""
+    s = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return s.replace(" ", "-")
+
+
+def test_links_between_docs_resolve():
+    bad = []
+    for path in DOCS + [ROOT / "ARCHITECTURE.md"]:
+        text = path.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s) and mailto links are not checked offline
+            file, _, anchor = target.partition("#")
+            dest = (path.parent / file).resolve() if file else path
+            if not dest.exists():
+                bad.append(f"{path.relative_to(ROOT)}: ({target}): no file {file}")
+                continue
+            if anchor and dest.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", dest.read_text(), re.M)
+                if anchor not in {_slug(h) for h in headings}:
+                    bad.append(f"{path.relative_to(ROOT)}: ({target}): no heading #{anchor}")
+    assert not bad, "broken links:\n" + "\n".join(bad)
+
+
 def test_sh_blocks_run_in_order_against_the_kept_demo():
     runnable = [(p, line, text) for p in DOCS for info, line, text in blocks(p) if info == RUN]
     assert runnable, "no sh blocks found"

@@ -738,6 +738,20 @@ def test_latency_drop_and_reset_faults(fake):
     assert fake.get("/api/v1/nodes/node-2")[0] == 200 and fake.get("/api/v1/nodes/node-3")[0] == 200
 
 
+def test_lost_fault_lands_the_write_and_drops_the_answer(fake):
+    fake.control("POST", "faults", [{"method": "POST", "path": "/secrets", "kind": "lost", "delayMs": 200,
+                                     "times": 1}])
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "landed"}, "data": {}}
+    t = time.monotonic()
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError, ssl.SSLError)):
+        fake.call("POST", "/api/v1/namespaces/default/secrets", body)
+    assert time.monotonic() - t >= 0.2
+    # The write took effect although its answer never came; the next one is answered.
+    assert fake.get("/api/v1/namespaces/default/secrets/landed")[0] == 200
+    status, _, err = fake.call("POST", "/api/v1/namespaces/default/secrets", body)
+    assert (status, err["reason"]) == (409, "AlreadyExists")
+
+
 def test_reset_fault_sends_rst(fake):
     # Python's TLS layer reports an RST as a plain EOF, so read the TCP socket underneath.
     fake.control("POST", "faults", [{"path": "reset-me", "kind": "reset"}, {"path": "drop-me", "kind": "drop"}])

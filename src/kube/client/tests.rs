@@ -337,13 +337,10 @@ fn lists_nodes_across_pages_with_bearer_token() {
         .all(|s| s.headers.get("authorization").map(String::as_str) == Some("Bearer tok-1")));
 }
 
-#[test]
-fn rotated_token_file_is_reread_after_401() {
-    let pki = pki();
-    let dir = TempDir::new();
-    let tok = dir.file("token", "old-token\n");
-    let server = Server::start(
-        &pki,
+/// A server that answers node n1 to `Bearer new-token` and 401 to anything else.
+fn only_new_token_server(pki: &Pki) -> Server {
+    Server::start(
+        pki,
         false,
         Box::new(|req, _| {
             if req.headers.get("authorization").map(String::as_str) == Some("Bearer new-token") {
@@ -352,7 +349,15 @@ fn rotated_token_file_is_reread_after_401() {
                 status_body(401, "Unauthorized")
             }
         }),
-    );
+    )
+}
+
+#[test]
+fn rotated_token_file_is_reread_after_401() {
+    let pki = pki();
+    let dir = TempDir::new();
+    let tok = dir.file("token", "old-token\n");
+    let server = only_new_token_server(&pki);
     let c = token_client(&server, &pki, TokenSource::File(tok.clone()));
 
     // The file vanishes: the re-read after the 401 fails, the old token is kept, and the
@@ -373,6 +378,32 @@ fn rotated_token_file_is_reread_after_401() {
         auth,
         ["Bearer old-token", "Bearer old-token", "Bearer new-token"]
     );
+}
+
+/// Issue 12 item 8: a token written inline in a kubeconfig was never re-read, so a
+/// kubeconfig rewritten with a new token (k0s regenerating its admin.conf) left joinery
+/// on the dead one until a restart.
+#[test]
+fn inline_kubeconfig_token_is_reread_after_401() {
+    let pki = pki();
+    let dir = TempDir::new();
+    let server = only_new_token_server(&pki);
+    let ca = dir.file("ca.crt", &pki.ca_pem);
+    let kubeconfig = |token: &str| {
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n  \
+             cluster:\n    server: {}\n    certificate-authority: {}\ncontexts:\n- name: c\n  \
+             context:\n    cluster: k\n    user: u\nusers:\n- name: u\n  user:\n    token: \
+             {token}\n",
+            server.url(),
+            ca.display()
+        )
+    };
+    let path = dir.file("kubeconfig", &kubeconfig("old-token"));
+    let c = Client::new(&Source::Kubeconfig(path.clone()), quick()).unwrap();
+    assert_eq!(c.get_node("n1"), Err(Error::Unauthorized));
+    std::fs::write(&path, kubeconfig("new-token")).unwrap();
+    assert_eq!(c.get_node("n1").unwrap().name, "n1");
 }
 
 #[test]
