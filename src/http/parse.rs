@@ -74,6 +74,49 @@ pub enum Reject {
     Internal,
 }
 
+#[cfg(test)]
+impl Reject {
+    /// Every refusal once, for the tests that must cover them all (here and the error
+    /// catalogue's); `index` stops compiling when a variant is added and not listed.
+    pub(crate) const ALL: [Reject; 15] = [
+        Reject::Malformed("x"),
+        Reject::BadContentLength,
+        Reject::LengthAndChunked,
+        Reject::UnsupportedTransferEncoding,
+        Reject::BadChunk("x"),
+        Reject::UriTooLong,
+        Reject::HeadTooLarge,
+        Reject::TooManyHeaders,
+        Reject::BodyTooLarge,
+        Reject::MethodTooLong,
+        Reject::BadHost,
+        Reject::UnsupportedExpectation,
+        Reject::Timeout,
+        Reject::Busy,
+        Reject::Internal,
+    ];
+
+    fn index(&self) -> usize {
+        match self {
+            Reject::Malformed(_) => 0,
+            Reject::BadContentLength => 1,
+            Reject::LengthAndChunked => 2,
+            Reject::UnsupportedTransferEncoding => 3,
+            Reject::BadChunk(_) => 4,
+            Reject::UriTooLong => 5,
+            Reject::HeadTooLarge => 6,
+            Reject::TooManyHeaders => 7,
+            Reject::BodyTooLarge => 8,
+            Reject::MethodTooLong => 9,
+            Reject::BadHost => 10,
+            Reject::UnsupportedExpectation => 11,
+            Reject::Timeout => 12,
+            Reject::Busy => 13,
+            Reject::Internal => 14,
+        }
+    }
+}
+
 impl Reject {
     /// The status code to answer with.
     pub fn status(&self) -> u16 {
@@ -849,22 +892,15 @@ mod tests {
 
     #[test]
     fn every_reject_has_an_envelope() {
+        let indexes: std::collections::BTreeSet<usize> =
+            Reject::ALL.iter().map(Reject::index).collect();
+        assert_eq!(
+            indexes,
+            (0..Reject::ALL.len()).collect(),
+            "list every Reject once"
+        );
         let l = limits();
-        for r in [
-            Reject::Malformed("x"),
-            Reject::BadContentLength,
-            Reject::LengthAndChunked,
-            Reject::UnsupportedTransferEncoding,
-            Reject::BadChunk("x"),
-            Reject::UriTooLong,
-            Reject::HeadTooLarge,
-            Reject::TooManyHeaders,
-            Reject::BodyTooLarge,
-            Reject::UnsupportedExpectation,
-            Reject::Timeout,
-            Reject::Busy,
-            Reject::Internal,
-        ] {
+        for r in Reject::ALL {
             assert!((400..600).contains(&r.status()));
             assert!(r
                 .code()
