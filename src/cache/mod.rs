@@ -181,6 +181,15 @@ impl Cache {
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sleeps until the view changes, `stopping` is set, or `pause` has passed.
+    fn wait_change<'a>(&self, st: MutexGuard<'a, State>, pause: Duration) -> MutexGuard<'a, State> {
+        self.shared
+            .changed
+            .wait_timeout(st, pause)
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
+
     /// Start one reflector thread per resource.
     pub fn start(&self, kube: &kube::Client) -> std::io::Result<Threads> {
         let watcher = kube::Watcher::new(kube);
@@ -330,12 +339,7 @@ impl Cache {
             }
             // Wake at least once a second to notice a view gone stale without events.
             let pause = (deadline - now).min(Duration::from_secs(1));
-            st = self
-                .shared
-                .changed
-                .wait_timeout(st, pause)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            st = self.wait_change(st, pause);
         }
     }
 
@@ -376,12 +380,7 @@ impl Cache {
             if now >= until {
                 return Next::Idle;
             }
-            st = self
-                .shared
-                .changed
-                .wait_timeout(st, until - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            st = self.wait_change(st, until - now);
         }
     }
 

@@ -285,12 +285,7 @@ fn pause(cache: &Cache, backoff: &mut Duration) {
         if now >= until {
             break;
         }
-        st = cache
-            .shared
-            .changed
-            .wait_timeout(st, until - now)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
+        st = cache.wait_change(st, until - now);
     }
     *backoff = (*backoff * 2).min(BACKOFF_MAX);
 }
