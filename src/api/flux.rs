@@ -22,16 +22,17 @@ use crate::{kube, labels};
 /// The largest body Flux Operator accepts from an ExternalService (900 KiB).
 pub const MAX_INPUTS_BYTES: usize = 900 * 1024;
 
-/// One node as a Flux input.
+/// One node as a Flux input. The fields are in name order because the body was once
+/// built through `json!` (a sorted map): clients digest it, so its bytes stay the same.
 #[derive(Serialize)]
 struct Input<'a> {
     id: &'a str,
-    name: &'a str,
-    roles: Vec<String>,
-    labels: &'a BTreeMap<String, String>,
     #[serde(rename = "internalIP")]
     internal_ip: &'a str,
+    labels: &'a BTreeMap<String, String>,
+    name: &'a str,
     ready: bool,
+    roles: Vec<String>,
 }
 
 /// The query's filters; absent ones keep every node.
@@ -77,28 +78,46 @@ fn clip(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-/// The body for these nodes and filters, or 422 when it would exceed `limit` bytes.
-fn render(nodes: &[kube::Node], f: &Filters, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let mut inputs: Vec<Input> = nodes
-        .iter()
-        .map(|n| Input {
+/// The body for these nodes (given in name order: the operator digests the inputs, and
+/// a reshuffle would look like a change) and filters, or 422 when it would exceed
+/// `limit` bytes. Built one node at a time and never past the limit, so a large cluster
+/// costs one node's maps and at most `limit` bytes, however many nodes there are.
+fn render(
+    nodes: impl Iterator<Item = kube::Node>,
+    f: &Filters,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    const CLOSE: &[u8] = b"]}\n";
+    let mut body = b"{\"inputs\":[".to_vec();
+    let (mut size, mut count) = (body.len() + CLOSE.len(), 0);
+    let mut one = Vec::new();
+    for n in nodes {
+        let roles = roles_from_labels(&n.labels);
+        if !(f.role.as_ref().is_none_or(|r| roles.contains(r))
+            && f.ready.is_none_or(|r| n.ready == r))
+        {
+            continue;
+        }
+        one.clear();
+        let input = Input {
             id: &n.name,
-            name: &n.name,
-            roles: roles_from_labels(&n.labels),
-            labels: &n.labels,
             internal_ip: n.internal_ip.as_deref().unwrap_or(""),
+            labels: &n.labels,
+            name: &n.name,
             ready: n.ready,
-        })
-        .filter(|i| f.role.as_ref().is_none_or(|r| i.roles.contains(r)))
-        .filter(|i| f.ready.is_none_or(|r| i.ready == r))
-        .collect();
-    // A stable order: the operator digests the inputs, and a reshuffle would look like
-    // a change.
-    inputs.sort_by(|a, b| a.id.cmp(b.id));
-    let mut body = serde_json::to_vec(&serde_json::json!({ "inputs": inputs }))
-        .map_err(|_| ApiError::internal())?;
-    body.push(b'\n');
-    if body.len() <= limit {
+            roles,
+        };
+        serde_json::to_writer(&mut one, &input).map_err(|_| ApiError::internal())?;
+        let comma = usize::from(count > 0);
+        size += comma + one.len();
+        count += 1;
+        if size <= limit {
+            body.extend_from_slice(&b","[..comma]);
+            body.extend_from_slice(&one);
+        }
+    }
+    body.extend_from_slice(CLOSE);
+    if size <= limit {
         return Ok(body);
     }
     let mut narrower = Vec::new();
@@ -123,20 +142,22 @@ fn render(nodes: &[kube::Node], f: &Filters, limit: usize) -> Result<Vec<u8>, Ap
         format!(
             "the inputs for {} nodes take {} bytes, over the {} bytes (900 KiB) Flux \
              Operator accepts from an ExternalService; {advice}",
-            inputs.len(),
-            body.len(),
-            limit
+            count, size, limit
         ),
     ))
 }
 
 pub fn nodes(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
     let filters = parse_filters(&req.query)?;
-    let nodes = match ctx.cache.nodes() {
-        Some(nodes) => nodes,
-        None => ctx.kube.list_nodes().map_err(|e| ApiError::from_kube(&e))?,
+    let body = match ctx.cache.nodes() {
+        // One node's maps at a time, read back from the view's compact form.
+        Some(nodes) => render(nodes.iter().map(|n| n.node()), &filters, MAX_INPUTS_BYTES)?,
+        None => {
+            let mut nodes = ctx.kube.list_nodes().map_err(|e| ApiError::from_kube(&e))?;
+            nodes.sort_by(|a, b| a.name.cmp(&b.name));
+            render(nodes.into_iter(), &filters, MAX_INPUTS_BYTES)?
+        }
     };
-    let body = render(&nodes, &filters, MAX_INPUTS_BYTES)?;
     Ok(Response {
         status: 200,
         headers: vec![
@@ -229,7 +250,12 @@ mod tests {
             node("node-1", Some("controller"), true),
             node("node-2", Some("worker"), false),
         ];
-        let all = render(&nodes, &Filters::default(), MAX_INPUTS_BYTES).unwrap();
+        let sorted = || {
+            let mut n = nodes.to_vec();
+            n.sort_by(|a, b| a.name.cmp(&b.name));
+            n.into_iter()
+        };
+        let all = render(sorted(), &Filters::default(), MAX_INPUTS_BYTES).unwrap();
         assert_eq!(ids(&all), ["node-1", "node-2", "node-3"]);
         let v: serde_json::Value = serde_json::from_slice(&all).unwrap();
         assert_eq!(
@@ -243,19 +269,44 @@ mod tests {
             role: role.map(String::from),
             ready,
         };
-        let got = |f: Filters| ids(&render(&nodes, &f, MAX_INPUTS_BYTES).unwrap());
+        let got = |f: Filters| ids(&render(sorted(), &f, MAX_INPUTS_BYTES).unwrap());
         assert_eq!(got(f(Some("worker"), None)), ["node-2"]);
         assert_eq!(got(f(None, Some(true))), ["node-1", "node-3"]);
         assert_eq!(got(f(Some("worker"), Some(true))), Vec::<String>::new());
     }
 
     #[test]
+    fn the_body_is_byte_for_byte_what_json_made() {
+        let mut odd = node("node-\"2\"", Some("controller"), true);
+        odd.labels
+            .insert("z\u{e9}".into(), "tab\t, nul \u{0}".into());
+        let nodes = vec![odd, node("node-1", None, false)];
+        let inputs: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "id": n.name, "name": n.name, "roles": roles_from_labels(&n.labels),
+                    "labels": n.labels, "internalIP": n.internal_ip.as_deref().unwrap_or(""),
+                    "ready": n.ready
+                })
+            })
+            .collect();
+        let mut before = serde_json::to_vec(&serde_json::json!({ "inputs": inputs })).unwrap();
+        before.push(b'\n');
+        let now = render(nodes.into_iter(), &Filters::default(), MAX_INPUTS_BYTES).unwrap();
+        assert_eq!(
+            String::from_utf8(now).unwrap(),
+            String::from_utf8(before).unwrap()
+        );
+    }
+
+    #[test]
     fn the_size_limit_is_exact_and_names_unused_filters() {
         let nodes = [node("node-1", Some("controller"), true)];
-        let body = render(&nodes, &Filters::default(), MAX_INPUTS_BYTES).unwrap();
+        let body = render(nodes.iter().cloned(), &Filters::default(), MAX_INPUTS_BYTES).unwrap();
         // Exactly at the limit is accepted (the operator refuses only more).
-        assert!(render(&nodes, &Filters::default(), body.len()).is_ok());
-        let e = render(&nodes, &Filters::default(), body.len() - 1).unwrap_err();
+        assert!(render(nodes.iter().cloned(), &Filters::default(), body.len()).is_ok());
+        let e = render(nodes.iter().cloned(), &Filters::default(), body.len() - 1).unwrap_err();
         assert_eq!(e.code, Code::InputsTooLarge);
         assert!(
             e.message.contains("role=<role> and ready=true"),
@@ -266,7 +317,7 @@ mod tests {
             role: Some("controller".into()),
             ready: None,
         };
-        let e = render(&nodes, &f, 10).unwrap_err();
+        let e = render(nodes.iter().cloned(), &f, 10).unwrap_err();
         assert!(e.message.contains("with ready=true"), "{}", e.message);
         assert!(!e.message.contains("role=<role>"), "{}", e.message);
     }

@@ -501,7 +501,8 @@ fn remove(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respon
 
 fn cluster_health(ctx: &Context, _: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
     if let Some((nodes, leases)) = ctx.cache.nodes_and_leases() {
-        return Ok(json_response(200, &health::cluster_health(&nodes, &leases)));
+        let nodes = nodes.iter().map(|n| n.node());
+        return Ok(json_response(200, &health::cluster_health(nodes, &leases)));
     }
     let nodes = ctx.kube.list_nodes().map_err(|e| ApiError::from_kube(&e))?;
     // Without the leases the leader is unknown; the rest of the answer still stands.
@@ -515,7 +516,7 @@ fn cluster_health(ctx: &Context, _: &Request, _: Option<&Identity>) -> Result<Re
             );
             Vec::new()
         });
-    Ok(json_response(200, &health::cluster_health(&nodes, &leases)))
+    Ok(json_response(200, &health::cluster_health(nodes, &leases)))
 }
 
 pub(super) const ROUTES: &[Route] = &[

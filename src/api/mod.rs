@@ -24,6 +24,10 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use error::{json_bytes_response, json_response, ApiError, Code};
+// The watch-fed view keeps each node as the bytes `/v1/nodes` sends (`cache/node.rs`).
+pub(crate) use nodes::NodeSummary;
+#[cfg(test)]
+pub(crate) use wait::event_line;
 
 use crate::auth::apitoken::{self, ApiTokens, TokenError};
 use crate::auth::refresh::RefreshTokens;

@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::nodes::NodeSummary;
 use super::{ApiError, Code, Context};
-use crate::cache::{Next, WaitSlot, Waited};
+use crate::cache::{CachedNode, Next, WaitSlot, Waited};
 use crate::http::query::Params;
 use crate::http::{Body, Flush, Response};
 use crate::kube::Node;
@@ -49,11 +48,11 @@ impl WaitFor {
         }
     }
 
-    fn met(self, node: Option<&Node>) -> bool {
+    fn met(self, node: Option<&CachedNode>) -> bool {
         match (self, node) {
             (WaitFor::Deleted, n) => n.is_none(),
-            (WaitFor::Ready, Some(n)) => n.ready,
-            (WaitFor::Drained, Some(n)) => drain_info(&n.annotations).state == DrainState::Drained,
+            (WaitFor::Ready, Some(n)) => n.ready(),
+            (WaitFor::Drained, Some(n)) => n.drain() == DrainState::Drained,
             (_, None) => false,
         }
     }
@@ -123,7 +122,7 @@ pub fn wait_node(
     name: &str,
     wait: WaitFor,
     seconds: u64,
-) -> Result<Option<Node>, ApiError> {
+) -> Result<Option<Arc<CachedNode>>, ApiError> {
     let slot = ctx.cache.wait_slot().ok_or_else(busy)?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     match ctx.cache.wait_node(&slot, name, deadline, |n| wait.met(n)) {
@@ -133,7 +132,7 @@ pub fn wait_node(
             format!(
                 "node {name:?} is not {} after {seconds} s: {}",
                 wait.as_str(),
-                describe(name, node.as_ref())
+                describe(name, node.map(|n| n.node()).as_ref())
             ),
         )),
         Waited::Unsynced => Err(ApiError::new(
@@ -219,12 +218,11 @@ pub fn node_stream(ctx: &Context) -> Result<Response, ApiError> {
     })
 }
 
-fn event_line(kind: &str, node: &Arc<Node>) -> Vec<u8> {
-    let mut line = serde_json::to_vec(&json!({
-        "type": kind,
-        "node": NodeSummary::from_node(node.as_ref().clone()),
-    }))
-    .unwrap_or_default();
+/// One event as the stream sends it. The node's keys come out sorted (`json!` builds a
+/// sorted map), unlike in `/v1/nodes`: as the stream has always sent them.
+pub(crate) fn event_line(kind: &str, node: &CachedNode) -> Vec<u8> {
+    let node: serde_json::Value = serde_json::from_slice(node.json()).unwrap_or_default();
+    let mut line = serde_json::to_vec(&json!({"type": kind, "node": node})).unwrap_or_default();
     line.push(b'\n');
     line
 }
@@ -308,12 +306,16 @@ mod tests {
             ready: true,
             ..Node::default()
         };
-        assert!(WaitFor::Ready.met(Some(&n)));
+        let met = |w: WaitFor, n: &Node| w.met(Some(&CachedNode::new(n.clone())));
+        assert!(met(WaitFor::Ready, &n));
         assert!(!WaitFor::Ready.met(None));
-        assert!(WaitFor::Deleted.met(None) && !WaitFor::Deleted.met(Some(&n)));
-        assert!(!WaitFor::Drained.met(Some(&n)));
+        assert!(WaitFor::Deleted.met(None) && !met(WaitFor::Deleted, &n));
+        assert!(!met(WaitFor::Drained, &n));
+        n.annotations
+            .insert(crate::lifecycle::STATE_ANNOTATION.into(), "drained".into());
+        assert!(met(WaitFor::Drained, &n));
         n.ready = false;
-        assert!(!WaitFor::Ready.met(Some(&n)));
+        assert!(!met(WaitFor::Ready, &n));
         assert_eq!(describe("x", None), "there is no node named \"x\"");
     }
 }

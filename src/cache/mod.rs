@@ -8,24 +8,31 @@
 //! for longer than [`STALE_AFTER`]; callers then list live, as before the cache existed
 //! (so an unreachable API server still answers 503 `kubernetes_unavailable`).
 //!
-//! Nodes are kept slim (name, labels, annotations, InternalIP, the Ready condition):
-//! what the readers use. Node changes are also kept as a short numbered history, which waiters
-//! (`?waitFor=`) and streams (`?watch=true`) follow without any API-server traffic;
-//! every change wakes them through one condition variable.
+//! Nodes are kept compact (`node.rs`): the bytes `/v1/nodes` sends for each, and the
+//! few fields the other readers use. Of the Leases only k0s's leader leases are kept.
+//! Node changes are also kept as a short numbered history, which waiters (`?waitFor=`)
+//! and streams (`?watch=true`) follow without any API-server traffic; every change
+//! wakes them through one condition variable.
 
+mod node;
 mod reflector;
+
+pub use node::CachedNode;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::kube::{self, EtcdMember, Lease, Node};
+use crate::kube::{self, EtcdMember, Lease};
 
 /// A view whose watch has been broken this long is out of sync: readers list live.
 pub const STALE_AFTER: Duration = Duration::from_secs(3);
-/// Node changes kept for streams; a stream that falls further behind is ended.
+/// Node changes kept for streams, at most this many and about this many bytes of node
+/// JSON (an entry may hold the only copy of a node's old version); a stream that falls
+/// further behind is ended and its client lists again.
 const HISTORY: usize = 4096;
+const HISTORY_BYTES: usize = 1 << 20;
 /// The namespace whose Leases are watched (node heartbeats and k0s's leader leases).
 pub const LEASE_NAMESPACE: &str = crate::lifecycle::health::LEASE_NAMESPACE;
 
@@ -81,15 +88,14 @@ impl<K> View<K> {
 
 #[derive(Default)]
 struct State {
-    nodes: View<Node>,
+    nodes: View<CachedNode>,
     leases: View<Lease>,
     etcd: View<EtcdMember>,
-    /// Bumped on every node change; the serialised answer below is for this number.
+    /// Bumped on every node change.
     node_generation: u64,
-    /// `(generation, body)`: the last answer built by [`Cache::nodes_body`].
-    node_body: Option<(u64, Arc<Vec<u8>>)>,
-    /// Recent node changes, numbered by `node_generation`.
-    history: VecDeque<(u64, Change, Arc<Node>)>,
+    /// Recent node changes, numbered by `node_generation`, and their JSON's bytes.
+    history: VecDeque<(u64, Change, Arc<CachedNode>)>,
+    history_bytes: usize,
     stopping: bool,
 }
 
@@ -142,9 +148,9 @@ impl Drop for WaitSlot {
 /// What a wait for a node came to.
 pub enum Waited {
     /// The condition held; the node as it was then (`None`: it does not exist).
-    Met(Option<Node>),
+    Met(Option<Arc<CachedNode>>),
     /// Time ran out; the node as it is now.
-    TimedOut(Option<Node>),
+    TimedOut(Option<Arc<CachedNode>>),
     /// Time ran out while the view was out of sync: the node's state is unknown.
     Unsynced,
     /// The daemon is stopping.
@@ -153,7 +159,7 @@ pub enum Waited {
 
 /// What a stream gets next.
 pub enum Next {
-    Events(Vec<(Change, Arc<Node>)>),
+    Events(Vec<(Change, Arc<CachedNode>)>),
     /// Nothing happened within the poll interval.
     Idle,
     /// The stream fell behind the history, the view went out of sync, or the daemon is
@@ -222,42 +228,34 @@ impl Cache {
         st.nodes.in_sync(now) && st.leases.in_sync(now) && st.etcd.in_sync(now)
     }
 
-    /// Every node, if the node view is in sync.
-    pub fn nodes(&self) -> Option<Vec<Node>> {
+    /// Every node in name order (shared, not copied), if the node view is in sync.
+    pub fn nodes(&self) -> Option<Vec<Arc<CachedNode>>> {
         let st = self.lock();
-        st.nodes.in_sync(Instant::now()).then(|| {
-            st.nodes
-                .items
-                .values()
-                .map(|n| n.as_ref().clone())
-                .collect()
-        })
+        st.nodes
+            .in_sync(Instant::now())
+            .then(|| st.nodes.items.values().cloned().collect())
     }
 
     /// The names of the nodes `keep` selects, if the node view is in sync.
-    pub fn node_names(&self, keep: impl Fn(&Node) -> bool) -> Option<Vec<String>> {
+    pub fn node_names(&self, keep: impl Fn(&CachedNode) -> bool) -> Option<Vec<String>> {
         let st = self.lock();
         st.nodes.in_sync(Instant::now()).then(|| {
             st.nodes
                 .items
-                .values()
-                .filter(|n| keep(n))
-                .map(|n| n.name.clone())
+                .iter()
+                .filter(|(_, n)| keep(n))
+                .map(|(name, _)| name.clone())
                 .collect()
         })
     }
 
     /// Every node and every Lease in [`LEASE_NAMESPACE`], if both views are in sync.
-    pub fn nodes_and_leases(&self) -> Option<(Vec<Node>, Vec<Lease>)> {
+    pub fn nodes_and_leases(&self) -> Option<(Vec<Arc<CachedNode>>, Vec<Lease>)> {
         let st = self.lock();
         let now = Instant::now();
         (st.nodes.in_sync(now) && st.leases.in_sync(now)).then(|| {
             (
-                st.nodes
-                    .items
-                    .values()
-                    .map(|n| n.as_ref().clone())
-                    .collect(),
+                st.nodes.items.values().cloned().collect(),
                 st.leases
                     .items
                     .values()
@@ -273,26 +271,6 @@ impl Cache {
         st.etcd
             .in_sync(Instant::now())
             .then(|| st.etcd.items.get(name).map(|m| m.as_ref().clone()))
-    }
-
-    /// The serialised answer over every node (in name order), built by `build` at most
-    /// once per change, if the node view is in sync. `build` runs under the cache's lock.
-    pub fn nodes_body(
-        &self,
-        build: impl FnOnce(&mut dyn Iterator<Item = &Node>) -> Vec<u8>,
-    ) -> Option<Arc<Vec<u8>>> {
-        let mut st = self.lock();
-        if !st.nodes.in_sync(Instant::now()) {
-            return None;
-        }
-        if let Some((generation, body)) = &st.node_body {
-            if *generation == st.node_generation {
-                return Some(body.clone());
-            }
-        }
-        let body = Arc::new(build(&mut st.nodes.items.values().map(Arc::as_ref)));
-        st.node_body = Some((st.node_generation, body.clone()));
-        Some(body)
     }
 
     /// A slot for one waiter or stream, or `None` when [`max_waiting`] are open.
@@ -315,7 +293,7 @@ impl Cache {
         _slot: &WaitSlot,
         name: &str,
         deadline: Instant,
-        met: impl Fn(Option<&Node>) -> bool,
+        met: impl Fn(Option<&CachedNode>) -> bool,
     ) -> Waited {
         let mut st = self.lock();
         loop {
@@ -326,8 +304,8 @@ impl Cache {
             // Out of sync, the copy proves nothing either way: keep waiting for the
             // reflector to catch up, and say so if time runs out first.
             let synced = st.nodes.in_sync(now);
-            let node = st.nodes.items.get(name).map(Arc::as_ref);
-            if synced && met(node) {
+            let node = st.nodes.items.get(name);
+            if synced && met(node.map(Arc::as_ref)) {
                 return Waited::Met(node.cloned());
             }
             if now >= deadline {
@@ -344,7 +322,7 @@ impl Cache {
     }
 
     /// The start of a stream: every node now (as ADDED) and the number to follow from.
-    pub fn subscribe(&self, _slot: &WaitSlot) -> Option<(Vec<Arc<Node>>, u64)> {
+    pub fn subscribe(&self, _slot: &WaitSlot) -> Option<(Vec<Arc<CachedNode>>, u64)> {
         let st = self.lock();
         st.nodes.in_sync(Instant::now()).then(|| {
             (

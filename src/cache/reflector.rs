@@ -8,8 +8,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Cache, Change, State, View, HISTORY, LEASE_NAMESPACE};
+use super::{Cache, CachedNode, Change, State, View, HISTORY, HISTORY_BYTES, LEASE_NAMESPACE};
 use crate::kube::{self, EtcdMember, Event, Lease, Listed, Node};
+use crate::lifecycle::health::{CONTROLLER_LEASE_PREFIX, LEADER_LEASE};
 use crate::log;
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
@@ -36,66 +37,54 @@ impl Resource {
 }
 
 /// How the cache files one kind of object.
-trait Item: Clone + PartialEq + Send + 'static {
-    fn key(&self) -> String;
-    fn view(st: &mut State) -> &mut View<Self>;
-    /// Called for each change, with the lock held (nodes keep a history).
-    fn changed(_st: &mut State, _change: Change, _item: &Arc<Self>) {}
+trait Item: Sized + Send + 'static {
     /// What the view keeps of an object (readers' fields only: memory per node counts).
-    fn slim(self) -> Self {
-        self
-    }
+    type Kept: PartialEq + Send + Sync + 'static;
+    /// The object's key and what the view keeps of it; `None`: the view does not keep
+    /// objects like it.
+    fn keep(self) -> Option<(String, Self::Kept)>;
+    fn view(st: &mut State) -> &mut View<Self::Kept>;
+    /// Called for each change, with the lock held (nodes keep a history).
+    fn changed(_st: &mut State, _change: Change, _item: &Arc<Self::Kept>) {}
 }
 
 impl Item for Node {
-    fn key(&self) -> String {
-        self.name.clone()
+    /// The bytes `/v1/nodes` sends for the node and the few fields other readers use
+    /// (`node.rs`); a node's detail is read live.
+    type Kept = CachedNode;
+    fn keep(self) -> Option<(String, CachedNode)> {
+        Some((self.name.clone(), CachedNode::new(self)))
     }
-    /// The view's readers (node lists, Flux inputs, cluster health, waits, streams) use
-    /// the name, labels, annotations, InternalIP and the Ready condition; a node's
-    /// detail is read live. The rest (other conditions and their messages, nodeInfo,
-    /// addresses, taints, capacity) would be most of the memory of 5,000 nodes.
-    fn slim(self) -> Node {
-        Node {
-            conditions: self
-                .conditions
-                .into_iter()
-                .filter(|c| c.type_ == "Ready")
-                .map(|c| crate::kube::Condition {
-                    message: None,
-                    last_heartbeat_time: None,
-                    ..c
-                })
-                .collect(),
-            name: self.name,
-            labels: self.labels,
-            annotations: self.annotations,
-            internal_ip: self.internal_ip,
-            ready: self.ready,
-            unschedulable: self.unschedulable,
-            ..Node::default()
-        }
-    }
-    fn view(st: &mut State) -> &mut View<Node> {
+    fn view(st: &mut State) -> &mut View<CachedNode> {
         &mut st.nodes
     }
-    fn changed(st: &mut State, change: Change, node: &Arc<Node>) {
+    fn changed(st: &mut State, change: Change, node: &Arc<CachedNode>) {
         // Before the first list nobody can be following (streams start in sync).
         if !st.nodes.listed {
             return;
         }
         st.node_generation += 1;
         let generation = st.node_generation;
-        if st.history.len() == HISTORY {
-            st.history.pop_front();
+        // Bounded by count and by bytes: each entry may be the only holder of a node's
+        // old version.
+        while st.history.len() >= HISTORY || st.history_bytes > HISTORY_BYTES {
+            match st.history.pop_front() {
+                Some((_, _, old)) => st.history_bytes -= old.json().len(),
+                None => break,
+            }
         }
+        st.history_bytes += node.json().len();
         st.history.push_back((generation, change, node.clone()));
     }
 }
 
 impl Item for Lease {
-    fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+    type Kept = Lease;
+    /// Only k0s's leader leases: cluster health reads no other, and the node heartbeat
+    /// Leases (one per node) would cost as much memory as the nodes.
+    fn keep(self) -> Option<(String, Lease)> {
+        (self.name == LEADER_LEASE || self.name.starts_with(CONTROLLER_LEASE_PREFIX))
+            .then(|| (format!("{}/{}", self.namespace, self.name), self))
     }
     fn view(st: &mut State) -> &mut View<Lease> {
         &mut st.leases
@@ -103,8 +92,9 @@ impl Item for Lease {
 }
 
 impl Item for EtcdMember {
-    fn key(&self) -> String {
-        self.name.clone()
+    type Kept = EtcdMember;
+    fn keep(self) -> Option<(String, EtcdMember)> {
+        Some((self.name.clone(), self))
     }
     fn view(st: &mut State) -> &mut View<EtcdMember> {
         &mut st.etcd
@@ -117,20 +107,20 @@ pub(super) fn run(cache: &Cache, kube: &kube::Client, watcher: &kube::Watcher, r
         Resource::Nodes => reflect(
             cache,
             r,
-            // Slimmed page by page: a list of full nodes is never held whole.
-            || kube.list_nodes_versioned(Item::slim),
+            // Made compact page by page: a list of full nodes is never held whole.
+            || kube.list_nodes_versioned(Item::keep),
             |v, on| watcher.nodes(v, on),
         ),
         Resource::Leases => reflect(
             cache,
             r,
-            || kube.list_leases_versioned(LEASE_NAMESPACE),
+            || kube.list_leases_versioned(LEASE_NAMESPACE, Item::keep),
             |v, on| watcher.leases(LEASE_NAMESPACE, v, on),
         ),
         Resource::EtcdMembers => reflect(
             cache,
             r,
-            || kube.list_etcd_members_versioned(),
+            || kube.list_etcd_members_versioned(Item::keep),
             |v, on| watcher.etcd_members(v, on),
         ),
     }
@@ -140,7 +130,7 @@ pub(super) fn run(cache: &Cache, kube: &kube::Client, watcher: &kube::Watcher, r
 fn reflect<K: Item>(
     cache: &Cache,
     r: Resource,
-    list: impl Fn() -> Result<Listed<K>, kube::Error>,
+    list: impl Fn() -> Result<Listed<Option<(String, K::Kept)>>, kube::Error>,
     watch: impl Fn(&str, &mut dyn FnMut(Event<K>)) -> Result<(), kube::Error>,
 ) {
     let mut backoff = BACKOFF_FIRST;
@@ -149,7 +139,7 @@ fn reflect<K: Item>(
         let Some(from) = version.clone() else {
             match list() {
                 Ok(listed) => {
-                    version = Some(replace(cache, listed));
+                    version = Some(replace::<K>(cache, listed));
                     cache.shared.relists.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
@@ -184,11 +174,12 @@ fn reflect<K: Item>(
 }
 
 /// A fresh list replaces the copy; the differences are recorded as changes.
-fn replace<K: Item>(cache: &Cache, listed: Listed<K>) -> String {
-    let mut fresh: BTreeMap<String, Arc<K>> = listed
+fn replace<K: Item>(cache: &Cache, listed: Listed<Option<(String, K::Kept)>>) -> String {
+    let mut fresh: BTreeMap<String, Arc<K::Kept>> = listed
         .items
         .into_iter()
-        .map(|k| (k.key(), Arc::new(k.slim())))
+        .flatten()
+        .map(|(key, kept)| (key, Arc::new(kept)))
         .collect();
     let mut st = cache.lock();
     let old = std::mem::take(&mut K::view(&mut st).items);
@@ -200,9 +191,7 @@ fn replace<K: Item>(cache: &Cache, listed: Listed<K>) -> String {
     for (key, item) in &fresh {
         match old.get(key) {
             None => K::changed(&mut st, Change::Added, item),
-            Some(o) if !same(o.as_ref(), item.as_ref()) => {
-                K::changed(&mut st, Change::Modified, item)
-            }
+            Some(o) if o != item => K::changed(&mut st, Change::Modified, item),
             Some(_) => {}
         }
     }
@@ -218,10 +207,6 @@ fn replace<K: Item>(cache: &Cache, listed: Listed<K>) -> String {
     listed.resource_version
 }
 
-fn same<K: Item>(a: &K, b: &K) -> bool {
-    a == b
-}
-
 fn apply<K: Item>(cache: &Cache, event: Event<K>, version: &mut String) {
     let mut st = cache.lock();
     let now = Instant::now();
@@ -235,20 +220,24 @@ fn apply<K: Item>(cache: &Cache, event: Event<K>, version: &mut String) {
             K::view(&mut st).confirmed = Some(now);
             return;
         }
+        // An object the view does not keep (a node's heartbeat Lease) changes nothing.
         Event::Added(k) | Event::Modified(k) => {
-            let k = Arc::new(k.slim());
-            let change = if K::view(&mut st).items.contains_key(&k.key()) {
-                Change::Modified
-            } else {
-                Change::Added
-            };
-            K::changed(&mut st, change, &k);
-            K::view(&mut st).items.insert(k.key(), k);
+            if let Some((key, kept)) = k.keep() {
+                let kept = Arc::new(kept);
+                let change = if K::view(&mut st).items.contains_key(&key) {
+                    Change::Modified
+                } else {
+                    Change::Added
+                };
+                K::changed(&mut st, change, &kept);
+                K::view(&mut st).items.insert(key, kept);
+            }
         }
         Event::Deleted(k) => {
-            let k = Arc::new(k.slim());
-            if K::view(&mut st).items.remove(&k.key()).is_some() {
-                K::changed(&mut st, Change::Deleted, &k);
+            if let Some((key, kept)) = k.keep() {
+                if K::view(&mut st).items.remove(&key).is_some() {
+                    K::changed(&mut st, Change::Deleted, &Arc::new(kept));
+                }
             }
         }
     }

@@ -42,8 +42,12 @@ impl Client {
         self.list(ETCD_MEMBERS, "")
     }
 
-    /// Every EtcdMember and the list's resourceVersion, where a watch starts.
-    pub fn list_etcd_members_versioned(&self) -> Result<Listed<EtcdMember>, Error> {
-        self.list_map(ETCD_MEMBERS, "", |m| m)
+    /// Every EtcdMember passed through `keep`, and the list's resourceVersion, where a
+    /// watch starts.
+    pub fn list_etcd_members_versioned<U>(
+        &self,
+        keep: impl FnMut(EtcdMember) -> U,
+    ) -> Result<Listed<U>, Error> {
+        self.list_map(ETCD_MEMBERS, "", keep)
     }
 }

@@ -36,9 +36,14 @@ impl Client {
         self.list(&lease_path(ns, None)?, "")
     }
 
-    /// Every Lease in a namespace and the list's resourceVersion, where a watch starts.
-    pub fn list_leases_versioned(&self, ns: &str) -> Result<Listed<Lease>, Error> {
-        self.list_map(&lease_path(ns, None)?, "", |l| l)
+    /// Every Lease in a namespace passed through `keep` page by page, and the list's
+    /// resourceVersion, where a watch starts.
+    pub fn list_leases_versioned<U>(
+        &self,
+        ns: &str,
+        keep: impl FnMut(Lease) -> U,
+    ) -> Result<Listed<U>, Error> {
+        self.list_map(&lease_path(ns, None)?, "", keep)
     }
 
     /// Create a Lease; [`Error::AlreadyExists`] if another got there first.

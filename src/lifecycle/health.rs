@@ -93,10 +93,13 @@ pub struct ClusterHealth {
 }
 
 /// The report from every node and the leases of `kube-node-lease`.
-pub fn cluster_health(nodes: &[Node], leases: &[Lease]) -> ClusterHealth {
+/// `nodes` one at a time (from the watch-fed view, each parsed back as it comes), in
+/// name order.
+pub fn cluster_health(nodes: impl IntoIterator<Item = Node>, leases: &[Lease]) -> ClusterHealth {
+    let nodes = nodes.into_iter();
     let mut controllers = Vec::new();
     let mut ready_controllers = 0;
-    let mut report = Vec::with_capacity(nodes.len());
+    let mut report = Vec::with_capacity(nodes.size_hint().0);
     for n in nodes {
         let controller = is_controller(&n.labels);
         if controller {

@@ -134,7 +134,7 @@ fn scan(lc: &Lifecycle, nodes: &mut BTreeMap<String, Driving>, kicked: bool) {
     let cached = if kicked {
         None
     } else {
-        lc.cache.node_names(draining)
+        lc.cache.node_names(|n| n.drain() == DrainState::Draining)
     };
     let names = match cached {
         Some(names) => Ok(names),
