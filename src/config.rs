@@ -35,6 +35,9 @@ pub struct Config {
     pub password_hash_file: Option<PathBuf>,
     pub signing_key_file: Option<PathBuf>,
     pub node_name: Option<String>,
+    /// Where `build` looks for the bind address first (k0s's `spec.api.address`) when
+    /// `--bind-address` is not given.
+    pub k0s_config: PathBuf,
     /// `--ec-config`, `--license`, `--artifacts-dir`: all three, or none (joins off).
     pub join: Option<JoinInputs>,
     /// Wrong passwords allowed per address and minute before it is locked out.
@@ -81,7 +84,7 @@ pub const FLAGS: &[Flag] = &[
     Flag {
         name: "--bind-address",
         env: "JOINERY_BIND_ADDRESS",
-        default: "the node's InternalIP, else 0.0.0.0",
+        default: "k0s's API address, else 127.0.0.1 and then the node's InternalIP",
         help: "IP address to listen on.",
     },
     Flag {
@@ -137,6 +140,12 @@ pub const FLAGS: &[Flag] = &[
         env: "JOINERY_NODE_NAME",
         default: "the host name",
         help: "This controller's Kubernetes node name.",
+    },
+    Flag {
+        name: "--k0s-config",
+        env: "JOINERY_K0S_CONFIG",
+        default: "/etc/k0s/k0s.yaml",
+        help: "k0s's configuration; its spec.api.address is the default bind address.",
     },
     Flag {
         name: "--ec-config",
@@ -387,6 +396,9 @@ impl Config {
         let password_hash_file = src.path("--password-hash-file")?;
         let signing_key_file = src.path("--signing-key-file")?;
         let node_name = src.raw("--node-name")?;
+        let k0s_config = src
+            .path("--k0s-config")?
+            .unwrap_or_else(|| PathBuf::from("/etc/k0s/k0s.yaml"));
         let join = match (
             src.path("--ec-config")?,
             src.path("--license")?,
@@ -448,6 +460,7 @@ impl Config {
             password_hash_file,
             signing_key_file,
             node_name,
+            k0s_config,
             join,
             login_failures,
             max_connections,

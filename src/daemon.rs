@@ -1,14 +1,14 @@
 //! `joinery serve`: turns a validated [`Config`] into a running daemon.
 //!
-//! Three steps. `build`: the Kubernetes client, the bind address (the node's
-//! InternalIP when it can be found), the TLS certificate (and its pin, which joining
-//! hosts use), the auth stores (nothing read yet), the listeners. `start_background`: the
-//! cache's watch threads, the drain worker, the loading of the password hash and signing
-//! key. `run`: serve until SIGTERM. The daemon listens before Kubernetes has answered
-//! anything (except the node lookup when `--bind-address` is not given): `/v1/health`
-//! answers at once, and `/v1/ready` says not ready until logins can be served.
+//! Three steps. `build`: the Kubernetes client, the bind address (`bind.rs`: given,
+//! k0s's API address, or loopback first and the node's InternalIP once known), the TLS
+//! certificate (and its pin, which joining hosts use), the auth stores (nothing read
+//! yet), the listeners. `start_background`: the cache's watch threads, the drain worker,
+//! the loading of the password hash and signing key. `run`: serve until SIGTERM. The
+//! daemon listens before Kubernetes has answered anything: `/v1/health` answers at
+//! once, and `/v1/ready` says not ready until logins can be served.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::api::{Api, Context, ServerInfo};
@@ -50,18 +50,20 @@ struct Built {
     local_addr: SocketAddr,
     pin: String,
     cert_path: std::path::PathBuf,
+    /// The InternalIP listener to add once the node is known (no `--bind-address`).
+    internal_ip: Option<crate::bind::InternalIp>,
 }
 
 /// The data dir, the Kubernetes client, the bind address, the TLS identity, the auth
-/// stores and the join service, then the listeners. Reads nothing from Kubernetes except
-/// this node's InternalIP when no `--bind-address` is given.
+/// stores and the join service, then the listeners. Reads nothing from Kubernetes.
 fn build(cfg: &Config) -> Result<Built, StartError> {
     create_data_dir(&cfg.data_dir)?;
     let kube = kube_client(&cfg.kube, cfg.kube_timeout)?;
     log::info("kubernetes api", &[("server", kube.server().into())]);
 
     let node_name = cfg.node_name.clone().or_else(hostname);
-    let bind_ip = bind_address(cfg, &kube, node_name.as_deref());
+    let plan = crate::bind::Plan::new(cfg);
+    let bind_ip = plan.first();
 
     let cert_path = match &cfg.tls_cert {
         Some(p) => p.clone(),
@@ -72,7 +74,7 @@ fn build(cfg: &Config) -> Result<Built, StartError> {
         _ => {
             let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
             names.extend(node_name.clone());
-            if !bind_ip.is_unspecified() {
+            if !bind_ip.is_unspecified() && !bind_ip.is_loopback() {
                 names.push(bind_ip.to_string());
             }
             tls::load_or_generate(&cfg.data_dir, &names)
@@ -149,7 +151,7 @@ fn build(cfg: &Config) -> Result<Built, StartError> {
         passwords,
         keys,
         server: ServerInfo {
-            bind_ip,
+            bind_ip: plan.advertised(),
             port: local_addr.port(),
             node_name,
             pin: identity.pin.clone(),
@@ -163,6 +165,13 @@ fn build(cfg: &Config) -> Result<Built, StartError> {
             ..Default::default()
         }),
     });
+    let internal_ip =
+        (plan == crate::bind::Plan::LoopbackThenInternalIp).then(|| crate::bind::InternalIp {
+            kube: ctx.kube.clone(),
+            node_name: ctx.server.node_name.clone(),
+            tls: identity.config.clone(),
+            limits,
+        });
     Ok(Built {
         ctx,
         server,
@@ -170,36 +179,8 @@ fn build(cfg: &Config) -> Result<Built, StartError> {
         local_addr,
         pin: identity.pin,
         cert_path,
+        internal_ip,
     })
-}
-
-/// The address to listen on: `--bind-address`, else this node's InternalIP, else all.
-fn bind_address(cfg: &Config, kube: &kube::Client, node_name: Option<&str>) -> IpAddr {
-    // The node lookup costs an API call (and a timeout while Kubernetes is down): only
-    // make it when no address was configured.
-    if let Some(ip) = cfg.bind_address {
-        log::info(
-            "bind address from configuration",
-            &[("address", ip.to_string().into())],
-        );
-        return ip;
-    }
-    match own_internal_ip(kube, node_name) {
-        Ok(ip) => {
-            log::info(
-                "bind address is this node's InternalIP",
-                &[("address", ip.to_string().into())],
-            );
-            ip
-        }
-        Err(why) => {
-            log::warn(
-                "listening on all addresses: this node's InternalIP is unknown",
-                &[("reason", why.into())],
-            );
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        }
-    }
 }
 
 /// The threads the daemon owns besides the servers.
@@ -289,6 +270,7 @@ fn run(built: Built, background: Background) -> Result<(), StartError> {
         local_addr,
         pin,
         cert_path,
+        internal_ip,
     } = built;
     let tls_shutdown = server.shutdown_handle();
     http::install_signal_handlers(tls_shutdown.clone())
@@ -322,11 +304,21 @@ fn run(built: Built, background: Background) -> Result<(), StartError> {
             ("certificate", cert_path.display().to_string().into()),
         ],
     );
+    let internal_ip = match internal_ip {
+        None => None,
+        Some(l) => Some(
+            l.start(local_addr.port(), api.clone(), &tls_shutdown)
+                .map_err(|e| StartError(format!("cannot start the internal-ip thread: {e}")))?,
+        ),
+    };
     let served = server.run(api);
-    // `run` requests shutdown itself on return; this makes sure the socket follows.
+    // `run` requests shutdown itself on return; this makes sure the others follow.
     tls_shutdown.shutdown();
     if let Some(threads) = local {
         threads.join();
+    }
+    if let Some(listener) = internal_ip {
+        listener.stop();
     }
     // Stop the drain worker whether or not the server ended cleanly: it gives up its
     // Leases so another controller's joinery carries on at once.
@@ -444,17 +436,4 @@ fn hostname() -> Option<String> {
         .ok()
         .map(|s| s.trim().to_lowercase())
         .filter(|s| !s.is_empty())
-}
-
-/// The InternalIP of this daemon's own node, or why it is unknown.
-fn own_internal_ip(kube: &kube::Client, node_name: Option<&str>) -> Result<IpAddr, String> {
-    let name = node_name.ok_or("the host name is unknown and --node-name is not set")?;
-    let node = kube
-        .get_node(name)
-        .map_err(|e| format!("node {name:?}: {e}; set --node-name or --bind-address"))?;
-    let ip = node
-        .internal_ip
-        .ok_or_else(|| format!("node {name:?} has no InternalIP address"))?;
-    ip.parse()
-        .map_err(|_| format!("node {name:?} has an InternalIP that is not an IP address"))
 }

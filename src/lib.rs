@@ -6,6 +6,7 @@
 pub mod addr;
 pub mod api;
 pub mod auth;
+mod bind;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -81,7 +81,7 @@ fn advertise_address(ctx: &Context, nodes: &[kube::Node]) -> Result<IpAddr, ApiE
     own_internal_ip(ctx, nodes).ok_or_else(|| {
         ApiError::new(
             Code::AddressUnknown,
-            "joinery listens on all addresses and cannot find this node's InternalIP, so it \
+            "joinery has no one bind address and cannot find this node's InternalIP, so it \
              does not know which address to put in the join command; start it with \
              --bind-address or --node-name",
         )

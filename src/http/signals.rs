@@ -70,6 +70,13 @@ impl ShutdownHandle {
         }
     }
 
+    /// Block until shutdown is requested or `timeout` has passed; true if requested (for
+    /// a thread that retries something until the server stops).
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> bool {
+        let _ = sys::wait_readable(None, self.fd(), Some(timeout));
+        self.is_shutdown()
+    }
+
     /// The read end of the pipe, readable once shutdown is requested.
     pub(crate) fn fd(&self) -> RawFd {
         self.0.read.as_raw_fd()

@@ -244,73 +244,121 @@ fn hash_password_output_verifies() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("stdin"));
 }
 
-#[test]
-fn bind_address_falls_back_to_all_addresses_and_says_why() {
-    let fake = FakeKube::start(1, &[]);
+/// `joinery serve` without `--bind-address`, against `fake`, as node `node`; and its data
+/// directory, removed when dropped.
+fn serve_without_bind_address(
+    fake: &FakeKube,
+    node: &str,
+    extra: &[&str],
+) -> (Daemon, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     let hash = data.path().join("hash");
     std::fs::write(&hash, password_hash()).unwrap();
     let mut cmd = Command::new(joinery_bin());
-    cmd.args(["serve", "--api-port", "0", "--node-name", "ghost"])
+    cmd.args(["serve", "--api-port", "0", "--node-name", node])
+        .args(extra)
         .arg("--kubeconfig")
         .arg(fake.kubeconfig())
         .arg("--data-dir")
         .arg(data.path())
         .arg("--password-hash-file")
         .arg(&hash)
+        // No k0s configuration: the address is not known locally.
+        .env("JOINERY_K0S_CONFIG", "/nonexistent/k0s.yaml")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stderr(std::process::Stdio::piped());
-    let d = Daemon::spawn_command(cmd);
-    assert!(d.url.starts_with("https://0.0.0.0:"), "{}", d.url);
-    let why = d
-        .output
-        .json_lines()
-        .into_iter()
-        .find(|l| l["msg"] == "listening on all addresses: this node's InternalIP is unknown")
-        .expect("the fallback is logged");
-    assert!(why["reason"].as_str().unwrap().contains("ghost"), "{why}");
-    // Reachable on loopback through the wildcard address.
-    let r = curl_at(
-        &d.cert(),
-        &format!("https://127.0.0.1:{}/v1/health", d.port),
-        &[],
-    );
-    assert_eq!(r.status, 200);
+    (Daemon::spawn_command(cmd), data)
 }
 
-#[test]
-fn bind_address_defaults_to_this_nodes_internal_ip() {
-    let fake = FakeKube::start(1, &[]);
-    // Any 127/8 address is local on Linux: a node whose InternalIP this host owns.
+/// A node whose InternalIP this host owns (any 127/8 address is local on Linux).
+fn add_local_node(fake: &FakeKube, name: &str, ip: &str) {
     fake.control(
         "POST",
         "/_fake/objects",
         Some(json!([{
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {"name": "local-ctl"},
+            "metadata": {"name": name},
             "status": {
-                "addresses": [{"type": "InternalIP", "address": "127.0.0.5"}],
+                "addresses": [{"type": "InternalIP", "address": ip}],
                 "conditions": [{"type": "Ready", "status": "True"}]
             }
         }])),
     );
-    let data = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(joinery_bin());
-    cmd.args(["serve", "--api-port", "0", "--node-name", "local-ctl"])
-        .arg("--kubeconfig")
-        .arg(fake.kubeconfig())
-        .arg("--data-dir")
-        .arg(data.path())
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stderr(std::process::Stdio::piped());
-    let d = Daemon::spawn_command(cmd);
-    assert!(d.url.starts_with("https://127.0.0.5:"), "{}", d.url);
-    assert!(d
-        .output
-        .lines()
-        .iter()
-        .any(|l| l.contains("bind address is this node's InternalIP")));
-    let r = curl_at(&d.cert(), &format!("{}/v1/health", d.url), &[]);
-    assert_eq!(r.status, 200);
+}
+
+/// `/v1/health` through the listener on `ip`, checking the certificate for `localhost`
+/// (which it always names; an address learned after it was made may not be).
+fn health_at(d: &Daemon, ip: &str) -> Reply {
+    let port = d.port;
+    curl_at(
+        &d.cert(),
+        &format!("https://localhost:{port}/v1/health"),
+        &[
+            "--connect-to".into(),
+            format!("localhost:{port}:{ip}:{port}"),
+            "--connect-timeout".into(),
+            "5".into(),
+        ],
+    )
+}
+
+/// Regression (issue 14): without `--bind-address` the daemon looked up its node's
+/// InternalIP before listening, so `/v1/health` waited for the API server (minutes
+/// after a reboot). Now it listens on loopback at once and adds the InternalIP listener
+/// when the lookup succeeds. `Daemon::spawn_command` waits 30 s for "listening"; the
+/// lookup would wait out the 60 s `--kube-timeout`.
+#[test]
+fn regression_health_answers_while_kubernetes_is_down_without_bind_address() {
+    let fake = FakeKube::start(1, &[]);
+    add_local_node(&fake, "local-ctl", "127.0.0.6");
+    fake.control("POST", "/_fake/down", Some(json!({"seconds": 600})));
+    let (d, _data) = serve_without_bind_address(&fake, "local-ctl", &["--kube-timeout", "60"]);
+    assert!(d.url.starts_with("https://127.0.0.1:"), "{}", d.url);
+    assert_eq!(health_at(&d, "127.0.0.1").status, 200);
+    // Kubernetes is back: the InternalIP listener follows, on the same port.
+    fake.control("POST", "/_fake/down", Some(json!({"seconds": 0})));
+    let line = d.output.wait_for("the InternalIP listener", |l| {
+        l.contains("listening on this node's InternalIP")
+    });
+    assert!(line.contains("127.0.0.6"), "{line}");
+    assert_eq!(health_at(&d, "127.0.0.6").status, 200);
+    assert_eq!(health_at(&d, "127.0.0.1").status, 200);
+}
+
+/// The same with an API server that answers, but only after 40 s.
+#[test]
+fn regression_health_answers_while_kubernetes_is_slow_without_bind_address() {
+    let fake = FakeKube::start(1, &[]);
+    fake.control("POST", "/_fake/config", Some(json!({"latencyMs": 40_000})));
+    let (d, _data) = serve_without_bind_address(&fake, "node-1", &["--kube-timeout", "60"]);
+    assert_eq!(health_at(&d, "127.0.0.1").status, 200);
+}
+
+#[test]
+fn without_a_known_internal_ip_it_stays_on_loopback_and_says_why() {
+    let fake = FakeKube::start(1, &[]);
+    let (d, _data) = serve_without_bind_address(&fake, "ghost", &[]);
+    assert!(d.url.starts_with("https://127.0.0.1:"), "{}", d.url);
+    let why = d.output.wait_for("the reason", |l| {
+        l.contains("listening on loopback only until this node's InternalIP is known")
+    });
+    assert!(
+        why.contains("ghost") && why.contains("--bind-address"),
+        "{why}"
+    );
+    assert_eq!(health_at(&d, "127.0.0.1").status, 200);
+    // Never all addresses: another local address is not served.
+    assert_eq!(health_at(&d, "127.0.0.2").status, 0);
+}
+
+#[test]
+fn bind_address_defaults_to_this_nodes_internal_ip() {
+    let fake = FakeKube::start(1, &[]);
+    add_local_node(&fake, "local-ctl", "127.0.0.5");
+    let (d, _data) = serve_without_bind_address(&fake, "local-ctl", &[]);
+    d.output.wait_for("the InternalIP listener", |l| {
+        l.contains("listening on this node's InternalIP") && l.contains("127.0.0.5")
+    });
+    assert_eq!(health_at(&d, "127.0.0.5").status, 200);
 }
