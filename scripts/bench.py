@@ -659,33 +659,47 @@ http {{
         port = free_port()
         argv = self.daemon_argv(small, d.data_dir, port=port)  # certificate already there
         request = b"GET /v1/health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
-        times = []
-        for _ in range(10):
-            t0 = time.perf_counter()
-            p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                while True:
-                    if time.perf_counter() > t0 + 20 or p.poll() is not None:
-                        raise RuntimeError("joinery did not answer /v1/health within 20 s")
-                    try:
-                        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-                    except ConnectionRefusedError:
-                        time.sleep(0.0002)
-                        continue
-                    with CTX.wrap_socket(raw) as sock:
-                        sock.sendall(request)
-                        resp = b""
-                        while chunk := sock.recv(4096):
-                            resp += chunk
-                    if resp.startswith(b"HTTP/1.1 200"):
-                        break
-                times.append(time.perf_counter() - t0)
-            finally:
-                p.send_signal(signal.SIGTERM)
-                p.wait(30)
+
+        def startup_times(argv: list[str]) -> list[float]:
+            times = []
+            for _ in range(10):
+                t0 = time.perf_counter()
+                p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    while True:
+                        if time.perf_counter() > t0 + 20 or p.poll() is not None:
+                            raise RuntimeError("joinery did not answer /v1/health within 20 s")
+                        try:
+                            raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+                        except ConnectionRefusedError:
+                            time.sleep(0.0002)
+                            continue
+                        with CTX.wrap_socket(raw) as sock:
+                            sock.sendall(request)
+                            resp = b""
+                            while chunk := sock.recv(4096):
+                                resp += chunk
+                        if resp.startswith(b"HTTP/1.1 200"):
+                            break
+                    times.append(time.perf_counter() - t0)
+                finally:
+                    p.send_signal(signal.SIGTERM)
+                    p.wait(30)
+            return times
+
+        times = startup_times(argv)
         med = statistics.median(times)
         self.row("exec to first 200 from /v1/health, every API-server answer delayed 200 ms "
                  "(median of 10; --bind-address given)", ms(med),
+                 "the API server's own delay: 200 ms", f"min {ms(min(times))}, max {ms(max(times))}",
+                 "<= 15 ms", ok=med <= 0.015)
+        # Without --bind-address (and no k0s configuration): loopback at once, the
+        # node's InternalIP looked up in the background.
+        i = argv.index("--bind-address")
+        times = startup_times(argv[:i] + argv[i + 2:] + ["--k0s-config", "/nonexistent/k0s.yaml"])
+        med = statistics.median(times)
+        self.row("exec to first 200 from /v1/health, every API-server answer delayed 200 ms "
+                 "(median of 10; no --bind-address)", ms(med),
                  "the API server's own delay: 200 ms", f"min {ms(min(times))}, max {ms(max(times))}",
                  "<= 15 ms", ok=med <= 0.015)
         self.stop(small.proc)
