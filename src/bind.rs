@@ -67,6 +67,23 @@ impl Plan {
         }
     }
 
+    /// The addresses a self-signed certificate made now should name besides localhost,
+    /// 127.0.0.1 and the node name: the bind address; or, when the InternalIP is not
+    /// known yet, every address of this host (the InternalIP is one of them), so that a
+    /// client checking the certificate against the InternalIP's URL is not refused.
+    pub fn certificate_addresses(self) -> Vec<IpAddr> {
+        match self {
+            Plan::At(ip) if ip.is_unspecified() || ip.is_loopback() => Vec::new(),
+            Plan::At(ip) => vec![ip],
+            Plan::LoopbackThenInternalIp => {
+                let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+                let mut all = ipv4_local(&read("/proc/net/fib_trie"));
+                all.extend(ipv6_local(&read("/proc/net/if_inet6")));
+                all
+            }
+        }
+    }
+
     /// The one address this daemon is known by, for join commands; unspecified when it
     /// is not one fixed address (then the node's InternalIP is used).
     pub fn advertised(self) -> IpAddr {
@@ -102,6 +119,37 @@ fn api_address_in(yaml: &str) -> Option<IpAddr> {
         .parse()
         .ok()?;
     (!ip.is_unspecified() && !ip.is_multicast()).then_some(ip)
+}
+
+/// This host's IPv4 addresses but loopback, from the kernel's `/proc/net/fib_trie`: each
+/// `|-- ADDRESS` line followed by `/32 host LOCAL`.
+fn ipv4_local(fib_trie: &str) -> Vec<IpAddr> {
+    let mut found: Vec<IpAddr> = Vec::new();
+    let mut last = None;
+    for line in fib_trie.lines().map(str::trim) {
+        if let Some(addr) = line.strip_prefix("|-- ") {
+            last = addr.parse::<Ipv4Addr>().ok();
+        } else if line == "/32 host LOCAL" {
+            if let Some(ip) = last.take().filter(|ip| !ip.is_loopback()) {
+                if !found.contains(&IpAddr::V4(ip)) {
+                    found.push(IpAddr::V4(ip));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// This host's global IPv6 addresses (not loopback or link-local), from the kernel's
+/// `/proc/net/if_inet6`: 32 hex digits first on each line.
+fn ipv6_local(if_inet6: &str) -> Vec<IpAddr> {
+    if_inet6
+        .lines()
+        .filter_map(|l| u128::from_str_radix(l.split_whitespace().next()?, 16).ok())
+        .map(std::net::Ipv6Addr::from)
+        .filter(|ip| !ip.is_loopback() && !ip.is_unicast_link_local())
+        .map(IpAddr::V6)
+        .collect()
 }
 
 /// Whether `ip` is one of this host's addresses: only those can be bound.
@@ -229,11 +277,11 @@ fn serve(
         &[("address", format!("https://{addr}").into())],
     );
     if let Err(e) = server.run(handler.clone()) {
+        // As the local socket: the loopback listener carries on.
         log::error(
             "the InternalIP listener stopped",
             &[("error", e.to_string().into())],
         );
-        stop.shutdown();
     }
     let _ = follower.join();
 }
@@ -274,6 +322,26 @@ mod tests {
         }
         assert_eq!(api_address_in("spec: {}"), None);
         assert_eq!(api_address_in("not: [yaml"), None);
+    }
+
+    #[test]
+    fn this_hosts_addresses_from_the_kernel() {
+        let fib_trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe \
+            UNICAST\n     +-- 127.0.0.0/8 2 0 2\n        +-- 127.0.0.0/31 1 0 0\n           \
+            |-- 127.0.0.0\n              /8 host LOCAL\n           |-- 127.0.0.1\n              \
+            /32 host LOCAL\n     +-- 10.0.0.0/24 2 0 2\n           |-- 10.0.0.0\n              \
+            /24 link UNICAST\n           |-- 10.0.0.11\n              /32 host LOCAL\n        \
+            |-- 10.0.0.255\n           /32 link BROADCAST\nLocal:\n           |-- 10.0.0.11\n  \
+            /32 host LOCAL\n";
+        assert_eq!(
+            ipv4_local(fib_trie),
+            ["10.0.0.11".parse::<IpAddr>().unwrap()]
+        );
+        let if_inet6 = "fd000000000000000000000000000002 04 40 00 82     eth0\n\
+            fe8000000000000000fc00fffe000001 04 40 20 80     eth0\n\
+            00000000000000000000000000000001 01 80 10 80       lo\n";
+        assert_eq!(ipv6_local(if_inet6), ["fd00::2".parse::<IpAddr>().unwrap()]);
+        assert!(ipv4_local("").is_empty() && ipv6_local("garbage").is_empty());
     }
 
     #[test]

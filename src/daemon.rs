@@ -74,9 +74,7 @@ fn build(cfg: &Config) -> Result<Built, StartError> {
         _ => {
             let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
             names.extend(node_name.clone());
-            if !bind_ip.is_unspecified() && !bind_ip.is_loopback() {
-                names.push(bind_ip.to_string());
-            }
+            names.extend(plan.certificate_addresses().iter().map(|ip| ip.to_string()));
             tls::load_or_generate(&cfg.data_dir, &names)
         }
     }
