@@ -132,6 +132,45 @@ impl Drop for Stream {
     }
 }
 
+/// The view keeps each node as its `/v1/nodes` bytes (Flux inputs and cluster health
+/// parse them back): its answers must be byte for byte what a live list gives.
+#[test]
+fn answers_from_the_view_are_byte_for_byte_the_live_ones() {
+    let fake = FakeKube::start(3, &[]);
+    // Nodes can be listed but not watched: the view goes out of sync, reads list live.
+    fake.control(
+        "POST",
+        "/_fake/deny",
+        Some(json!([{"verb": "watch", "resource": "nodes"}])),
+    );
+    let d = Daemon::start(&fake);
+    let token = d.login();
+    eventually(30, "the view out of sync after its first list", || {
+        (metric(&d, &token, "joinery_cache_relists_total") >= 1.0
+            && metric(&d, &token, "joinery_cache_in_sync") == 0.0)
+            .then_some(())
+    });
+    let paths = ["/v1/nodes", "/v1/flux/nodes", "/v1/cluster/health"];
+    let before = node_lists(&fake);
+    let live: Vec<Vec<u8>> = paths.iter().map(|p| d.get(p, &token).body).collect();
+    assert_eq!(node_lists(&fake), before + paths.len(), "read live");
+    fake.control("POST", "/_fake/deny", Some(json!([])));
+    eventually(40, "the view in sync", || {
+        (metric(&d, &token, "joinery_cache_in_sync") == 1.0).then_some(())
+    });
+    let before = node_lists(&fake);
+    for (path, live) in paths.iter().zip(live) {
+        let r = d.get(path, &token);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(
+            String::from_utf8_lossy(&r.body),
+            String::from_utf8_lossy(&live),
+            "{path}"
+        );
+    }
+    assert_eq!(node_lists(&fake), before, "answered from the view");
+}
+
 #[test]
 fn node_reads_cost_the_api_server_nothing_once_in_sync() {
     let fake = FakeKube::start(3, &[]);

@@ -1533,6 +1533,8 @@ class Handler(BaseHTTPRequestHandler):
             raise
         verb = {"GET": "list" if name is None else "get", "POST": "create", "PUT": "update", "PATCH": "patch",
                 "DELETE": "delete" if name else "deletecollection"}[m]
+        if m == "GET" and q.get("watch") in ("1", "true"):
+            verb = "watch"  # as kube-apiserver's RBAC sees it: a watch is not a list
         if user == "system:anonymous" or fake.denied(user, groups, verb, res, sub, ns, name):
             raise forbidden(user, verb, res, sub, ns, name)
         st = fake.store
