@@ -20,5 +20,6 @@ pub mod lifecycle;
 pub mod log;
 pub mod metrics;
 pub mod preflight;
+pub mod random;
 pub mod roles;
 pub mod version;

@@ -112,7 +112,7 @@ pub fn create_command(
     }
     let address = advertise_address(ctx, &nodes)?;
     let now = now();
-    let jti = ticket::new_id().map_err(|_| ApiError::internal())?;
+    let jti = ticket::new_id()?;
     let expires = now + JOIN_TTL_SECS;
     let requested_by = who.map(|w| w.subject.clone()).unwrap_or_default();
     // The ticket first: a token is never handed out without one.
@@ -323,7 +323,7 @@ fn k0s_error(e: k0s::CreateError) -> ApiError {
                  daemon's log has the details",
             )
         }
-        k0s::CreateError::Random(_) => ApiError::internal(),
+        k0s::CreateError::Random(e) => e.into(),
     }
 }
 

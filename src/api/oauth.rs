@@ -204,10 +204,7 @@ fn password_grant(
     }
     attempt.succeeded();
     let scope = wanted.unwrap_or(Scope::Admin);
-    let refresh = ctx
-        .refresh
-        .issue(USERNAME, scope, now())
-        .map_err(|e| OAuthError::from_api(ApiError::from_kube(&e)))?;
+    let refresh = ctx.refresh.issue(USERNAME, scope, now()).map_err(refused)?;
     issue(ctx, USERNAME, scope, &refresh, "oauth.password")
 }
 
@@ -240,7 +237,20 @@ fn refresh_grant(
     {
         ctx.throttle.bearer_failed(ip);
     }
-    let rotated = rotated.map_err(|e| match e {
+    let rotated = rotated.map_err(refused)?;
+    let scope = wanted.unwrap_or(rotated.scope);
+    issue(
+        ctx,
+        &rotated.subject,
+        scope,
+        &rotated.refresh_token,
+        "oauth.refresh",
+    )
+}
+
+/// What the client hears when a refresh token is refused or cannot be made.
+fn refused(e: RefreshError) -> OAuthError {
+    match e {
         RefreshError::Unknown => oauth_error(
             "invalid_grant",
             "the refresh token is unknown, expired or revoked; log in again",
@@ -255,22 +265,15 @@ fn refresh_grant(
         RefreshError::Reused => oauth_error(
             "invalid_grant",
             "the refresh token was already used, so every token from that login is \
-                 revoked; log in again",
+             revoked; log in again",
         ),
         RefreshError::Scope(granted) => oauth_error(
             "invalid_scope",
             format!("this refresh token was granted only the '{granted}' scope"),
         ),
         RefreshError::Kube(e) => OAuthError::from_api(ApiError::from_kube(&e)),
-    })?;
-    let scope = wanted.unwrap_or(rotated.scope);
-    issue(
-        ctx,
-        &rotated.subject,
-        scope,
-        &rotated.refresh_token,
-        "oauth.refresh",
-    )
+        RefreshError::Random(e) => OAuthError::from_api(e.into()),
+    }
 }
 
 /// Signs the access token and writes the §5.1 answer.
@@ -286,7 +289,8 @@ fn issue(
         .get()
         .map_err(|e| OAuthError::from_api(e.to_api_error()))?;
     let now = now();
-    let claims = crate::auth::session::claims(subject, scope, now, ACCESS_TTL_SECS);
+    let claims = crate::auth::session::claims(subject, scope, now, ACCESS_TTL_SECS)
+        .map_err(|e| OAuthError::from_api(e.into()))?;
     let access = jwt::sign(key.as_bytes(), &claims);
     crate::log::info(
         "audit",

@@ -54,7 +54,7 @@ pub fn login(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Respo
     let key = ctx.keys.get().map_err(|e| e.to_api_error())?;
     let token = jwt::sign(
         key.as_bytes(),
-        &session_claims("admin", Scope::Admin, now()),
+        &session_claims("admin", Scope::Admin, now())?,
     );
     let mut resp = json_response(200, &serde_json::json!({ "token": token }));
     resp.subject = Some("admin".into());
@@ -102,7 +102,11 @@ pub fn bearer_refusal(r: Refusal) -> ApiError {
 }
 
 /// The claims of a session token for `subject` (the policy is in `auth::session`).
-pub fn session_claims(subject: &str, scope: Scope, now: i64) -> jwt::Claims {
+pub fn session_claims(
+    subject: &str,
+    scope: Scope,
+    now: i64,
+) -> Result<jwt::Claims, crate::random::Unavailable> {
     crate::auth::session::claims(subject, scope, now, SESSION_TTL_SECS)
 }
 

@@ -79,6 +79,7 @@ fn token_error(e: TokenError) -> ApiError {
         ),
         TokenError::Refused(m) => ApiError::new(Code::InvalidBody, m),
         TokenError::Kube(e) => ApiError::from_kube(&e),
+        TokenError::Random(e) => e.into(),
     }
 }
 

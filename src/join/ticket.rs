@@ -232,10 +232,8 @@ pub struct Tickets {
 }
 
 /// A fresh ticket id: 16 random bytes as 32 lowercase hex digits, valid in a Secret name.
-pub fn new_id() -> Result<String, String> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness from the OS: {e}"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+pub fn new_id() -> Result<String, crate::random::Unavailable> {
+    crate::random::hex(16)
 }
 
 /// Whether `id` has the shape [`new_id`] gives (checked before it names a Secret).
