@@ -85,6 +85,42 @@ pub fn error(msg: &str, extra: &[(&str, serde_json::Value)]) {
     emit("error", with_msg(msg, extra));
 }
 
+/// One audit line: who (`subject`) did what (`action`) to which object (`target`), and
+/// how it ended (`result`), as `{"msg":"audit","action",...}` at level `info`. The
+/// shape is a promise to log pipelines, documented in docs/security.md ("Audit log"):
+/// `action` is `area.verb` and its area says what kind of thing `target` names; an
+/// empty `subject` means no one was authenticated. `extra` adds context fields
+/// (`client`, `roles`, `scope`); it cannot replace the four. Never pass a secret.
+pub fn audit(
+    action: &str,
+    subject: &str,
+    target: &str,
+    result: &str,
+    extra: &[(&str, serde_json::Value)],
+) {
+    emit("info", audit_fields(action, subject, target, result, extra));
+}
+
+fn audit_fields(
+    action: &str,
+    subject: &str,
+    target: &str,
+    result: &str,
+    extra: &[(&str, serde_json::Value)],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = with_msg("audit", extra);
+    for (k, v) in [
+        ("msg", "audit"),
+        ("action", action),
+        ("subject", subject),
+        ("target", target),
+        ("result", result),
+    ] {
+        m.insert(k.into(), v.into());
+    }
+    m
+}
+
 fn with_msg(
     msg: &str,
     extra: &[(&str, serde_json::Value)],
@@ -144,7 +180,22 @@ pub(crate) fn civil_parts(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
 
 #[cfg(test)]
 mod tests {
-    use super::{civil, clip, MAX_FIELD_CHARS};
+    use super::{audit_fields, civil, clip, MAX_FIELD_CHARS};
+
+    #[test]
+    fn audit_lines_have_one_shape() {
+        let m = audit_fields(
+            "node.drain",
+            "admin",
+            "node-2",
+            "started",
+            &[("client", "10.0.0.9".into()), ("subject", "forged".into())],
+        );
+        assert_eq!(
+            serde_json::Value::Object(m).to_string(),
+            r#"{"action":"node.drain","client":"10.0.0.9","msg":"audit","result":"started","subject":"admin","target":"node-2"}"#
+        );
+    }
 
     #[test]
     fn long_fields_are_clipped_on_a_char_boundary() {

@@ -131,15 +131,12 @@ pub fn create_command(
         self_signed: ctx.server.self_signed,
         stamp: &assemble::stamp(now),
     });
-    crate::log::info(
-        "audit",
-        &[
-            ("action", "create-join-command".into()),
-            ("subject", who.map(|w| w.subject.clone()).into()),
-            ("roles", body.roles.join(",").into()),
-            ("ticket", jti.clone().into()),
-            ("result", "issued".into()),
-        ],
+    crate::log::audit(
+        "join.create",
+        Identity::subject_of(who),
+        &jti,
+        "issued",
+        &[("roles", body.roles.join(",").into())],
     );
     crate::metrics::global().join_command_issued();
     Ok(json_response(
@@ -591,22 +588,18 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
         }
         _ => Box::new(crate::metrics::CountingReader::bundle(stream)),
     };
-    crate::log::info(
-        "audit",
+    crate::log::audit(
+        "join.bundle",
+        &subject,
+        ticket.as_ref().map_or("", |t| t.id.as_str()),
+        if status == 206 {
+            "resuming"
+        } else {
+            "streaming"
+        },
         &[
-            ("action", "join-bundle".into()),
-            ("subject", subject.clone().into()),
             ("roles", roles.join(",").into()),
             ("client", client.clone().into()),
-            (
-                "result",
-                if status == 206 {
-                    "resuming"
-                } else {
-                    "streaming"
-                }
-                .into(),
-            ),
         ],
     );
     Ok(Response {

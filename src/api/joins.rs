@@ -151,15 +151,7 @@ pub fn revoke(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Re
                 if let Some(m) = &t.members {
                     k0s::delete(&ctx.kube, &m.bootstrap_id).map_err(|e| ApiError::from_kube(&e))?;
                 }
-                crate::log::info(
-                    "audit",
-                    &[
-                        ("action", "revoke-join".into()),
-                        ("subject", who.map(|w| w.subject.clone()).into()),
-                        ("ticket", id.into()),
-                        ("result", "revoked".into()),
-                    ],
-                );
+                crate::log::audit("join.revoke", Identity::subject_of(who), id, "revoked", &[]);
                 return Ok(json_response(200, &entry(&done, &nodes, now)));
             }
             Err(kube::Error::Conflict) => continue,

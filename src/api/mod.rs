@@ -84,6 +84,13 @@ pub struct Identity {
     pub scope: Scope,
 }
 
+impl Identity {
+    /// The audit line's `subject` for a request: who it authenticated as, "" for no one.
+    pub fn subject_of(who: Option<&Identity>) -> &str {
+        who.map_or("", |w| w.subject.as_str())
+    }
+}
+
 /// What a route needs from the caller.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {

@@ -128,10 +128,7 @@ pub fn token(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Respo
     Ok(match grant(ctx, req) {
         Ok(resp) => resp,
         Err(e) => {
-            crate::log::info(
-                "audit",
-                &[("action", "oauth.token".into()), ("result", e.error.into())],
-            );
+            crate::log::audit("oauth.token", "", "", e.error, &[]);
             e.into_response()
         }
     })
@@ -292,14 +289,12 @@ fn issue(
     let claims = crate::auth::session::claims(subject, scope, now, ACCESS_TTL_SECS)
         .map_err(|e| OAuthError::from_api(e.into()))?;
     let access = jwt::sign(key.as_bytes(), &claims);
-    crate::log::info(
-        "audit",
-        &[
-            ("action", action.into()),
-            ("subject", subject.into()),
-            ("scope", scope.as_str().into()),
-            ("result", "ok".into()),
-        ],
+    crate::log::audit(
+        action,
+        subject,
+        subject,
+        "ok",
+        &[("scope", scope.as_str().into())],
     );
     let mut resp = reply(
         200,

@@ -38,13 +38,12 @@ pub fn login(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Respo
         attempt.succeeded();
     } else {
         attempt.failed();
-        crate::log::info(
-            "audit",
-            &[
-                ("action", "login".into()),
-                ("client", ip.to_string().into()),
-                ("result", "wrong_password".into()),
-            ],
+        crate::log::audit(
+            "session.login",
+            "",
+            "admin",
+            "wrong_password",
+            &[("client", ip.to_string().into())],
         );
         return Err(ApiError::unauthorized(
             Code::InvalidPassword,
@@ -55,6 +54,13 @@ pub fn login(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Respo
     let token = jwt::sign(
         key.as_bytes(),
         &session_claims("admin", Scope::Admin, now())?,
+    );
+    crate::log::audit(
+        "session.login",
+        "admin",
+        "admin",
+        "ok",
+        &[("client", ip.to_string().into())],
     );
     let mut resp = json_response(200, &serde_json::json!({ "token": token }));
     resp.subject = Some("admin".into());

@@ -29,7 +29,13 @@ pub fn create(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Re
         .api_tokens
         .create(&body.name, &scopes, body.expires_in_seconds, now())
         .map_err(token_error)?;
-    audit("token.create", who, &info.id);
+    crate::log::audit(
+        "token.create",
+        Identity::subject_of(who),
+        &info.id,
+        "ok",
+        &[],
+    );
     let mut v = view(&info);
     v["token"] = serde_json::Value::String(token);
     let mut resp = json_response(201, &v);
@@ -47,7 +53,13 @@ pub fn list(ctx: &Context, _: &Request, _: Option<&Identity>) -> Result<Response
 pub fn revoke(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Response, ApiError> {
     let id = req.path.rsplit('/').next().unwrap_or("");
     let info = ctx.api_tokens.revoke(id).map_err(token_error)?;
-    audit("token.revoke", who, &info.id);
+    crate::log::audit(
+        "token.revoke",
+        Identity::subject_of(who),
+        &info.id,
+        "ok",
+        &[],
+    );
     Ok(Response {
         status: 204,
         headers: Vec::new(),
@@ -81,18 +93,6 @@ fn token_error(e: TokenError) -> ApiError {
         TokenError::Kube(e) => ApiError::from_kube(&e),
         TokenError::Random(e) => e.into(),
     }
-}
-
-fn audit(action: &str, who: Option<&Identity>, id: &str) {
-    crate::log::info(
-        "audit",
-        &[
-            ("action", action.into()),
-            ("subject", who.map(|w| w.subject.clone()).into()),
-            ("token", id.into()),
-            ("result", "ok".into()),
-        ],
-    );
 }
 
 pub(super) const ROUTES: &[Route] = &[

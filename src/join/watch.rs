@@ -65,14 +65,7 @@ impl<R: Read> Read for Watched<R> {
             // Unreachable Kubernetes does not stop a download; a revocation does.
             if let Ok(t) = self.tickets.get(&self.id) {
                 if t.is_none_or(|t| t.state == State::Revoked) {
-                    crate::log::info(
-                        "audit",
-                        &[
-                            ("action", "join-bundle".into()),
-                            ("ticket", self.id.clone().into()),
-                            ("result", "stopped: revoked".into()),
-                        ],
-                    );
+                    crate::log::audit("join.bundle", "", &self.id, "stopped: revoked", &[]);
                     self.ended = true;
                     return Err(io::Error::other("join bundle: the join was revoked"));
                 }

@@ -196,25 +196,19 @@ fn tick(lc: &Lifecycle, name: &str, d: &mut Driving) -> bool {
     if plan.done() || expired {
         let remaining = plan.remaining();
         match drain::finish(kube, name, &remaining) {
-            Ok(true) => log::info(
-                "audit",
-                &[
-                    ("action", "node.drain.finish".into()),
-                    ("subject", lc.identity.clone().into()),
-                    ("node", name.into()),
-                    (
-                        "result",
-                        if remaining.is_empty() {
-                            "drained".into()
-                        } else {
-                            format!(
-                                "drained: deadline passed with {} pods remaining",
-                                remaining.len()
-                            )
-                            .into()
-                        },
-                    ),
-                ],
+            Ok(true) => log::audit(
+                "node.drain.finish",
+                &lc.identity,
+                name,
+                &if remaining.is_empty() {
+                    "drained".to_string()
+                } else {
+                    format!(
+                        "drained: deadline passed with {} pods remaining",
+                        remaining.len()
+                    )
+                },
+                &[],
             ),
             Ok(false) => {}
             Err(e) => {
