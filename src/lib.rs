@@ -22,4 +22,5 @@ pub mod metrics;
 pub mod preflight;
 pub mod random;
 pub mod roles;
+pub mod time;
 pub mod version;

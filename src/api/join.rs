@@ -12,8 +12,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 use super::{
-    json_body, json_response, now, Access, ApiError, Code, Context, Identity, Route,
-    SESSION_AUDIENCE,
+    json_body, json_response, Access, ApiError, Code, Context, Identity, Route, SESSION_AUDIENCE,
 };
 use crate::auth::join::{self as join_token, JoinTokenError, JOIN_TTL_SECS};
 use crate::auth::{self, jwt, Scope};
@@ -26,6 +25,7 @@ use crate::join::ticket::{self, Members, State, Ticket, DOWNLOAD_WINDOW_SECS};
 use crate::join::JoinService;
 use crate::kube;
 use crate::roles;
+use crate::time::now;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -356,7 +356,7 @@ fn make_members(
         &ctx.kube,
         g.k0s_address,
         kind,
-        &crate::log::rfc3339(until),
+        &crate::time::rfc3339(until),
         &format!("joinery: join with roles {}", roles.join(",")),
     )
     .map_err(k0s_error)?;

@@ -18,12 +18,13 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use super::session;
-use super::{now, Access, ApiError, Context, Identity, Route};
+use super::{Access, ApiError, Context, Identity, Route};
 use crate::auth::refresh::{RefreshError, REFRESH_TTL_SECS};
 use crate::auth::throttle::Refusal;
 use crate::auth::{jwt, password, Scope};
 use crate::http::query::{self, Params};
 use crate::http::{Body, Request, Response};
+use crate::time::now;
 
 /// How long an access token from this endpoint is valid (the policy is in `auth::session`).
 pub use crate::auth::session::ACCESS_TTL_SECS;

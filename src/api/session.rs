@@ -8,10 +8,11 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Deserialize;
 
-use super::{json_body, json_response, now, Access, ApiError, Code, Context, Identity, Route};
+use super::{json_body, json_response, Access, ApiError, Code, Context, Identity, Route};
 use crate::auth::throttle::Refusal;
 use crate::auth::{jwt, password, Scope};
 use crate::http::{Peer, Request, Response};
+use crate::time::now;
 
 pub use crate::auth::session::SESSION_TTL_SECS;
 

@@ -5,10 +5,11 @@
 
 use serde::Deserialize;
 
-use super::{json_body, json_response, now, Access, ApiError, Code, Context, Identity, Route};
+use super::{json_body, json_response, Access, ApiError, Code, Context, Identity, Route};
 use crate::auth::apitoken::{self, TokenError, TokenInfo};
 use crate::auth::Scope;
 use crate::http::{Body, Request, Response};
+use crate::time::now;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -75,10 +76,10 @@ pub fn view(t: &TokenInfo) -> serde_json::Value {
         "id": t.id,
         "name": t.name,
         "scopes": scopes,
-        "created": crate::log::rfc3339(t.created),
-        "expires": t.expires.map(crate::log::rfc3339),
+        "created": crate::time::rfc3339(t.created),
+        "expires": t.expires.map(crate::time::rfc3339),
         "lastFour": t.last_four,
-        "lastUsed": t.last_used.map(crate::log::rfc3339),
+        "lastUsed": t.last_used.map(crate::time::rfc3339),
     })
 }
 

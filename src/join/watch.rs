@@ -77,7 +77,7 @@ impl<R: Read> Read for Watched<R> {
         let at_end = self.complete_at == Some(self.at) || (n == 0 && !buf.is_empty());
         if at_end && !self.ended {
             self.ended = true;
-            let completed = (self.complete_at == Some(self.at)).then(unix_now);
+            let completed = (self.complete_at == Some(self.at)).then(crate::time::now);
             self.record(completed);
         } else if self.last_record.elapsed() >= RECORD_EVERY {
             self.record(None);
@@ -92,11 +92,4 @@ impl<R> Drop for Watched<R> {
             self.tickets.progress(&self.id, self.at, None);
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

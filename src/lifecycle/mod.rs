@@ -19,7 +19,6 @@ pub mod health;
 pub mod lease;
 pub mod planner;
 pub mod removal;
-pub mod time;
 pub mod worker;
 
 use std::collections::BTreeMap;
