@@ -35,17 +35,17 @@ pub fn login(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Respo
     let hash = ctx.passwords.current().map_err(|e| e.to_api_error())?;
     let attempt = ctx.throttle.check(ip).map_err(refusal)?;
     let ok = password::verify_password(&body.password, &hash);
+    let (subject, result) = if ok {
+        ("admin", "ok")
+    } else {
+        ("", "wrong_password")
+    };
+    let client = [("client", ip.to_string().into())];
+    crate::log::audit("session.login", subject, "admin", result, &client);
     if ok {
         attempt.succeeded();
     } else {
         attempt.failed();
-        crate::log::audit(
-            "session.login",
-            "",
-            "admin",
-            "wrong_password",
-            &[("client", ip.to_string().into())],
-        );
         return Err(ApiError::unauthorized(
             Code::InvalidPassword,
             "the password is not the installer password of this cluster",
@@ -55,13 +55,6 @@ pub fn login(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Respo
     let token = jwt::sign(
         key.as_bytes(),
         &session_claims("admin", Scope::Admin, now())?,
-    );
-    crate::log::audit(
-        "session.login",
-        "admin",
-        "admin",
-        "ok",
-        &[("client", ip.to_string().into())],
     );
     let mut resp = json_response(200, &serde_json::json!({ "token": token }));
     resp.subject = Some("admin".into());

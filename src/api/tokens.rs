@@ -9,6 +9,7 @@ use super::{json_body, json_response, Access, ApiError, Code, Context, Identity,
 use crate::auth::apitoken::{self, TokenError, TokenInfo};
 use crate::auth::Scope;
 use crate::http::{Body, Request, Response};
+use crate::log;
 use crate::time::now;
 
 #[derive(Deserialize)]
@@ -30,7 +31,7 @@ pub fn create(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Re
         .api_tokens
         .create(&body.name, &scopes, body.expires_in_seconds, now())
         .map_err(token_error)?;
-    crate::log::audit(
+    log::audit(
         "token.create",
         Identity::subject_of(who),
         &info.id,
@@ -54,7 +55,7 @@ pub fn list(ctx: &Context, _: &Request, _: Option<&Identity>) -> Result<Response
 pub fn revoke(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Response, ApiError> {
     let id = req.path.rsplit('/').next().unwrap_or("");
     let info = ctx.api_tokens.revoke(id).map_err(token_error)?;
-    crate::log::audit(
+    log::audit(
         "token.revoke",
         Identity::subject_of(who),
         &info.id,
