@@ -1,9 +1,10 @@
 //! Randomness from the operating system, in one place.
 //!
 //! Every random value joinery makes comes from here: signing keys, token ids, API and
-//! refresh tokens, bootstrap tokens, join ids, the Lease identity, temporary file names
-//! and watch back-off jitter. The source is the kernel's (`getrandom(2)`, through the
-//! `getrandom` crate); nothing is seeded or buffered here.
+//! refresh tokens, bootstrap tokens, join ids, bcrypt salts, the Lease identity,
+//! temporary file names and watch back-off jitter. The source is the kernel's
+//! (`getrandom(2)`, through the `getrandom` crate); nothing is seeded or buffered here.
+//! The TLS libraries draw their own (rustls handshakes, rcgen's key pair, both on ring).
 //!
 //! Policy: a failure is never papered over with a zero, a clock or a default. Every
 //! function returns [`Unavailable`]; at start-up the daemon stops with its message
