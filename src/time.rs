@@ -13,7 +13,34 @@
 //! links: rcgen builds it with only `std` and `alloc` (`cargo tree -e features -i time`),
 //! so using it would add its formatting and parsing code for what these few functions do.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A gate that opens at most once per period, for housekeeping that many requests may
+/// trigger (the ticket and refresh-family sweeps) but that one of them should do.
+pub struct AtMostEvery {
+    period: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl AtMostEvery {
+    pub const fn new(period: Duration) -> AtMostEvery {
+        AtMostEvery {
+            period,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// True for the first caller, then for the first caller once `period` has passed.
+    pub fn due(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < self.period) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+}
 
 /// Now, in whole seconds since the epoch (token, join and file times).
 pub fn now() -> i64 {
@@ -257,5 +284,15 @@ mod tests {
             http_date(UNIX_EPOCH + Duration::from_secs(253_402_300_799)),
             "Fri, 31 Dec 9999 23:59:59 GMT"
         );
+    }
+
+    #[test]
+    fn at_most_every_opens_once_per_period() {
+        let gate = AtMostEvery::new(Duration::from_secs(3600));
+        assert!(gate.due());
+        assert!(!gate.due());
+        let open = AtMostEvery::new(Duration::ZERO);
+        assert!(open.due());
+        assert!(open.due());
     }
 }

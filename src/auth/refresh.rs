@@ -180,7 +180,7 @@ struct Unanswered {
 pub struct RefreshTokens {
     kube: kube::Client,
     namespace: String,
-    last_sweep: Mutex<Option<Instant>>,
+    sweeps: crate::time::AtMostEvery,
     /// By family.
     unanswered: Mutex<HashMap<String, Unanswered>>,
     /// Families with a rotation running in this daemon, so a retry waits for it.
@@ -212,7 +212,7 @@ impl RefreshTokens {
         RefreshTokens {
             kube,
             namespace: namespace.to_string(),
-            last_sweep: Mutex::new(None),
+            sweeps: crate::time::AtMostEvery::new(SWEEP_EVERY),
             unanswered: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
             idle: Condvar::new(),
@@ -441,12 +441,8 @@ impl RefreshTokens {
 
     /// Deletes expired families, at most once an hour; failures wait for the next sweep.
     fn sweep(&self, now: i64) {
-        {
-            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
-                return;
-            }
-            *last = Some(Instant::now());
+        if !self.sweeps.due() {
+            return;
         }
         let Ok(all) = self
             .kube

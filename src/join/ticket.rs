@@ -19,8 +19,7 @@
 //! [`KEEP_FINISHED_SECS`] after they are finished (the ledger) and are then swept.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::kube;
 
@@ -228,7 +227,7 @@ impl Ticket {
 pub struct Tickets {
     kube: kube::Client,
     namespace: String,
-    last_sweep: Mutex<Option<Instant>>,
+    sweeps: crate::time::AtMostEvery,
 }
 
 /// A fresh ticket id: 16 random bytes as 32 lowercase hex digits, valid in a Secret name.
@@ -249,7 +248,7 @@ impl Tickets {
         Tickets {
             kube,
             namespace: namespace.to_string(),
-            last_sweep: Mutex::new(None),
+            sweeps: crate::time::AtMostEvery::new(SWEEP_EVERY),
         }
     }
 
@@ -369,12 +368,8 @@ impl Tickets {
     /// Deletes finished tickets older than [`KEEP_FINISHED_SECS`], at most once a
     /// minute; failures wait for the next sweep.
     pub fn sweep(&self, now: i64) {
-        {
-            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
-                return;
-            }
-            *last = Some(Instant::now());
+        if !self.sweeps.due() {
+            return;
         }
         let Ok(list) = self
             .kube
