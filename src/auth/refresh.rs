@@ -444,23 +444,14 @@ impl RefreshTokens {
         if !self.sweeps.due() {
             return;
         }
-        let Ok(all) = self
-            .kube
-            .list_secrets(&self.namespace, &format!("{LABEL}=true"))
-        else {
-            return;
-        };
-        for s in all {
-            let expires = s
-                .annotations
-                .get(ANN_EXPIRES)
-                .and_then(|v| v.parse::<i64>().ok());
-            if expires.is_none_or(|e| e <= now) {
-                let _ = self
-                    .kube
-                    .delete_secret(&self.namespace, &s.name, Some(&s.uid));
-            }
-        }
+        self.kube
+            .sweep_secrets(&self.namespace, &format!("{LABEL}=true"), |s| {
+                let expires = s
+                    .annotations
+                    .get(ANN_EXPIRES)
+                    .and_then(|v| v.parse::<i64>().ok());
+                expires.is_none_or(|e| e <= now)
+            });
     }
 }
 

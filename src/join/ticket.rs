@@ -371,21 +371,10 @@ impl Tickets {
         if !self.sweeps.due() {
             return;
         }
-        let Ok(list) = self
-            .kube
-            .list_secrets(&self.namespace, &format!("{LABEL}=true"))
-        else {
-            return;
-        };
-        for s in list {
-            let old =
-                Ticket::from_secret(&s).is_none_or(|t| t.finished_at() + KEEP_FINISHED_SECS <= now);
-            if old {
-                let _ = self
-                    .kube
-                    .delete_secret(&self.namespace, &s.name, Some(&s.uid));
-            }
-        }
+        self.kube
+            .sweep_secrets(&self.namespace, &format!("{LABEL}=true"), |s| {
+                Ticket::from_secret(s).is_none_or(|t| t.finished_at() + KEEP_FINISHED_SECS <= now)
+            });
     }
 }
 
