@@ -21,7 +21,7 @@ use ureq::http::{Method, Request};
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 
 use super::kubeconfig::{self, header_safe};
-use super::paging::{list_path, next_page, segment, selectors, Next};
+use super::paging::{list_path, next_page, segment, selectors, Next, PAGE_LIMIT};
 use super::status::error_from_response;
 use super::target::{self, Material, Target, TokenSource};
 use super::types::{NewSecret, Secret, Source, Timeouts};
@@ -519,10 +519,21 @@ impl Client {
         &self,
         base: &str,
         query: &str,
+        keep: impl FnMut(K) -> U,
+    ) -> Result<Listed<U>, Error> {
+        self.list_map_by(base, query, PAGE_LIMIT, keep)
+    }
+
+    /// [`list_map`](Self::list_map) with `limit` items per page.
+    pub(super) fn list_map_by<K: Kind, U>(
+        &self,
+        base: &str,
+        query: &str,
+        limit: usize,
         mut keep: impl FnMut(K) -> U,
     ) -> Result<Listed<U>, Error> {
         let mut items: Vec<U> = Vec::new();
-        let resource_version = self.pages(base, query, &mut |body, restarted| {
+        let resource_version = self.pages(base, query, limit, &mut |body, restarted| {
             if restarted {
                 items.clear();
             }
@@ -544,7 +555,13 @@ impl Client {
     /// kind: the static binary has a size budget). `on_page(body, restarted)` takes a
     /// page (told when the list started again) and returns its continue token, its
     /// resourceVersion and the items kept so far. Returns the list's resourceVersion.
-    fn pages(&self, base: &str, query: &str, on_page: &mut OnPage<'_>) -> Result<String, Error> {
+    fn pages(
+        &self,
+        base: &str,
+        query: &str,
+        limit: usize,
+        on_page: &mut OnPage<'_>,
+    ) -> Result<String, Error> {
         let mut restarted = false;
         'restart: loop {
             let mut token: Option<String> = None;
@@ -552,7 +569,7 @@ impl Client {
             let mut pages = 0;
             let mut fresh = restarted;
             loop {
-                let path = list_path(base, query, token.as_deref());
+                let path = list_path(base, query, token.as_deref(), limit);
                 let body = match self.fetch(Method::GET, &path, None, LIST_BODY_LIMIT) {
                     Err(Error::Gone) if token.is_some() && !restarted => {
                         restarted = true;

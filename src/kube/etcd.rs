@@ -4,7 +4,7 @@
 use ureq::http::Method;
 
 use super::client::Listed;
-use super::paging::segment;
+use super::paging::{segment, VIEW_PAGE_LIMIT};
 use super::types::EtcdMember;
 use super::{wire, Client, Error};
 
@@ -48,6 +48,6 @@ impl Client {
         &self,
         keep: impl FnMut(EtcdMember) -> U,
     ) -> Result<Listed<U>, Error> {
-        self.list_map(ETCD_MEMBERS, "", keep)
+        self.list_map_by(ETCD_MEMBERS, "", VIEW_PAGE_LIMIT, keep)
     }
 }

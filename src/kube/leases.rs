@@ -5,7 +5,7 @@ use serde_json::json;
 use ureq::http::Method;
 
 use super::client::Listed;
-use super::paging::segment;
+use super::paging::{segment, VIEW_PAGE_LIMIT};
 use super::types::Lease;
 use super::wire::{self, lease_body};
 use super::{Client, Error};
@@ -43,7 +43,7 @@ impl Client {
         ns: &str,
         keep: impl FnMut(Lease) -> U,
     ) -> Result<Listed<U>, Error> {
-        self.list_map(&lease_path(ns, None)?, "", keep)
+        self.list_map_by(&lease_path(ns, None)?, "", VIEW_PAGE_LIMIT, keep)
     }
 
     /// Create a Lease; [`Error::AlreadyExists`] if another got there first.

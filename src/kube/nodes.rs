@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use ureq::http::Method;
 
 use super::client::Listed;
-use super::paging::segment;
+use super::paging::{segment, VIEW_PAGE_LIMIT};
 use super::types::Node;
 use super::{wire, Client, Error};
 
@@ -75,7 +75,7 @@ impl Client {
     ///
     /// [`list_nodes_map`]: Client::list_nodes_map
     pub fn list_nodes_versioned<U>(&self, keep: impl FnMut(Node) -> U) -> Result<Listed<U>, Error> {
-        self.list_map(NODES, "", keep)
+        self.list_map_by(NODES, "", VIEW_PAGE_LIMIT, keep)
     }
 
     /// One node; [`Error::NotFound`] if there is none of that name.

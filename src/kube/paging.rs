@@ -8,6 +8,12 @@ use super::Error;
 
 /// Items per list page.
 pub(crate) const PAGE_LIMIT: usize = 500;
+/// Items per page of the lists the watch-fed view starts from (`*_versioned`): a page
+/// of full objects is parsed whole before each is made compact, and at 5,000 nodes 100
+/// per page instead of 500 measured a peak of 9.0 MiB instead of 14.3 MiB and left
+/// 1.59x the `/v1/nodes` answer held instead of 1.75x (what musl keeps after the
+/// transient). It costs 50 requests instead of 10 per (rare) full list.
+pub(crate) const VIEW_PAGE_LIMIT: usize = 100;
 /// Most items one list call collects (a cluster of this many nodes is far beyond our use).
 pub(crate) const MAX_ITEMS: usize = 100_000;
 /// Most pages one list call follows (empty pages with fresh tokens would otherwise loop).
@@ -70,8 +76,13 @@ pub(crate) fn selectors(label: &str, field: &str) -> String {
 }
 
 /// The path and query of one list page; `query` comes from [`selectors`].
-pub(crate) fn list_path(base: &str, query: &str, continue_token: Option<&str>) -> String {
-    let mut p = format!("{base}?limit={PAGE_LIMIT}");
+pub(crate) fn list_path(
+    base: &str,
+    query: &str,
+    continue_token: Option<&str>,
+    limit: usize,
+) -> String {
+    let mut p = format!("{base}?limit={limit}");
     if !query.is_empty() {
         p.push('&');
         p.push_str(query);
@@ -161,14 +172,19 @@ mod tests {
     #[test]
     fn list_paths() {
         assert_eq!(
-            list_path("/api/v1/nodes", "", None),
+            list_path("/api/v1/nodes", "", None, PAGE_LIMIT),
             "/api/v1/nodes?limit=500"
+        );
+        assert_eq!(
+            list_path("/api/v1/nodes", "", None, VIEW_PAGE_LIMIT),
+            "/api/v1/nodes?limit=100"
         );
         assert_eq!(
             list_path(
                 "/api/v1/namespaces/kube-system/secrets",
                 &selectors("app=joinery,tier in (a b)", ""),
-                Some("eyJ2Ijo+/=")
+                Some("eyJ2Ijo+/="),
+                PAGE_LIMIT
             ),
             "/api/v1/namespaces/kube-system/secrets?limit=500\
              &labelSelector=app%3Djoinery%2Ctier%20in%20%28a%20b%29&continue=eyJ2Ijo%2B%2F%3D"
