@@ -323,7 +323,10 @@ fn k0s_error(e: k0s::CreateError) -> ApiError {
                  daemon's log has the details",
             )
         }
-        k0s::CreateError::Random(_) => ApiError::internal(),
+        k0s::CreateError::Random(e) => {
+            crate::log::error(&e, &[]);
+            ApiError::internal()
+        }
     }
 }
 

@@ -18,8 +18,8 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use super::parse::{parse_head, ChunkedDecoder, Framing, Reject, Version};
 use super::rate::{resting_write_timeout, Budget, RateGuard};
 use super::response::{reject_response, wants_close, write_response, WriteError};
-use super::sys::{self, Wake};
 use super::{Handler, Limits, Peer, Request, ShutdownHandle};
+use crate::sys::{self, Wake};
 
 /// After an error response we keep reading (and discarding) for a moment so the client's
 /// TCP stack does not reset the connection and drop our answer before it reads it.

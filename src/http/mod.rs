@@ -28,14 +28,13 @@ mod rate;
 mod response;
 mod server;
 mod signals;
-mod sys;
+
 pub mod tls;
 
 #[cfg(test)]
 mod tests;
 
 pub use limits::Limits;
-pub use response::{http_date, reason};
 pub use server::{Server, Stats};
 pub use signals::{install_signal_handlers, ShutdownHandle};
 

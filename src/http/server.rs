@@ -37,9 +37,9 @@ use rustls::ServerConfig;
 use super::conn::{self, Ctx, Transport, UnixTransport};
 use super::parse::Reject;
 use super::response::{reject_response, write_response};
-use super::sys::{self, Wake};
 use super::{Handler, Limits, ShutdownHandle};
 use crate::addr::share_key;
+use crate::sys::{self, Wake};
 
 /// A worker with nothing to do for this long exits, returning its stack.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
@@ -173,11 +173,6 @@ impl Server {
         Stats(self.pool.clone())
     }
 
-    /// Connections being served right now (queued for a worker or in a worker).
-    pub fn active_connections(&self) -> usize {
-        self.stats().active_connections()
-    }
-
     /// Accept and serve until shutdown is requested, then stop accepting, close idle
     /// keep-alive connections, and return once in-flight requests have finished or
     /// `Limits::grace` has passed (stragglers are left to the process exit).
@@ -286,10 +281,6 @@ impl Stats {
     /// Connections queued for or held by a worker.
     pub fn active_connections(&self) -> usize {
         self.0.lock().active
-    }
-    /// Worker threads alive (busy or idle).
-    pub fn workers(&self) -> usize {
-        self.0.lock().workers
     }
     /// Connections admitted since start.
     pub fn accepted(&self) -> u64 {
