@@ -17,7 +17,7 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use super::parse::{parse_head, ChunkedDecoder, Framing, Reject, Version};
 use super::rate::{resting_write_timeout, Budget, RateGuard};
-use super::response::{reject_response, wants_close, write_response, WriteError};
+use super::response::{reject_response, wants_close, write_response, ReplyMode, WriteError};
 use super::{Handler, Limits, Peer, Request, ShutdownHandle};
 use crate::sys::{self, Wake};
 
@@ -410,7 +410,15 @@ fn one_request<T: Transport>(
     let subject = resp.subject.clone();
     let budget = Budget::new(limits.min_transfer_rate, limits.min_rate_grace);
     let mut guarded = RateGuard::new(t, budget, resting(limits));
-    let result = write_response(&mut guarded, resp, http11, is_head, keep_alive);
+    let result = write_response(
+        &mut guarded,
+        resp,
+        ReplyMode {
+            http11,
+            head_only: is_head,
+            keep_alive,
+        },
+    );
     if guarded.tripped() {
         let b = guarded.budget();
         crate::log::warn(
@@ -478,7 +486,7 @@ fn reject<T: Transport>(
 ) -> Next {
     let resp = reject_response(&r, &ctx.limits);
     let status = resp.status;
-    let written = write_response(t, resp, true, false, false);
+    let written = write_response(t, resp, ReplyMode::CLOSE);
     access_log(peer, route, status, 0, started, None);
     if written.is_err() {
         return Next::Abort;

@@ -36,7 +36,7 @@ use rustls::ServerConfig;
 
 use super::conn::{self, Ctx, Transport, UnixTransport};
 use super::parse::Reject;
-use super::response::{reject_response, write_response};
+use super::response::{reject_response, write_response, ReplyMode};
 use super::{Handler, Limits, ShutdownHandle};
 use crate::addr::share_key;
 use crate::sys::{self, Wake};
@@ -615,7 +615,7 @@ fn busy_answer<T: Transport>(t: &mut T, limits: &Limits) {
         return;
     }
     let resp = reject_response(&Reject::Busy, limits);
-    if write_response(t, resp, true, false, false).is_ok() {
+    if write_response(t, resp, ReplyMode::CLOSE).is_ok() {
         t.finish();
         conn::linger(t);
     }
