@@ -5,6 +5,7 @@
 //! saying why it is sound, behind a safe function. The crate root denies `unsafe_code`;
 //! only this module is allowed it.
 #![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
