@@ -23,8 +23,10 @@ pub(crate) mod lifecycle;
 pub(crate) mod log;
 pub(crate) mod metrics;
 pub(crate) mod preflight;
+pub(crate) mod random;
 pub(crate) mod roles;
 pub(crate) mod sys;
+pub(crate) mod time;
 pub(crate) mod version;
 
 // The binary.

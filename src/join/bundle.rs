@@ -156,11 +156,7 @@ pub(crate) fn big_files(entries: &[Entry]) -> io::Result<Vec<BigFile>> {
 /// [`stream_at`] with in-memory entries dated now.
 #[cfg(test)]
 pub fn stream(entries: Vec<Entry>, cache: &BundleCache) -> io::Result<BundleStream> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    stream_at(entries, cache, now)
+    stream_at(entries, cache, crate::time::now().max(0) as u64)
 }
 
 /// Start a bundle of `entries`, in the given order. Names, modes and files are all
