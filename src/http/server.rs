@@ -554,15 +554,19 @@ fn busy_loop(rx: Receiver<Job>, limits: &Limits) {
                 Err(TryRecvError::Disconnected) => return,
             }
         }
-        let now = Instant::now();
-        waiting.retain(|(_, deadline)| *deadline > now);
         let fds: Vec<RawFd> = waiting.iter().map(|(job, _)| job_fd(job)).collect();
         // A short tick, so newly refused connections join the poll promptly.
         let ready = sys::poll_readable(&fds, BUSY_TICK);
+        let now = Instant::now();
         let mut still = VecDeque::with_capacity(waiting.len());
         for ((job, deadline), ready) in waiting.into_iter().zip(ready) {
+            // Only a client that has not spoken by its deadline is closed unanswered: one
+            // that spoke in time but waited while this thread answered others (a burst on
+            // a loaded host) still gets its 503.
             if !ready {
-                still.push_back((job, deadline));
+                if deadline > now {
+                    still.push_back((job, deadline));
+                }
                 continue;
             }
             let answer_by = Instant::now() + BUSY_ANSWER;
