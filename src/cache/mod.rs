@@ -273,7 +273,7 @@ impl Cache {
             .then(|| st.etcd.items.get(name).map(|m| m.as_ref().clone()))
     }
 
-    /// A slot for one waiter or stream, or `None` when [`max_waiting`] are open.
+    /// A slot for one waiter or stream, or `None` when `max_waiting` are open.
     pub fn wait_slot(&self) -> Option<WaitSlot> {
         let s = &self.shared;
         s.waiting
