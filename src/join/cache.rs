@@ -16,6 +16,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
@@ -191,12 +192,16 @@ impl BundleCache {
     /// [`CACHE_THRESHOLD`] that lacks them. Meant for a background thread at daemon
     /// start (and after artifacts change) so that bundles and [`sha256_of`](Self::sha256_of)
     /// never pay for a first build. Members another thread is building right now are
-    /// skipped. Every entry is tried; the first error is returned.
-    pub fn prepare(&self, entries: &[Entry]) -> io::Result<()> {
+    /// skipped. Every entry is tried; the first error is returned. Once `stop` is set
+    /// (SIGTERM) it gives up at the next step, leaving no temp file.
+    pub fn prepare(&self, entries: &[Entry], stop: Option<&AtomicBool>) -> io::Result<()> {
         let mut first_err = None;
         let bigs = bundle::big_files(entries)?;
         let mut missing = Vec::new();
         for big in &bigs {
+            if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                return Err(io::Error::other("join bundle: cache warm-up cancelled"));
+            }
             if self.open_member(&big.key, big.isize()).is_some() {
                 // Only the sidecar may be missing: a hashing pass is cheaper than a build.
                 if self.read_sha(&big.content_key).is_none() {
@@ -212,7 +217,7 @@ impl BundleCache {
             missing.push(big);
         }
         // The missing members on every core.
-        if let Err(e) = bundle::build_members(&missing, self) {
+        if let Err(e) = bundle::build_members(&missing, self, stop) {
             first_err.get_or_insert(e);
         }
         first_err.map_or(Ok(()), Err)

@@ -345,7 +345,7 @@ fn prepare_builds_members_and_hashes_that_bundles_then_reuse() {
         Entry::file("a", src.path().join("a"), 0o644),
         Entry::bytes("small", b"s".to_vec(), 0o644),
     ];
-    cache.prepare(&entries).unwrap();
+    cache.prepare(&entries, None).unwrap();
     assert_eq!(cache_files(&cache, "m-").len(), 1);
     assert_eq!(cache_files(&cache, "s-").len(), 1);
     let want: [u8; 32] = Sha256::digest(&data).into();
@@ -360,7 +360,7 @@ fn prepare_builds_members_and_hashes_that_bundles_then_reuse() {
     // A lost sidecar is restored by hashing alone; the member is left as it is.
     let sidecar = cdir.path().join(&cache_files(&cache, "s-")[0]);
     fs::remove_file(&sidecar).unwrap();
-    cache.prepare(&entries).unwrap();
+    cache.prepare(&entries, None).unwrap();
     assert!(sidecar.exists());
     assert_eq!(
         fs::metadata(member_path(&cache, &entries[0]))
@@ -725,7 +725,7 @@ fn a_cold_bundle_built_on_every_core_is_byte_identical_to_one_built_alone() {
     // prepare on every core makes the same members again.
     let prep_dir = TempDir::new();
     let prep = BundleCache::new(prep_dir.path().to_path_buf()).unwrap();
-    prep.prepare(&entries).unwrap();
+    prep.prepare(&entries, None).unwrap();
     let third = read_all(stream_at(entries.clone(), &prep, at).unwrap()).unwrap();
     assert_eq!(first, third);
 }

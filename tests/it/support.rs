@@ -734,3 +734,66 @@ pub fn run_joinery(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, St
         err,
     )
 }
+
+/// This test process's uid (the daemon's `--socket-uid` in socket tests).
+pub fn uid() -> u32 {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// curl over a Unix socket: (status, body as JSON, or null).
+pub fn unix_curl(socket: &Path, method: &str, path: &str, extra: &[&str]) -> (u16, Value) {
+    let (status, body) = unix_curl_text(socket, method, path, extra);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// curl over a Unix socket: (status, body).
+pub fn unix_curl_text(socket: &Path, method: &str, path: &str, extra: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "30",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+        ])
+        .arg("--unix-socket")
+        .arg(socket)
+        .args(extra)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The value of the unlabelled metric `name` in a Prometheus text body.
+pub fn metric_in(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, failing the test after `secs` seconds
+/// with `what`. The one way these tests wait for something to happen: never a fixed
+/// sleep, which is too short on a loaded machine and wasted time on an idle one.
+pub fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -378,41 +378,6 @@ fn ready_follows_kubernetes_and_health_does_not() {
     assert_eq!(d.curl("GET", "/v1/ready", &[]).status, 200);
 }
 
-fn uid() -> u32 {
-    let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// curl over a Unix socket: (status, body).
-fn unix_curl(socket: &std::path::Path, method: &str, path: &str, extra: &[&str]) -> (u16, Value) {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "30",
-            "-w",
-            "\n%{http_code}",
-            "-X",
-            method,
-        ])
-        .arg("--unix-socket")
-        .arg(socket)
-        .args(extra)
-        .arg(format!("http://localhost{path}"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        status.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
-}
-
 #[test]
 fn the_local_socket_serves_its_user_as_admin_and_stops_on_sigterm() {
     use std::os::unix::fs::PermissionsExt;
