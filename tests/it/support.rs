@@ -656,18 +656,16 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-/// Join inputs for a daemon: a tiny Embedded Cluster config (roles `controller` and
-/// `app`), a multi-node license for app `my-app`, and an artifacts directory holding
-/// `my-app` and a larger `images/air.tar`. Returns the `serve` arguments.
+/// The Embedded Cluster Config every join test serves: `tests/data/ec-config.yaml`
+/// (roles `controller`, `worker`, `gpu` and `app`; the Python tests read it too).
+pub fn ec_config() -> PathBuf {
+    root().join("tests/data/ec-config.yaml")
+}
+
+/// Join inputs for a daemon: the shared [`ec_config`], a multi-node license for app
+/// `my-app`, and an artifacts directory holding `my-app` and a larger `images/air.tar`.
+/// Returns the `serve` arguments.
 pub fn join_inputs(dir: &Path) -> Vec<String> {
-    let config = dir.join("ec-config.yaml");
-    std::fs::write(
-        &config,
-        "apiVersion: embeddedcluster.replicated.com/v1beta1\nkind: Config\nspec:\n  roles:\n    \
-         controller:\n      name: controller\n    custom:\n    - name: app\n      labels:\n        \
-         app: \"true\"\n",
-    )
-    .unwrap();
     let license = dir.join("license.yaml");
     std::fs::write(
         &license,
@@ -690,7 +688,7 @@ pub fn join_inputs(dir: &Path) -> Vec<String> {
     std::fs::write(artifacts.join("images/air.tar"), &big).unwrap();
     vec![
         "--ec-config".into(),
-        config.display().to_string(),
+        ec_config().display().to_string(),
         "--license".into(),
         license.display().to_string(),
         "--artifacts-dir".into(),
