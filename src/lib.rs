@@ -19,6 +19,7 @@ pub mod labels;
 pub mod lifecycle;
 pub mod log;
 pub mod metrics;
+mod pause;
 pub mod preflight;
 pub mod roles;
 pub mod version;

@@ -246,6 +246,10 @@ pub(crate) fn build_member_to_sink(
             return Err(io::Error::other("join bundle: member build cancelled"));
         }
         d.step(&mut buf)?;
+        if !d.finished {
+            // Part of the member is in its temp file, none of it renamed into place.
+            crate::pause::point("cache-member-half-written");
+        }
     }
     match d.cache_error.take() {
         Some(e) => Err(e),
