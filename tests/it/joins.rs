@@ -203,7 +203,7 @@ fn regression_join_token_is_never_in_any_argv() {
         .spawn()
         .unwrap();
     wait_until(60, "the watcher catching the bait", || {
-        watch.hits_so_far() > 0
+        (watch.hits_so_far() > 0).then_some(())
     });
     bait.kill().unwrap();
     bait.wait().unwrap();
@@ -516,15 +516,6 @@ fn slow_curl(dir: &Path, rate: &str) -> String {
     format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
 }
 
-/// Waits until `pred` holds, polling, for at most `secs`.
-fn wait_until(secs: u64, what: &str, mut pred: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !pred() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_cut_download_resumes_with_the_same_step_and_verifies() {
     let fake = FakeKube::start(3, &[]);
@@ -571,7 +562,7 @@ fn a_cut_download_resumes_with_the_same_step_and_verifies() {
     };
     let part = host.path().join(&file);
     wait_until(60, "48 MiB downloaded", || {
-        std::fs::metadata(&part).is_ok_and(|m| m.len() > 48 << 20)
+        (std::fs::metadata(&part).is_ok_and(|m| m.len() > 48 << 20)).then_some(())
     });
     let killed = Command::new("kill")
         .args(["-s", "KILL", "--", &format!("-{}", child.id())])
@@ -661,7 +652,7 @@ fn the_ledger_shows_every_join_and_a_revocation_stops_a_download_on_every_contro
             .unwrap_or_else(|| panic!("{id} not in the ledger"))
     };
     wait_until(30, "the download under way", || {
-        state_of(&a, &id_of(&live))["state"] == "downloading"
+        (state_of(&a, &id_of(&live))["state"] == "downloading").then_some(())
     });
     let r = a.curl(
         "DELETE",

@@ -73,18 +73,6 @@ fn drain_lease(fake: &FakeKube, node: &str) -> Option<Value> {
     (status == 200).then_some(v)
 }
 
-/// Polls `f` every 200 ms until it gives a value or `secs` pass.
-fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn detail(d: &Daemon, token: &str, node: &str) -> Value {
     let r = d.get(&format!("/v1/nodes/{node}"), token);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -92,7 +80,7 @@ fn detail(d: &Daemon, token: &str, node: &str) -> Value {
 }
 
 fn wait_drain_state(d: &Daemon, token: &str, node: &str, state: &str, secs: u64) -> Value {
-    wait_until(&format!("{node} {state}"), secs, || {
+    wait_until(secs, &format!("{node} {state}"), || {
         let v = detail(d, token, node);
         (v["drainState"] == state).then_some(v)
     })
@@ -429,7 +417,7 @@ fn a_disruption_budget_blocks_then_allows_the_eviction() {
         (202, json!({"drainState": "draining"}))
     );
     // Refused at least twice (so retried), with the pod still there.
-    wait_until("two refused evictions", 30, || {
+    wait_until(30, "two refused evictions", || {
         let e = evictions(&fake, "web-1");
         (e.iter().filter(|(_, s)| *s == 429).count() >= 2).then_some(())
     });
@@ -455,7 +443,7 @@ fn a_disruption_budget_blocks_then_allows_the_eviction() {
     assert!(pod_exists(&fake, "default", "web-2"));
     assert!(evictions(&fake, "web-1").iter().any(|(_, s)| *s == 201));
     // The Lease is given up once the drain is done.
-    wait_until("the lease released", 10, || {
+    wait_until(10, "the lease released", || {
         drain_lease(&fake, "node-2").is_none().then_some(())
     });
 }
@@ -521,7 +509,7 @@ fn resume_uncordons_stops_the_drain_and_is_idempotent() {
         (r.status, r.json()),
         (202, json!({"drainState": "draining"}))
     );
-    wait_until("the worker holding the lease", 20, || {
+    wait_until(20, "the worker holding the lease", || {
         drain_lease(&fake, "node-2")
     });
 
@@ -542,7 +530,7 @@ fn resume_uncordons_stops_the_drain_and_is_idempotent() {
         );
     }
     // The worker lets go and never flips the node back.
-    wait_until("the lease released", 15, || {
+    wait_until(15, "the lease released", || {
         drain_lease(&fake, "node-2").is_none().then_some(())
     });
     fake.control("POST", "/_fake/objects", Some(fixed_pdb(1)));
@@ -583,7 +571,7 @@ fn a_daemon_killed_mid_drain_finishes_it_after_restart() {
         Some(json!({"deadlineSeconds": 600})),
     );
     assert_eq!(r.status, 202);
-    wait_until("a refused eviction", 20, || {
+    wait_until(20, "a refused eviction", || {
         (!evictions(&fake, "web-1").is_empty()).then_some(())
     });
     d.signal_and_wait("KILL");
@@ -641,7 +629,7 @@ fn two_daemons_never_drive_one_node_at_once() {
     assert_eq!(r.status, 202);
     // Either daemon may win the Lease: A got the request, B's worker sees the node turn
     // draining through its watch at about the same moment. Exactly one drives.
-    let lease = wait_until("a lease", 20, || drain_lease(&fake, "node-3"));
+    let lease = wait_until(20, "a lease", || drain_lease(&fake, "node-3"));
     let holder = lease["spec"]["holderIdentity"]
         .as_str()
         .unwrap()
@@ -659,7 +647,7 @@ fn two_daemons_never_drive_one_node_at_once() {
         });
     // Each daemon has its own Kubernetes identity (token vs client certificate), so
     // the fake's log tells whose evictions these are: only the holder's.
-    let users = wait_until("the holder's first eviction", 20, || {
+    let users = wait_until(20, "the holder's first eviction", || {
         let users: Vec<String> = evictions(&fake, "web-1")
             .into_iter()
             .map(|(u, _)| u)
@@ -720,7 +708,7 @@ fn the_drain_worker_stops_and_lets_go_on_sigterm() {
         &t,
         Some(json!({"deadlineSeconds": 600})),
     );
-    wait_until("the worker holding the lease", 20, || {
+    wait_until(20, "the worker holding the lease", || {
         drain_lease(&fake, "node-2")
     });
     let started = Instant::now();
@@ -907,7 +895,7 @@ fn cluster_health_counts_ready_controllers() {
         );
     }
     // Node reads come from the watch-fed view: a change shows within moments.
-    let h = wait_until("two controllers NotReady", 10, || {
+    let h = wait_until(10, "two controllers NotReady", || {
         let h = d.get("/v1/cluster/health", &t).json();
         (h["readyControllers"] == 3).then_some(h)
     });
@@ -928,7 +916,7 @@ fn cluster_health_counts_ready_controllers() {
         "/_fake/node-ready",
         Some(json!({"name": "node-6", "ready": false})),
     );
-    let h = wait_until("node-6 NotReady", 10, || {
+    let h = wait_until(10, "node-6 NotReady", || {
         let h = d.get("/v1/cluster/health", &t).json();
         (h["nodes"][5]["ready"] == false).then_some(h)
     });

@@ -204,21 +204,24 @@ fn sigterm_lets_in_flight_requests_finish() {
     let fake = FakeKube::start(1, &[]);
     let mut d = Daemon::start(&fake);
     let token = d.login();
+    // Listing API tokens reads Secrets live (node reads come from the watch-fed view).
     fake.control(
         "POST",
         "/_fake/faults",
-        Some(json!([{"path": "^/api/v1/nodes", "kind": "latency", "delayMs": 1500}])),
+        Some(json!([{"method": "GET", "path": "/secrets", "kind": "latency", "delayMs": 1500}])),
     );
-    let url = d.url.clone();
-    let cert = d.cert();
+    let (url, cert, t) = (d.url.clone(), d.cert(), token.clone());
     let slow = std::thread::spawn(move || {
         curl_at(
             &cert,
-            &format!("{url}/v1/nodes"),
-            &["-H".into(), format!("Authorization: Bearer {token}")],
+            &format!("{url}/v1/auth/tokens"),
+            &["-H".into(), format!("Authorization: Bearer {t}")],
         )
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // In flight: the slow request and the metrics request reading this.
+    wait_until(10, "the slow request in flight", || {
+        (d.metric(&token, "joinery_http_open_connections") == 2.0).then_some(())
+    });
     let t = Instant::now();
     let status = d.signal_and_wait("TERM");
     assert!(status.success(), "{status:?}");

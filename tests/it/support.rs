@@ -10,6 +10,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -50,9 +51,10 @@ pub fn password_hash() -> &'static str {
     })
 }
 
-/// Lines a child process printed, kept for the failure report.
+/// Lines a child process printed, kept for the failure report, and how many of its
+/// streams are still open.
 #[derive(Clone, Default)]
-pub struct Output(Arc<Mutex<Vec<String>>>);
+pub struct Output(Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>);
 
 impl Output {
     pub fn lines(&self) -> Vec<String> {
@@ -67,18 +69,18 @@ impl Output {
             .collect()
     }
 
-    /// Waits (bounded) for a line matching `pred`.
+    /// Waits (at most 30 s) for a line matching `pred`. (On a timeout the daemon's
+    /// `Drop` prints its output.)
     pub fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        for _ in 0..600 {
-            if let Some(l) = self.lines().into_iter().find(|l| pred(l)) {
-                return l;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "timed out waiting for {what}; output:\n{}",
-            self.lines().join("\n")
-        );
+        wait_until(30, what, || self.lines().into_iter().find(|l| pred(l)))
+    }
+
+    /// Waits (at most 5 s) until every stream of the (exited) process has been read to
+    /// its end, so `lines` holds all it printed.
+    pub fn wait_closed(&self) {
+        wait_until(5, "the process's output to end", || {
+            (self.1.load(Ordering::SeqCst) == 0).then_some(())
+        });
     }
 }
 
@@ -90,6 +92,7 @@ fn pump(
     ready: impl Fn(&str) -> bool + Send + 'static,
     tx: Option<mpsc::Sender<String>>,
 ) {
+    out.1.fetch_add(1, Ordering::SeqCst);
     std::thread::spawn(move || {
         let mut tx = tx;
         for line in BufReader::new(stream).lines() {
@@ -99,6 +102,7 @@ fn pump(
             }
             out.0.lock().unwrap().push(line);
         }
+        out.1.fetch_sub(1, Ordering::SeqCst);
     });
 }
 
@@ -415,18 +419,12 @@ impl Daemon {
             .args(["-s", sig, &pid])
             .status()
             .unwrap();
-        let mut child = self.child.take().unwrap();
-        for _ in 0..300 {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        panic!(
-            "joinery did not exit after SIG{sig}:\n{}",
-            self.output.lines().join("\n")
-        );
+        // On a timeout the child is still ours: `Drop` kills it and prints its output.
+        let status = wait_until(15, &format!("joinery to exit after SIG{sig}"), || {
+            self.child.as_mut().unwrap().try_wait().unwrap()
+        });
+        self.child = None;
+        status
     }
 
     /// Whether the process is still running.
@@ -485,14 +483,16 @@ impl Daemon {
     /// Waits (at most 20 s) until `/v1/ready` says the watch-fed view is in sync, so
     /// the cache's start-up (threads, first lists) is over.
     pub fn wait_cache_synced(&self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while self.curl("GET", "/v1/ready", &[]).json()["cacheInSync"] != serde_json::json!(true) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the watch-fed view never synced"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(20, "the watch-fed view to sync", || {
+            let ready = self.curl("GET", "/v1/ready", &[]).json();
+            (ready["cacheInSync"] == serde_json::json!(true)).then_some(())
+        });
+    }
+
+    /// The unlabelled metric `name` from `/metrics`, read with `token`.
+    pub fn metric(&self, token: &str, name: &str) -> f64 {
+        metric_in(&self.get("/metrics", token).text(), name)
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
     }
 
     /// Logs in with the installer password and returns the session token.
@@ -516,9 +516,9 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             eprintln!("--- joinery output ---\n{}", self.output.lines().join("\n"));
         } else {
-            // Every test checks the log for secrets without having to ask. Give the
-            // output pumps a moment to take the last lines of the killed process.
-            std::thread::sleep(Duration::from_millis(50));
+            // Every test checks the log for secrets without having to ask, once the
+            // output pumps have taken the last lines of the killed process.
+            self.output.wait_closed();
             self.assert_no_secret_logged();
         }
     }

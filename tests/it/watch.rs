@@ -10,28 +10,8 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-/// Polls `f` until it returns `Some`, failing the test at `secs`.
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn synced(d: &Daemon) {
     d.wait_cache_synced();
-}
-
-fn metric(d: &Daemon, token: &str, name: &str) -> f64 {
-    let text = d.get("/metrics", token).text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 /// API-server requests that listed nodes (watches not counted).
@@ -155,12 +135,12 @@ fn node_reads_cost_the_api_server_nothing_once_in_sync() {
     assert!(api_calls.is_empty(), "{api_calls:?}");
     // A change is seen without asking.
     node_ready(&fake, "node-2", json!(false));
-    eventually(10, "node-2 NotReady in /v1/nodes", || {
+    wait_until(10, "node-2 NotReady in /v1/nodes", || {
         (ready_of(&d, &token, "node-2") == Some(false)).then_some(())
     });
     assert_eq!(node_lists(&fake), 0);
-    assert!(metric(&d, &token, "joinery_cache_events_total") >= 1.0);
-    assert_eq!(metric(&d, &token, "joinery_cache_in_sync"), 1.0);
+    assert!(d.metric(&token, "joinery_cache_events_total") >= 1.0);
+    assert_eq!(d.metric(&token, "joinery_cache_in_sync"), 1.0);
 }
 
 #[test]
@@ -172,18 +152,18 @@ fn a_watch_reset_and_a_410_gone_resync_the_view() {
     // The stream is cut (RST): the reflector watches again from where it was.
     fake.control("POST", "/_fake/watch-reset", Some(json!({})));
     node_ready(&fake, "node-3", json!(false));
-    eventually(15, "node-3 NotReady after a reset", || {
+    wait_until(15, "node-3 NotReady after a reset", || {
         (ready_of(&d, &token, "node-3") == Some(false)).then_some(())
     });
     // History compacted and the stream cut: the re-watch gets 410 Gone, so it lists.
-    let relists = metric(&d, &token, "joinery_cache_relists_total");
+    let relists = d.metric(&token, "joinery_cache_relists_total");
     fake.control("POST", "/_fake/compact", Some(json!({})));
     fake.control("POST", "/_fake/watch-reset", Some(json!({})));
     node_ready(&fake, "node-3", json!(true));
-    eventually(15, "a re-list after 410 Gone", || {
-        (metric(&d, &token, "joinery_cache_relists_total") > relists).then_some(())
+    wait_until(15, "a re-list after 410 Gone", || {
+        (d.metric(&token, "joinery_cache_relists_total") > relists).then_some(())
     });
-    eventually(15, "node-3 Ready after a re-list", || {
+    wait_until(15, "node-3 Ready after a re-list", || {
         (ready_of(&d, &token, "node-3") == Some(true)).then_some(())
     });
     synced(&d);
@@ -226,10 +206,11 @@ fn api_server_down_then_back_answers_stay_correct_and_the_view_resyncs() {
                 saw_503 = true;
             }
         }
+        // Sampling across the whole outage is the thing under test.
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(saw_503, "the outage was never reported");
-    eventually(40, "the view to resync after the outage", || {
+    wait_until(40, "the view to resync after the outage", || {
         (ready_of(&d, &token, "node-2") == Some(false)).then_some(())
     });
     synced(&d);
@@ -263,8 +244,8 @@ fn waiters_see_nodes_added_and_deleted_and_streams_follow() {
     };
     let joining = waiter(ready_url);
     let leaving = waiter(gone_url);
-    eventually(10, "two waiters", || {
-        (metric(&d, &token, "joinery_cache_waiters") >= 2.0).then_some(())
+    wait_until(10, "two waiters", || {
+        (d.metric(&token, "joinery_cache_waiters") >= 2.0).then_some(())
     });
     fake.control(
         "POST",
@@ -340,8 +321,8 @@ fn waiters_are_capped_and_ordinary_requests_still_served() {
     s1.next();
     let s2 = Stream::open(&d, &token);
     s2.next();
-    eventually(10, "two streams", || {
-        (metric(&d, &token, "joinery_cache_waiters") == 2.0).then_some(())
+    wait_until(10, "two streams", || {
+        (d.metric(&token, "joinery_cache_waiters") == 2.0).then_some(())
     });
     d.get("/v1/nodes?watch=true", &token)
         .assert_error(503, "server_busy");
@@ -353,7 +334,7 @@ fn waiters_are_capped_and_ordinary_requests_still_served() {
     // The slot comes back once the server notices the client left: when a write to it
     // fails (the first write after a peer's close usually still succeeds).
     let mut ready = false;
-    eventually(15, "the slot back", || {
+    wait_until(15, "the slot back", || {
         ready = !ready;
         node_ready(&fake, "node-3", json!(ready));
         (d.get("/v1/nodes/node-1?waitFor=ready&timeoutSeconds=1", &token)
@@ -382,8 +363,8 @@ fn sigterm_ends_open_waiters_and_streams_promptly_and_cleanly() {
             &["-H".into(), format!("Authorization: Bearer {t}")],
         )
     });
-    eventually(10, "a waiter and a stream", || {
-        (metric(&d, &token, "joinery_cache_waiters") == 2.0).then_some(())
+    wait_until(10, "a waiter and a stream", || {
+        (d.metric(&token, "joinery_cache_waiters") == 2.0).then_some(())
     });
     let t = Instant::now();
     assert!(d.signal_and_wait("TERM").success());
@@ -413,8 +394,8 @@ fn a_waiter_sees_a_background_drain_finish() {
             &["-H".into(), format!("Authorization: Bearer {t}")],
         )
     });
-    eventually(10, "the waiter", || {
-        (metric(&d, &token, "joinery_cache_waiters") == 1.0).then_some(())
+    wait_until(10, "the waiter", || {
+        (d.metric(&token, "joinery_cache_waiters") == 1.0).then_some(())
     });
     // A background drain (deadline > 0 answers 202 at once; the worker finishes it).
     let r = d.post_json(
