@@ -47,14 +47,50 @@ fn pod(name: &str, node: &str, labels: Value, owner: Option<&str>) -> Value {
         "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
 }
 
-/// A PodDisruptionBudget for `app=web` whose status is fixed (the fake's disruption
-/// controller leaves it alone): `allowed` evictions are allowed.
-fn fixed_pdb(allowed: u32) -> Value {
+/// A PodDisruptionBudget keeping one `app=web` pod available; the fake's disruption
+/// controller computes its status from the pods.
+fn live_pdb() -> Value {
     json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
         "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
-        "status": {"disruptionsAllowed": allowed, "currentHealthy": 1, "desiredHealthy": 1,
-                   "expectedPods": 1}})
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}})
+}
+
+/// [`live_pdb`] with a fixed status (the fake's disruption controller leaves it alone):
+/// `allowed` evictions are allowed.
+fn fixed_pdb(allowed: u32) -> Value {
+    let mut pdb = live_pdb();
+    pdb["status"] = json!({"disruptionsAllowed": allowed, "currentHealthy": 1,
+        "desiredHealthy": 1, "expectedPods": 1});
+    pdb
+}
+
+/// The drain most tests start from: pod `web-1` (a ReplicaSet's, `app=web`) on `node`,
+/// the PodDisruptionBudget `pdb` over it, and a background drain of `node` with
+/// `deadline_seconds`, answered 202 `draining`.
+fn start_blocked_drain(
+    fake: &FakeKube,
+    d: &Daemon,
+    token: &str,
+    node: &str,
+    pdb: Value,
+    deadline_seconds: u64,
+) {
+    let web = pod("web-1", node, json!({"app": "web"}), Some("ReplicaSet"));
+    add(fake, vec![web, pdb]);
+    let body = json!({ "deadlineSeconds": deadline_seconds });
+    let r = send(
+        d,
+        "POST",
+        &format!("/v1/nodes/{node}/drain"),
+        token,
+        Some(body),
+    );
+    assert_eq!(
+        (r.status, r.json()),
+        (202, json!({"drainState": "draining"})),
+        "{}",
+        r.text()
+    );
 }
 
 fn add(fake: &FakeKube, objects: Vec<Value>) {
@@ -396,26 +432,7 @@ fn a_disruption_budget_blocks_then_allows_the_eviction() {
     let d = Daemon::start(&fake);
     let t = d.login();
     // minAvailable 1 with one healthy pod: the fake's disruption controller allows none.
-    add(
-        &fake,
-        vec![
-            pod("web-1", "node-2", json!({"app": "web"}), Some("ReplicaSet")),
-            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-                "metadata": {"name": "web", "namespace": "default"},
-                "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}),
-        ],
-    );
-    let r = send(
-        &d,
-        "POST",
-        "/v1/nodes/node-2/drain",
-        &t,
-        Some(json!({"deadlineSeconds": 600})),
-    );
-    assert_eq!(
-        (r.status, r.json()),
-        (202, json!({"drainState": "draining"}))
-    );
+    start_blocked_drain(&fake, &d, &t, "node-2", live_pdb(), 600);
     // Refused at least twice (so retried), with the pod still there.
     wait_until(30, "two refused evictions", || {
         let e = evictions(&fake, "web-1");
@@ -453,21 +470,7 @@ fn deadline_expiry_lists_the_pods_left() {
     let fake = FakeKube::start(3, &[]);
     let d = Daemon::start(&fake);
     let t = d.login();
-    add(
-        &fake,
-        vec![
-            pod("web-1", "node-2", json!({"app": "web"}), Some("ReplicaSet")),
-            fixed_pdb(0),
-        ],
-    );
-    let r = send(
-        &d,
-        "POST",
-        "/v1/nodes/node-2/drain",
-        &t,
-        Some(json!({"deadlineSeconds": 2})),
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
+    start_blocked_drain(&fake, &d, &t, "node-2", fixed_pdb(0), 2);
     let v = wait_drain_state(&d, &t, "node-2", "drained", 30);
     assert_eq!(v["drainRemaining"], json!(["default/web-1"]));
     assert_eq!(v["unschedulable"], true);
@@ -482,21 +485,7 @@ fn resume_uncordons_stops_the_drain_and_is_idempotent() {
     let fake = FakeKube::start(3, &[]);
     let d = Daemon::start(&fake);
     let t = d.login();
-    add(
-        &fake,
-        vec![
-            pod("web-1", "node-2", json!({"app": "web"}), Some("ReplicaSet")),
-            fixed_pdb(0),
-        ],
-    );
-    let r = send(
-        &d,
-        "POST",
-        "/v1/nodes/node-2/drain",
-        &t,
-        Some(json!({"deadlineSeconds": 600})),
-    );
-    assert_eq!(r.status, 202);
+    start_blocked_drain(&fake, &d, &t, "node-2", fixed_pdb(0), 600);
     // Draining a draining node changes nothing either.
     let r = send(
         &d,
@@ -534,7 +523,17 @@ fn resume_uncordons_stops_the_drain_and_is_idempotent() {
         drain_lease(&fake, "node-2").is_none().then_some(())
     });
     fake.control("POST", "/_fake/objects", Some(fixed_pdb(1)));
-    std::thread::sleep(Duration::from_secs(2));
+    // A background drain of another node makes the worker scan again: once node-3 is
+    // drained the worker has had its chance to act on node-2, and must not have.
+    let r = send(
+        &d,
+        "POST",
+        "/v1/nodes/node-3/drain",
+        &t,
+        Some(json!({"deadlineSeconds": 600})),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_drain_state(&d, &t, "node-3", "drained", 20);
     assert_eq!(detail(&d, &t, "node-2")["drainState"], "active");
     assert!(pod_exists(&fake, "default", "web-1"));
     let results: Vec<String> = audit_lines(&d, "node.resume")
@@ -556,21 +555,7 @@ fn a_daemon_killed_mid_drain_finishes_it_after_restart() {
     let fake = FakeKube::start(3, &[]);
     let mut d = Daemon::start(&fake);
     let t = d.login();
-    add(
-        &fake,
-        vec![
-            pod("web-1", "node-2", json!({"app": "web"}), Some("ReplicaSet")),
-            fixed_pdb(0),
-        ],
-    );
-    let r = send(
-        &d,
-        "POST",
-        "/v1/nodes/node-2/drain",
-        &t,
-        Some(json!({"deadlineSeconds": 600})),
-    );
-    assert_eq!(r.status, 202);
+    start_blocked_drain(&fake, &d, &t, "node-2", fixed_pdb(0), 600);
     wait_until(20, "a refused eviction", || {
         (!evictions(&fake, "web-1").is_empty()).then_some(())
     });
@@ -612,21 +597,7 @@ fn two_daemons_never_drive_one_node_at_once() {
         },
     );
     let t = a.login();
-    add(
-        &fake,
-        vec![
-            pod("web-1", "node-3", json!({"app": "web"}), Some("ReplicaSet")),
-            fixed_pdb(0),
-        ],
-    );
-    let r = send(
-        &a,
-        "POST",
-        "/v1/nodes/node-3/drain",
-        &t,
-        Some(json!({"deadlineSeconds": 600})),
-    );
-    assert_eq!(r.status, 202);
+    start_blocked_drain(&fake, &a, &t, "node-3", fixed_pdb(0), 600);
     // Either daemon may win the Lease: A got the request, B's worker sees the node turn
     // draining through its watch at about the same moment. Exactly one drives.
     let lease = wait_until(20, "a lease", || drain_lease(&fake, "node-3"));
@@ -655,11 +626,15 @@ fn two_daemons_never_drive_one_node_at_once() {
         (!users.is_empty()).then_some(users)
     });
     let driver_user = users[0].clone();
-    std::thread::sleep(Duration::from_secs(2));
-    let users: Vec<String> = evictions(&fake, "web-1")
-        .into_iter()
-        .map(|(u, _)| u)
-        .collect();
+    // The window is the holder's next two attempts (its retries while the budget
+    // refuses): long enough for the other to have tried too, if it ever would.
+    let users = wait_until(20, "two more evictions", || {
+        let now: Vec<String> = evictions(&fake, "web-1")
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect();
+        (now.len() >= users.len() + 2).then_some(now)
+    });
     assert!(
         users.iter().all(|u| *u == driver_user),
         "both daemons evicted while {holder} held the lease: {users:?}"
@@ -694,20 +669,7 @@ fn the_drain_worker_stops_and_lets_go_on_sigterm() {
     let fake = FakeKube::start(3, &[]);
     let mut d = Daemon::start(&fake);
     let t = d.login();
-    add(
-        &fake,
-        vec![
-            pod("web-1", "node-2", json!({"app": "web"}), Some("ReplicaSet")),
-            fixed_pdb(0),
-        ],
-    );
-    send(
-        &d,
-        "POST",
-        "/v1/nodes/node-2/drain",
-        &t,
-        Some(json!({"deadlineSeconds": 600})),
-    );
+    start_blocked_drain(&fake, &d, &t, "node-2", fixed_pdb(0), 600);
     wait_until(20, "the worker holding the lease", || {
         drain_lease(&fake, "node-2")
     });
