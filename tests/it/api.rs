@@ -278,13 +278,7 @@ fn tokens_work_on_every_controller_sharing_the_cluster() {
 #[test]
 fn kubernetes_down_is_a_clear_503_and_health_stays_up() {
     let fake = FakeKube::start(1, &[]);
-    let d = Daemon::start_with(
-        &fake,
-        DaemonOpts {
-            args: vec!["--kube-timeout".into(), "2".into()],
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start_args(&fake, &["--kube-timeout", "2"]);
     let token = d.login();
     assert_eq!(d.get("/v1/nodes", &token).status, 200);
     // The API server goes away: open watches are cut and every request is reset. The

@@ -9,7 +9,9 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::support::{join_inputs, wait_until, Daemon, DaemonOpts, FakeKube, Reply};
+use crate::support::{
+    extract_verified, join_inputs, wait_until, Daemon, DaemonOpts, FakeKube, Reply,
+};
 
 fn start(fake: &FakeKube, inputs: &Path, data_dir: Option<&Path>) -> Daemon {
     start_paused(fake, inputs, data_dir, None)
@@ -83,24 +85,7 @@ fn ticket_secrets(fake: &FakeKube) -> usize {
 /// Downloads and checks a bundle: `tar` extracts it and `sha256sum -c SHA256SUMS` passes.
 fn assert_bundle_sound(r: &Reply) {
     assert_eq!(r.status, 200, "{}", r.text());
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("b.tgz"), &r.body).unwrap();
-    let st = Command::new("tar")
-        .args(["-xzf", "b.tgz"])
-        .current_dir(dir.path())
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar failed");
-    let out = Command::new("sha256sum")
-        .args(["-c", "SHA256SUMS"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sha256sum -c: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let dir = extract_verified(&r.body);
     assert_eq!(
         std::fs::metadata(dir.path().join("images/air.tar"))
             .unwrap()

@@ -199,13 +199,7 @@ fn regression_close_notify_and_hold_does_not_spin() {
 fn regression_idle_connections_never_starve_the_rest() {
     let fake = FakeKube::start(1, &[]);
     // All 500 come from one address: lift the per-address cap, which has its own test.
-    let d = Daemon::start_with(
-        &fake,
-        DaemonOpts {
-            args: vec!["--max-connections-per-address".into(), "512".into()],
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start_args(&fake, &["--max-connections-per-address", "512"]);
     let base = baseline(&d);
     let mut idle = Vec::new();
     for _ in 0..500 {
@@ -231,13 +225,7 @@ fn regression_idle_connections_never_starve_the_rest() {
 #[test]
 fn past_max_connections_a_new_client_gets_503() {
     let fake = FakeKube::start(1, &[]);
-    let d = Daemon::start_with(
-        &fake,
-        DaemonOpts {
-            args: vec!["--max-connections".into(), "3".into()],
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start_args(&fake, &["--max-connections", "3"]);
     // Each returns once its handshake is done: the three hold every slot.
     let held: Vec<Tls> = (0..3).map(|_| tls_connect(&d)).collect();
     let r = d.curl("GET", "/v1/health", &[]);

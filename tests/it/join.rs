@@ -313,13 +313,7 @@ fn a_join_token_is_single_use_across_controllers() {
         .unwrap()
         .starts_with("attachment; filename=\"my-app-join-worker-"));
     // A worker's k0s token points at 6443 as kubelet-bootstrap.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("b.tgz"), &winner.body).unwrap();
-    let (code, err) = sh(
-        dir.path(),
-        "tar xzf b.tgz && sha256sum -c SHA256SUMS >/dev/null",
-    );
-    assert_eq!(code, 0, "{err}");
+    let dir = extract_verified(&winner.body);
     let token = std::fs::read_to_string(dir.path().join("k0s-join-token")).unwrap();
     let gz = base64::engine::general_purpose::STANDARD
         .decode(token.trim())

@@ -221,12 +221,7 @@ fn regression_join_token_is_never_in_any_argv() {
         !seen.is_empty(),
         "the watcher never saw curl run ({scans} scans)"
     );
-    let sums = Command::new("sha256sum")
-        .args(["-c", "--strict", "SHA256SUMS"])
-        .current_dir(host.path())
-        .output()
-        .unwrap();
-    assert!(sums.status.success());
+    assert_sums_verify(host.path());
 }
 
 #[test]
@@ -401,17 +396,7 @@ fn regression_failures_before_the_bundle_starts_leave_the_join_usable() {
     assert_eq!(r.status, 503, "{}", r.text());
     let r = d2.get("/v1/join-bundle?roles=worker", &t);
     assert_eq!(r.status, 200, "{}", r.text());
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("b.tgz"), &r.body).unwrap();
-    let ok = Command::new("sh")
-        .args([
-            "-c",
-            "tar xzf b.tgz && sha256sum -c --strict SHA256SUMS >/dev/null",
-        ])
-        .current_dir(dir.path())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    extract_verified(&r.body);
     let r = d2.curl(
         "GET",
         "/v1/join-bundle?roles=worker",
@@ -579,16 +564,7 @@ fn a_cut_download_resumes_with_the_same_step_and_verifies() {
         l.contains("\"result\":\"resuming\"")
     });
     assert!(resumed.contains("\"client\":\"127.0.0.1\""), "{resumed}");
-    let sums = Command::new("sha256sum")
-        .args(["-c", "--strict", "SHA256SUMS"])
-        .current_dir(host.path())
-        .output()
-        .unwrap();
-    assert!(
-        sums.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sums.stdout)
-    );
+    assert_sums_verify(host.path());
     // From another host the token is spent; the resumed host got exactly one bundle.
     d.get_from(
         "127.0.0.2",

@@ -254,6 +254,18 @@ impl Daemon {
         Daemon::start_with(fake, DaemonOpts::default())
     }
 
+    /// Starts joinery against `fake` with a password hash file and extra `args`.
+    pub fn start_args(fake: &FakeKube, args: &[&str]) -> Daemon {
+        let args = args.iter().map(|a| a.to_string()).collect();
+        Daemon::start_with(
+            fake,
+            DaemonOpts {
+                args,
+                ..DaemonOpts::default()
+            },
+        )
+    }
+
     pub fn start_with(fake: &FakeKube, opts: DaemonOpts) -> Daemon {
         let data_dir = tempfile::tempdir().unwrap();
         let data_path = opts
@@ -794,4 +806,39 @@ pub fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Asserts that `sha256sum -c --strict SHA256SUMS` passes in `dir` (an extracted
+/// bundle), as the join steps check it.
+pub fn assert_sums_verify(dir: &Path) {
+    let out = Command::new("sha256sum")
+        .args(["-c", "--strict", "SHA256SUMS"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sha256sum -c: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Extracts a downloaded bundle with `tar xzf` in a fresh directory (removed when the
+/// returned guard drops) and asserts that its SHA256SUMS verify.
+pub fn extract_verified(bundle: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("b.tgz"), bundle).unwrap();
+    let tar = Command::new("tar")
+        .args(["xzf", "b.tgz"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        tar.status.success(),
+        "tar xzf: {}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    assert_sums_verify(dir.path());
+    dir
 }

@@ -350,13 +350,7 @@ fn two_controllers_racing_on_one_refresh_token_cannot_both_win() {
 #[test]
 fn ready_follows_kubernetes_and_health_does_not() {
     let fake = FakeKube::start(1, &[]);
-    let d = Daemon::start_with(
-        &fake,
-        DaemonOpts {
-            args: vec!["--kube-timeout".into(), "2".into()],
-            ..DaemonOpts::default()
-        },
-    );
+    let d = Daemon::start_args(&fake, &["--kube-timeout", "2"]);
     let r = d.curl("GET", "/v1/ready", &[]);
     assert_eq!((r.status, &r.json()["status"]), (200, &json!("ok")));
     // The body also says whether the watch-fed view has synced (it soon does).
@@ -526,13 +520,7 @@ fn the_token_commands_work_against_the_cluster() {
 #[test]
 fn regression_refresh_families_survive_made_up_secrets_and_lost_answers() {
     let fake = FakeKube::start(1, &[]);
-    let d = Daemon::start_with(
-        &fake,
-        DaemonOpts {
-            args: vec!["--kube-timeout".into(), "2".into()],
-            ..DaemonOpts::default()
-        },
-    );
+    let d = Daemon::start_args(&fake, &["--kube-timeout", "2"]);
     let refresh = |token: &str| {
         let r = oauth(
             &d,

@@ -177,13 +177,7 @@ fn api_server_down_then_back_answers_stay_correct_and_the_view_resyncs() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
     let fake = FakeKube::start(3, &[]);
-    let d = Daemon::start_with(
-        &fake,
-        DaemonOpts {
-            args: vec!["--kube-timeout".into(), "2".into()],
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start_args(&fake, &["--kube-timeout", "2"]);
     let token = d.login();
     synced(&d);
     let start = Instant::now();
@@ -308,13 +302,7 @@ fn waiters_see_nodes_added_and_deleted_and_streams_follow() {
 #[test]
 fn waiters_are_capped_and_ordinary_requests_still_served() {
     let fake = FakeKube::start(3, &[]);
-    let d = Daemon::start_with(
-        &fake,
-        DaemonOpts {
-            args: vec!["--max-waiters".into(), "2".into()],
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start_args(&fake, &["--max-waiters", "2"]);
     let token = d.login();
     synced(&d);
     let s1 = Stream::open(&d, &token);
