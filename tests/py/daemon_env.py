@@ -79,3 +79,16 @@ def call(daemon, method, path, token=None, body=None, headers=None):
             return resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.headers, err.read()
+
+
+def wait_until(what, check, timeout=30.0):
+    """Calls `check` every 50 ms until it returns a true value, and returns that value;
+    fails the test after `timeout` seconds, naming `what`. The one way these tests wait
+    for something (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.05)
