@@ -594,7 +594,7 @@ fn every_failure_has_its_exit_code() {
 
     // 5: a role the cluster does not have.
     let mut a = c.args(&["--password-file", &pw, "--print"]);
-    a[5] = "gpu".into();
+    a[5] = "tpu".into();
     let o = headless_join(&a, None);
     assert_eq!(code(&o), 5, "{}", text(&o));
     assert!(text(&o).contains("invalid_roles"), "{}", text(&o));
