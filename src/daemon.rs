@@ -139,7 +139,8 @@ fn build(cfg: &Config) -> Result<Built, StartError> {
         cache.clone(),
         &cfg.namespace,
         node_name.as_deref(),
-    );
+    )
+    .map_err(|e| StartError(format!("cannot choose this daemon's Lease identity: {e}")))?;
     // One handle stops both servers (SIGTERM is routed to it in `run`).
     let shutdown = server.shutdown_handle();
     let socket = match &cfg.socket {

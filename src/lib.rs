@@ -21,5 +21,7 @@ pub mod log;
 pub mod metrics;
 mod pause;
 pub mod preflight;
+pub mod random;
 pub mod roles;
+pub mod time;
 pub mod version;
