@@ -23,7 +23,7 @@ use crate::auth::refresh::{RefreshError, REFRESH_TTL_SECS};
 use crate::auth::throttle::Refusal;
 use crate::auth::{jwt, password, Scope};
 use crate::http::query::{self, Params};
-use crate::http::{Body, Request, Response};
+use crate::http::{Request, Response};
 
 /// How long an access token from this endpoint is valid (the policy is in `auth::session`).
 pub use crate::auth::session::ACCESS_TTL_SECS;
@@ -108,20 +108,12 @@ impl OAuthError {
     }
 }
 
-/// A JSON answer with the no-store headers every token-endpoint answer needs.
+/// A JSON answer with the no-store headers every token-endpoint answer needs (RFC 6749
+/// §5.1 asks for `Pragma: no-cache` beside `Cache-Control: no-store`).
 fn reply(status: u16, body: &serde_json::Value) -> Response {
-    let mut bytes = body.to_string().into_bytes();
-    bytes.push(b'\n');
-    Response {
-        status,
-        headers: vec![
-            ("Content-Type".into(), "application/json".into()),
-            ("Cache-Control".into(), "no-store".into()),
-            ("Pragma".into(), "no-cache".into()),
-        ],
-        body: Body::Bytes(bytes),
-        subject: None,
-    }
+    let mut resp = super::json_bytes_response(status, body.to_string().into_bytes());
+    resp.headers.push(("Pragma".into(), "no-cache".into()));
+    resp
 }
 
 pub fn token(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Response, ApiError> {
@@ -395,6 +387,7 @@ pub(super) const ROUTES: &[Route] = &[Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::Body;
 
     fn form(s: &str) -> Result<BTreeMap<String, String>, String> {
         parse_form(s.as_bytes())

@@ -2,8 +2,10 @@
 //!
 //! Synchronous HTTPS through ureq 3 and rustls (ring), always verifying the server against
 //! the cluster CA. The rest of the crate sees [`Client`], the plain domain structs
-//! ([`Node`], [`Secret`], ...) and one [`Error`]; the JSON wire types stay private here,
-//! all of them in `wire.rs`.
+//! ([`Node`], [`Secret`], ...) and one [`Error`]; the JSON wire types stay private here.
+//! What joinery reads is decoded in `wire.rs` (objects, lists, watch events) and
+//! `status.rs` (a `Status` error body); what it writes (merge patches, an Eviction, a
+//! Secret) is built beside the call that sends it, in the resource's own file.
 //!
 //! Map:
 //! - `target.rs`: where the server is and which credentials to use (in-cluster env; pure).
