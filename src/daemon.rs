@@ -133,7 +133,8 @@ fn build(cfg: &Config) -> Result<Built, StartError> {
         cache.clone(),
         &cfg.namespace,
         node_name.as_deref(),
-    );
+    )
+    .map_err(|e| StartError(format!("cannot choose this daemon's Lease identity: {e}")))?;
     let socket = match &cfg.socket {
         None => None,
         Some(path) => Some((bind_socket(path, &limits)?, path.clone())),

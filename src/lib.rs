@@ -20,5 +20,7 @@ pub mod lifecycle;
 pub mod log;
 pub mod metrics;
 pub mod preflight;
+pub mod random;
 pub mod roles;
+pub mod time;
 pub mod version;

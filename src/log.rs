@@ -1,10 +1,11 @@
 //! One JSON object per line on stderr: the access log, the audit log and start-up notes.
+//! Dates come from `crate::time`.
 //!
 //! Callers pass only fields they chose; nothing here ever formats a request's headers or
 //! body, which is how secrets stay out of the log.
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// The most characters of any one string field in a log line. Fields can carry client
 /// text (a path, a node name from a URL); past this they are cut and end in `…`, so no
@@ -30,7 +31,10 @@ pub fn emit(level: &str, mut fields: serde_json::Map<String, serde_json::Value>)
         }
     }
     let mut line = serde_json::Map::new();
-    line.insert("time".into(), rfc3339_now().into());
+    line.insert(
+        "time".into(),
+        crate::time::rfc3339_millis(SystemTime::now()).into(),
+    );
     line.insert("level".into(), level.into());
     line.append(&mut fields);
     let mut text = serde_json::Value::Object(line).to_string();
@@ -85,6 +89,42 @@ pub fn error(msg: &str, extra: &[(&str, serde_json::Value)]) {
     emit("error", with_msg(msg, extra));
 }
 
+/// One audit line: who (`subject`) did what (`action`) to which object (`target`), and
+/// how it ended (`result`), as `{"msg":"audit","action",...}` at level `info`. The
+/// shape is a promise to log pipelines, documented in docs/security.md ("Audit log"):
+/// `action` is `area.verb` and its area says what kind of thing `target` names; an
+/// empty `subject` means no one was authenticated. `extra` adds context fields
+/// (`client`, `roles`, `scope`); it cannot replace the four. Never pass a secret.
+pub fn audit(
+    action: &str,
+    subject: &str,
+    target: &str,
+    result: &str,
+    extra: &[(&str, serde_json::Value)],
+) {
+    emit("info", audit_fields(action, subject, target, result, extra));
+}
+
+fn audit_fields(
+    action: &str,
+    subject: &str,
+    target: &str,
+    result: &str,
+    extra: &[(&str, serde_json::Value)],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = with_msg("audit", extra);
+    for (k, v) in [
+        ("msg", "audit"),
+        ("action", action),
+        ("subject", subject),
+        ("target", target),
+        ("result", result),
+    ] {
+        m.insert(k.into(), v.into());
+    }
+    m
+}
+
 fn with_msg(
     msg: &str,
     extra: &[(&str, serde_json::Value)],
@@ -97,54 +137,24 @@ fn with_msg(
     m
 }
 
-/// The current UTC time as RFC 3339 with milliseconds, e.g. `2026-01-15T12:00:00.123Z`.
-pub fn rfc3339_now() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let (y, m, day, hh, mm, ss) = civil_parts(d.as_secs() as i64);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{hh:02}:{mm:02}:{ss:02}.{:03}Z",
-        d.subsec_millis()
-    )
-}
-
-/// Unix seconds as RFC 3339 UTC with whole seconds (`2026-01-15T13:00:00Z`).
-pub fn rfc3339(secs: i64) -> String {
-    let (date, time) = civil(secs);
-    format!("{date}T{time}Z")
-}
-
-/// Seconds since the epoch to (`YYYY-MM-DD`, `HH:MM:SS`) in UTC.
-pub fn civil(secs: i64) -> (String, String) {
-    let (y, m, d, hh, mm, ss) = civil_parts(secs);
-    (
-        format!("{y:04}-{m:02}-{d:02}"),
-        format!("{hh:02}:{mm:02}:{ss:02}"),
-    )
-}
-
-/// Seconds since the epoch to year, month, day, hour, minute, second in UTC.
-pub(crate) fn civil_parts(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's days-from-civil inverse.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{civil, clip, MAX_FIELD_CHARS};
+    use super::{audit_fields, clip, MAX_FIELD_CHARS};
+
+    #[test]
+    fn audit_lines_have_one_shape() {
+        let m = audit_fields(
+            "node.drain",
+            "admin",
+            "node-2",
+            "started",
+            &[("client", "10.0.0.9".into()), ("subject", "forged".into())],
+        );
+        assert_eq!(
+            serde_json::Value::Object(m).to_string(),
+            r#"{"action":"node.drain","client":"10.0.0.9","msg":"audit","result":"started","subject":"admin","target":"node-2"}"#
+        );
+    }
 
     #[test]
     fn long_fields_are_clipped_on_a_char_boundary() {
@@ -153,16 +163,5 @@ mod tests {
         let c = clip(&long);
         assert_eq!(c.chars().count(), MAX_FIELD_CHARS + 1);
         assert!(c.ends_with('…'));
-    }
-
-    #[test]
-    fn civil_dates() {
-        for (secs, date, time) in [
-            (0, "1970-01-01", "00:00:00"),
-            (951_782_400, "2000-02-29", "00:00:00"),
-            (1_768_478_400, "2026-01-15", "12:00:00"),
-        ] {
-            assert_eq!(civil(secs), (date.to_string(), time.to_string()));
-        }
     }
 }

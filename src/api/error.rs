@@ -342,6 +342,14 @@ pub fn json_bytes_response(status: u16, mut bytes: Vec<u8>) -> Response {
 }
 
 /// Every endpoint's query refusals: 400 with the parser's own code and sentence.
+/// No randomness at request time: a 500 with the cause in the log (see `random.rs`).
+impl From<crate::random::Unavailable> for ApiError {
+    fn from(e: crate::random::Unavailable) -> ApiError {
+        crate::log::error("request failed", &[("error", e.to_string().into())]);
+        ApiError::internal()
+    }
+}
+
 impl From<crate::http::query::QueryError> for ApiError {
     fn from(e: crate::http::query::QueryError) -> ApiError {
         ApiError::new(query_code(&e), e.message())
@@ -365,6 +373,7 @@ impl StoreError {
     pub fn to_api_error(&self) -> ApiError {
         match self {
             StoreError::Kube(e) => ApiError::from_kube(e),
+            StoreError::Random(e) => e.clone().into(),
             StoreError::Missing(m) | StoreError::Corrupt(m) => {
                 crate::log::error("auth secret unusable", &[("detail", m.as_str().into())]);
                 ApiError::new(

@@ -12,8 +12,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 use super::{
-    json_body, json_response, now, Access, ApiError, Code, Context, Identity, Route,
-    SESSION_AUDIENCE,
+    json_body, json_response, Access, ApiError, Code, Context, Identity, Route, SESSION_AUDIENCE,
 };
 use crate::auth::join::{self as join_token, JoinTokenError, JOIN_TTL_SECS};
 use crate::auth::{self, jwt, Scope};
@@ -26,6 +25,7 @@ use crate::join::ticket::{self, Members, State, Ticket, DOWNLOAD_WINDOW_SECS};
 use crate::join::JoinService;
 use crate::kube;
 use crate::roles;
+use crate::time::now;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,7 +112,7 @@ pub fn create_command(
     }
     let address = advertise_address(ctx, &nodes)?;
     let now = now();
-    let jti = ticket::new_id().map_err(|_| ApiError::internal())?;
+    let jti = ticket::new_id()?;
     let expires = now + JOIN_TTL_SECS;
     let requested_by = who.map(|w| w.subject.clone()).unwrap_or_default();
     // The ticket first: a token is never handed out without one.
@@ -131,15 +131,12 @@ pub fn create_command(
         self_signed: ctx.server.self_signed,
         stamp: &assemble::stamp(now),
     });
-    crate::log::info(
-        "audit",
-        &[
-            ("action", "create-join-command".into()),
-            ("subject", who.map(|w| w.subject.clone()).into()),
-            ("roles", body.roles.join(",").into()),
-            ("ticket", jti.clone().into()),
-            ("result", "issued".into()),
-        ],
+    crate::log::audit(
+        "join.create",
+        Identity::subject_of(who),
+        &jti,
+        "issued",
+        &[("roles", body.roles.join(",").into())],
     );
     crate::metrics::global().join_command_issued();
     Ok(json_response(
@@ -323,7 +320,7 @@ fn k0s_error(e: k0s::CreateError) -> ApiError {
                  daemon's log has the details",
             )
         }
-        k0s::CreateError::Random(_) => ApiError::internal(),
+        k0s::CreateError::Random(e) => e.into(),
     }
 }
 
@@ -359,7 +356,7 @@ fn make_members(
         &ctx.kube,
         g.k0s_address,
         kind,
-        &crate::log::rfc3339(until),
+        &crate::time::rfc3339(until),
         &format!("joinery: join with roles {}", roles.join(",")),
     )
     .map_err(k0s_error)?;
@@ -591,22 +588,18 @@ fn bundle_inner(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Re
         }
         _ => Box::new(crate::metrics::CountingReader::bundle(stream)),
     };
-    crate::log::info(
-        "audit",
+    crate::log::audit(
+        "join.bundle",
+        &subject,
+        ticket.as_ref().map_or("", |t| t.id.as_str()),
+        if status == 206 {
+            "resuming"
+        } else {
+            "streaming"
+        },
         &[
-            ("action", "join-bundle".into()),
-            ("subject", subject.clone().into()),
             ("roles", roles.join(",").into()),
             ("client", client.clone().into()),
-            (
-                "result",
-                if status == 206 {
-                    "resuming"
-                } else {
-                    "streaming"
-                }
-                .into(),
-            ),
         ],
     );
     Ok(Response {

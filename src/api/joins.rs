@@ -4,13 +4,14 @@
 
 use serde::Serialize;
 
-use super::{json_response, now, Access, ApiError, Code, Context, Identity, Route};
+use super::{json_response, Access, ApiError, Code, Context, Identity, Route};
 use crate::auth::Scope;
 use crate::http::{Request, Response};
 use crate::join::k0s;
 use crate::join::ticket::{self, State, Ticket};
 use crate::join::JoinService;
 use crate::kube;
+use crate::time::now;
 
 /// One join in the ledger (the JSON shape `joinery joins` prints).
 #[derive(Serialize)]
@@ -34,7 +35,7 @@ pub struct LedgerEntry {
 }
 
 fn ts(t: i64) -> String {
-    crate::log::rfc3339(t)
+    crate::time::rfc3339(t)
 }
 
 /// The node a join made, if any: created after the download started, with the
@@ -151,15 +152,7 @@ pub fn revoke(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Re
                 if let Some(m) = &t.members {
                     k0s::delete(&ctx.kube, &m.bootstrap_id).map_err(|e| ApiError::from_kube(&e))?;
                 }
-                crate::log::info(
-                    "audit",
-                    &[
-                        ("action", "revoke-join".into()),
-                        ("subject", who.map(|w| w.subject.clone()).into()),
-                        ("ticket", id.into()),
-                        ("result", "revoked".into()),
-                    ],
-                );
+                crate::log::audit("join.revoke", Identity::subject_of(who), id, "revoked", &[]);
                 return Ok(json_response(200, &entry(&done, &nodes, now)));
             }
             Err(kube::Error::Conflict) => continue,

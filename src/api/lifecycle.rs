@@ -71,21 +71,6 @@ fn get_node(ctx: &Context, name: &str) -> Result<kube::Node, ApiError> {
     }
 }
 
-fn audit(who: Option<&Identity>, action: &str, node: &str, result: &str) {
-    log::info(
-        "audit",
-        &[
-            ("action", action.into()),
-            (
-                "subject",
-                who.map(|i| i.subject.as_str()).unwrap_or("").into(),
-            ),
-            ("node", node.into()),
-            ("result", result.into()),
-        ],
-    );
-}
-
 // ---- GET /v1/nodes/{name} ----------------------------------------------------------
 
 #[derive(Serialize)]
@@ -237,7 +222,13 @@ fn relabel(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respo
         }
     }
     if let Some(key) = body.labels.keys().find(|k| protected(k)) {
-        audit(who, "node.relabel", name, "refused: protected label");
+        log::audit(
+            "node.relabel",
+            Identity::subject_of(who),
+            name,
+            "refused: protected label",
+            &[],
+        );
         return Err(ApiError::new(
             Code::ProtectedLabel,
             format!(
@@ -262,14 +253,20 @@ fn relabel(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respo
             ))
         }
         Err(e) => {
-            audit(who, "node.relabel", name, "failed");
+            log::audit(
+                "node.relabel",
+                Identity::subject_of(who),
+                name,
+                "failed",
+                &[],
+            );
             return Err(ApiError::from_kube(&e));
         }
     };
     let (set, removed): (Vec<_>, Vec<_>) = body.labels.iter().partition(|(_, v)| v.is_some());
-    audit(
-        who,
+    log::audit(
         "node.relabel",
+        Identity::subject_of(who),
         name,
         &format!(
             "labels set: [{}]; removed: [{}]",
@@ -283,6 +280,7 @@ fn relabel(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respo
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        &[],
     );
     Ok(json_response(200, &detail(ctx, node)?))
 }
@@ -349,25 +347,27 @@ fn start_drain(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<R
         Ok(s) => s,
         Err(kube::Error::NotFound) => return Err(node_not_found(name)),
         Err(e) => {
-            audit(who, "node.drain", name, "failed");
+            log::audit("node.drain", Identity::subject_of(who), name, "failed", &[]);
             return Err(ApiError::from_kube(&e));
         }
     };
     match started {
         drain::Start::Already(state) => {
-            audit(
-                who,
+            log::audit(
                 "node.drain",
+                Identity::subject_of(who),
                 name,
                 &format!("unchanged: already {}", state.as_str()),
+                &[],
             );
             return Ok(drain_reply(state));
         }
-        drain::Start::Started => audit(
-            who,
+        drain::Start::Started => log::audit(
             "node.drain",
+            Identity::subject_of(who),
             name,
             &format!("started: cordoned, deadline {recorded} s"),
+            &[],
         ),
     }
     let lc = &ctx.lifecycle;
@@ -399,21 +399,28 @@ fn resume(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respon
     let name = node_name(req)?;
     match drain::resume(&ctx.kube, name) {
         Ok(changed) => {
-            audit(
-                who,
+            log::audit(
                 "node.resume",
+                Identity::subject_of(who),
                 name,
                 if changed {
                     "resumed: uncordoned, drain state cleared"
                 } else {
                     "unchanged: already active"
                 },
+                &[],
             );
             Ok(json_response(200, &json!({ "drainState": "active" })))
         }
         Err(kube::Error::NotFound) => Err(node_not_found(name)),
         Err(e) => {
-            audit(who, "node.resume", name, "failed");
+            log::audit(
+                "node.resume",
+                Identity::subject_of(who),
+                name,
+                "failed",
+                &[],
+            );
             Err(ApiError::from_kube(&e))
         }
     }
@@ -459,19 +466,37 @@ fn remove(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respon
                 ),
             ),
         };
-        audit(who, "node.remove", name, &format!("refused: {}", err.code));
+        log::audit(
+            "node.remove",
+            Identity::subject_of(who),
+            name,
+            &format!("refused: {}", err.code),
+            &[],
+        );
         return Err(err);
     }
     match removal::remove(&ctx.kube, &target, ETCD_LEAVE_WAIT) {
         Ok(steps) => {
-            audit(who, "node.remove", name, "removed");
+            log::audit(
+                "node.remove",
+                Identity::subject_of(who),
+                name,
+                "removed",
+                &[],
+            );
             Ok(json_response(
                 200,
                 &json!({ "removed": name, "steps": steps }),
             ))
         }
         Err(removal::Failure::EtcdTimeout(steps)) => {
-            audit(who, "node.remove", name, "failed: etcd member still joined");
+            log::audit(
+                "node.remove",
+                Identity::subject_of(who),
+                name,
+                "failed: etcd member still joined",
+                &[],
+            );
             log::warn(
                 "node removal stopped: etcd member still joined",
                 &[("node", name.into()), ("steps", json!(steps))],
@@ -487,7 +512,13 @@ fn remove(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Respon
             ))
         }
         Err(removal::Failure::Kube(e, steps)) => {
-            audit(who, "node.remove", name, "failed");
+            log::audit(
+                "node.remove",
+                Identity::subject_of(who),
+                name,
+                "failed",
+                &[],
+            );
             log::warn(
                 "node removal stopped",
                 &[("node", name.into()), ("steps", json!(steps))],

@@ -21,7 +21,9 @@ mod wait;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+
+use crate::time::now;
 
 pub use error::{json_bytes_response, json_response, ApiError, Code};
 
@@ -82,6 +84,13 @@ pub struct ServerInfo {
 pub struct Identity {
     pub subject: String,
     pub scope: Scope,
+}
+
+impl Identity {
+    /// The audit line's `subject` for a request: who it authenticated as, "" for no one.
+    pub fn subject_of(who: Option<&Identity>) -> &str {
+        who.map_or("", |w| w.subject.as_str())
+    }
 }
 
 /// What a route needs from the caller.
@@ -336,14 +345,6 @@ fn json_body<T: serde::de::DeserializeOwned>(req: &Request, shape: &str) -> Resu
             format!("the body must be a JSON object of the form {shape}{at}"),
         )
     })
-}
-
-/// Seconds since the Unix epoch.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

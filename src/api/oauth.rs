@@ -18,12 +18,13 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use super::session;
-use super::{now, Access, ApiError, Context, Identity, Route};
+use super::{Access, ApiError, Context, Identity, Route};
 use crate::auth::refresh::{RefreshError, REFRESH_TTL_SECS};
 use crate::auth::throttle::Refusal;
 use crate::auth::{jwt, password, Scope};
 use crate::http::query::{self, Params};
 use crate::http::{Request, Response};
+use crate::time::now;
 
 /// How long an access token from this endpoint is valid (the policy is in `auth::session`).
 pub use crate::auth::session::ACCESS_TTL_SECS;
@@ -120,10 +121,7 @@ pub fn token(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Respo
     Ok(match grant(ctx, req) {
         Ok(resp) => resp,
         Err(e) => {
-            crate::log::info(
-                "audit",
-                &[("action", "oauth.token".into()), ("result", e.error.into())],
-            );
+            crate::log::audit("oauth.token", "", "", e.error, &[]);
             e.into_response()
         }
     })
@@ -196,10 +194,7 @@ fn password_grant(
     }
     attempt.succeeded();
     let scope = wanted.unwrap_or(Scope::Admin);
-    let refresh = ctx
-        .refresh
-        .issue(USERNAME, scope, now())
-        .map_err(|e| OAuthError::from_api(ApiError::from_kube(&e)))?;
+    let refresh = ctx.refresh.issue(USERNAME, scope, now()).map_err(refused)?;
     issue(ctx, USERNAME, scope, &refresh, "oauth.password")
 }
 
@@ -232,7 +227,20 @@ fn refresh_grant(
     {
         ctx.throttle.bearer_failed(ip);
     }
-    let rotated = rotated.map_err(|e| match e {
+    let rotated = rotated.map_err(refused)?;
+    let scope = wanted.unwrap_or(rotated.scope);
+    issue(
+        ctx,
+        &rotated.subject,
+        scope,
+        &rotated.refresh_token,
+        "oauth.refresh",
+    )
+}
+
+/// What the client hears when a refresh token is refused or cannot be made.
+fn refused(e: RefreshError) -> OAuthError {
+    match e {
         RefreshError::Unknown => oauth_error(
             "invalid_grant",
             "the refresh token is unknown, expired or revoked; log in again",
@@ -247,22 +255,15 @@ fn refresh_grant(
         RefreshError::Reused => oauth_error(
             "invalid_grant",
             "the refresh token was already used, so every token from that login is \
-                 revoked; log in again",
+             revoked; log in again",
         ),
         RefreshError::Scope(granted) => oauth_error(
             "invalid_scope",
             format!("this refresh token was granted only the '{granted}' scope"),
         ),
         RefreshError::Kube(e) => OAuthError::from_api(ApiError::from_kube(&e)),
-    })?;
-    let scope = wanted.unwrap_or(rotated.scope);
-    issue(
-        ctx,
-        &rotated.subject,
-        scope,
-        &rotated.refresh_token,
-        "oauth.refresh",
-    )
+        RefreshError::Random(e) => OAuthError::from_api(e.into()),
+    }
 }
 
 /// Signs the access token and writes the §5.1 answer.
@@ -278,16 +279,15 @@ fn issue(
         .get()
         .map_err(|e| OAuthError::from_api(e.to_api_error()))?;
     let now = now();
-    let claims = crate::auth::session::claims(subject, scope, now, ACCESS_TTL_SECS);
+    let claims = crate::auth::session::claims(subject, scope, now, ACCESS_TTL_SECS)
+        .map_err(|e| OAuthError::from_api(e.into()))?;
     let access = jwt::sign(key.as_bytes(), &claims);
-    crate::log::info(
-        "audit",
-        &[
-            ("action", action.into()),
-            ("subject", subject.into()),
-            ("scope", scope.as_str().into()),
-            ("result", "ok".into()),
-        ],
+    crate::log::audit(
+        action,
+        subject,
+        subject,
+        "ok",
+        &[("scope", scope.as_str().into())],
     );
     let mut resp = reply(
         200,

@@ -8,10 +8,11 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Deserialize;
 
-use super::{json_body, json_response, now, Access, ApiError, Code, Context, Identity, Route};
+use super::{json_body, json_response, Access, ApiError, Code, Context, Identity, Route};
 use crate::auth::throttle::Refusal;
 use crate::auth::{jwt, password, Scope};
 use crate::http::{Peer, Request, Response};
+use crate::time::now;
 
 pub use crate::auth::session::SESSION_TTL_SECS;
 
@@ -34,18 +35,17 @@ pub fn login(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Respo
     let hash = ctx.passwords.current().map_err(|e| e.to_api_error())?;
     let attempt = ctx.throttle.check(ip).map_err(refusal)?;
     let ok = password::verify_password(&body.password, &hash);
+    let (subject, result) = if ok {
+        ("admin", "ok")
+    } else {
+        ("", "wrong_password")
+    };
+    let client = [("client", ip.to_string().into())];
+    crate::log::audit("session.login", subject, "admin", result, &client);
     if ok {
         attempt.succeeded();
     } else {
         attempt.failed();
-        crate::log::info(
-            "audit",
-            &[
-                ("action", "login".into()),
-                ("client", ip.to_string().into()),
-                ("result", "wrong_password".into()),
-            ],
-        );
         return Err(ApiError::unauthorized(
             Code::InvalidPassword,
             "the password is not the installer password of this cluster",
@@ -54,7 +54,7 @@ pub fn login(ctx: &Context, req: &Request, _: Option<&Identity>) -> Result<Respo
     let key = ctx.keys.get().map_err(|e| e.to_api_error())?;
     let token = jwt::sign(
         key.as_bytes(),
-        &session_claims("admin", Scope::Admin, now()),
+        &session_claims("admin", Scope::Admin, now())?,
     );
     let mut resp = json_response(200, &serde_json::json!({ "token": token }));
     resp.subject = Some("admin".into());
@@ -102,7 +102,11 @@ pub fn bearer_refusal(r: Refusal) -> ApiError {
 }
 
 /// The claims of a session token for `subject` (the policy is in `auth::session`).
-pub fn session_claims(subject: &str, scope: Scope, now: i64) -> jwt::Claims {
+pub fn session_claims(
+    subject: &str,
+    scope: Scope,
+    now: i64,
+) -> Result<jwt::Claims, crate::random::Unavailable> {
     crate::auth::session::claims(subject, scope, now, SESSION_TTL_SECS)
 }
 

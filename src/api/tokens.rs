@@ -5,10 +5,12 @@
 
 use serde::Deserialize;
 
-use super::{json_body, json_response, now, Access, ApiError, Code, Context, Identity, Route};
+use super::{json_body, json_response, Access, ApiError, Code, Context, Identity, Route};
 use crate::auth::apitoken::{self, TokenError, TokenInfo};
 use crate::auth::Scope;
 use crate::http::{Body, Request, Response};
+use crate::log;
+use crate::time::now;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -29,7 +31,13 @@ pub fn create(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Re
         .api_tokens
         .create(&body.name, &scopes, body.expires_in_seconds, now())
         .map_err(token_error)?;
-    audit("token.create", who, &info.id);
+    log::audit(
+        "token.create",
+        Identity::subject_of(who),
+        &info.id,
+        "ok",
+        &[],
+    );
     let mut v = view(&info);
     v["token"] = serde_json::Value::String(token);
     let mut resp = json_response(201, &v);
@@ -47,7 +55,13 @@ pub fn list(ctx: &Context, _: &Request, _: Option<&Identity>) -> Result<Response
 pub fn revoke(ctx: &Context, req: &Request, who: Option<&Identity>) -> Result<Response, ApiError> {
     let id = req.path.rsplit('/').next().unwrap_or("");
     let info = ctx.api_tokens.revoke(id).map_err(token_error)?;
-    audit("token.revoke", who, &info.id);
+    log::audit(
+        "token.revoke",
+        Identity::subject_of(who),
+        &info.id,
+        "ok",
+        &[],
+    );
     Ok(Response {
         status: 204,
         headers: Vec::new(),
@@ -63,10 +77,10 @@ pub fn view(t: &TokenInfo) -> serde_json::Value {
         "id": t.id,
         "name": t.name,
         "scopes": scopes,
-        "created": crate::log::rfc3339(t.created),
-        "expires": t.expires.map(crate::log::rfc3339),
+        "created": crate::time::rfc3339(t.created),
+        "expires": t.expires.map(crate::time::rfc3339),
         "lastFour": t.last_four,
-        "lastUsed": t.last_used.map(crate::log::rfc3339),
+        "lastUsed": t.last_used.map(crate::time::rfc3339),
     })
 }
 
@@ -79,19 +93,8 @@ fn token_error(e: TokenError) -> ApiError {
         ),
         TokenError::Refused(m) => ApiError::new(Code::InvalidBody, m),
         TokenError::Kube(e) => ApiError::from_kube(&e),
+        TokenError::Random(e) => e.into(),
     }
-}
-
-fn audit(action: &str, who: Option<&Identity>, id: &str) {
-    crate::log::info(
-        "audit",
-        &[
-            ("action", action.into()),
-            ("subject", who.map(|w| w.subject.clone()).into()),
-            ("token", id.into()),
-            ("result", "ok".into()),
-        ],
-    );
 }
 
 pub(super) const ROUTES: &[Route] = &[

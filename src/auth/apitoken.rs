@@ -92,6 +92,8 @@ pub enum TokenError {
     /// No token has that id.
     NotFound,
     Kube(kube::Error),
+    /// A fresh token was needed and the OS gave no randomness.
+    Random(crate::random::Unavailable),
 }
 
 impl std::fmt::Display for TokenError {
@@ -101,25 +103,17 @@ impl std::fmt::Display for TokenError {
             TokenError::Refused(m) => f.write_str(m),
             TokenError::NotFound => f.write_str("no API token has that id"),
             TokenError::Kube(e) => write!(f, "{e}"),
+            TokenError::Random(e) => write!(f, "{e}"),
         }
     }
 }
 
 /// A fresh token: [`PREFIX`] and [`RANDOM_CHARS`] base62 characters from the OS.
-pub fn generate() -> Result<String, String> {
-    let mut out = String::from(PREFIX);
-    let mut pool = [0u8; 64];
-    while out.len() < PREFIX.len() + RANDOM_CHARS {
-        getrandom::fill(&mut pool).map_err(|e| format!("no randomness from the OS: {e}"))?;
-        // Rejection sampling: 248 = 4 * 62, so every character is equally likely.
-        for b in pool.iter().filter(|b| **b < 248) {
-            if out.len() == PREFIX.len() + RANDOM_CHARS {
-                break;
-            }
-            out.push(BASE62[(*b % 62) as usize] as char);
-        }
-    }
-    Ok(out)
+pub fn generate() -> Result<String, crate::random::Unavailable> {
+    Ok(format!(
+        "{PREFIX}{}",
+        crate::random::chars(BASE62, RANDOM_CHARS)?
+    ))
 }
 
 /// Whether `token` has the shape [`generate`] gives; anything else is refused unread.
@@ -270,7 +264,7 @@ impl ApiTokens {
         scopes.dedup();
         // An id collision (2^-64 per pair) is retried with a fresh token.
         for _ in 0..3 {
-            let token = generate().map_err(TokenError::Invalid)?;
+            let token = generate().map_err(TokenError::Random)?;
             let info = TokenInfo {
                 id: id_of(&token),
                 name: name.to_string(),

@@ -235,14 +235,8 @@ fn verify_signed(
 }
 
 /// A fresh token id: 16 random bytes from the OS as 22 characters of base64url.
-///
-/// # Panics
-/// If the operating system's random source fails, which on Linux means the kernel has no
-/// `getrandom` and no readable `/dev/urandom`; there is no safe token id without it.
-pub fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random number generator failed");
-    URL_SAFE_NO_PAD.encode(bytes)
+pub fn random_id() -> Result<String, crate::random::Unavailable> {
+    crate::random::base64url(16)
 }
 
 fn new_mac(key: &[u8]) -> HmacSha256 {
@@ -772,8 +766,8 @@ mod tests {
 
     #[test]
     fn random_ids_are_16_bytes_and_differ() {
-        let a = random_id();
-        let b = random_id();
+        let a = random_id().unwrap();
+        let b = random_id().unwrap();
         assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 16);
         assert_ne!(a, b);
     }

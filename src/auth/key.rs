@@ -24,8 +24,6 @@ pub struct SigningKey([u8; KEY_LEN]);
 /// Why a signing key could not be made or loaded. Messages never include key material.
 #[derive(Debug)]
 pub enum KeyError {
-    /// The operating system's random number generator failed.
-    Random,
     /// [`SigningKey::from_bytes`] was given this many bytes instead of 32.
     Length(usize),
     /// The key file could not be read.
@@ -45,9 +43,6 @@ pub enum KeyError {
 impl std::fmt::Display for KeyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            KeyError::Random => f.write_str(
-                "signing key: could not generate one: the OS random number generator failed",
-            ),
             KeyError::Length(len) => {
                 write!(f, "signing key: must be exactly {KEY_LEN} bytes, got {len}")
             }
@@ -72,17 +67,15 @@ impl std::error::Error for KeyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             KeyError::Read { source, .. } => Some(source),
-            KeyError::Random | KeyError::Length(_) | KeyError::Format { .. } => None,
+            KeyError::Length(_) | KeyError::Format { .. } => None,
         }
     }
 }
 
 impl SigningKey {
     /// A fresh key from the operating system's random number generator.
-    pub fn generate() -> Result<SigningKey, KeyError> {
-        let mut bytes = [0u8; KEY_LEN];
-        getrandom::fill(&mut bytes).map_err(|_| KeyError::Random)?;
-        Ok(SigningKey(bytes))
+    pub fn generate() -> Result<SigningKey, crate::random::Unavailable> {
+        Ok(SigningKey(crate::random::bytes()?))
     }
 
     /// The key made of exactly these 32 bytes.

@@ -54,7 +54,9 @@ impl std::error::Error for PasswordError {}
 /// Hash `password` with bcrypt at [`BCRYPT_COST`], as a `$2b$10$...` string.
 /// Only the first 72 bytes of `password` count.
 pub fn hash_password(password: &str) -> Result<String, PasswordError> {
-    bcrypt::hash_with_result(password, BCRYPT_COST)
+    // The salt from `random`, like every other random value joinery makes.
+    let salt = crate::random::bytes::<16>().map_err(|_| PasswordError::Hash)?;
+    bcrypt::hash_with_salt(password, BCRYPT_COST, salt)
         .map(|parts| parts.format_for_version(bcrypt::Version::TwoB))
         .map_err(|_| PasswordError::Hash)
 }

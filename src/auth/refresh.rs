@@ -38,8 +38,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use super::Scope;
@@ -76,7 +74,7 @@ const SECRET_CHARS: usize = 43;
 /// How often, at most, expired families are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
-/// Why a refresh token was refused. All but `Kube` are OAuth2 `invalid_grant`.
+/// Why a refresh token was refused. All but `Kube` and `Random` are OAuth2 `invalid_grant`.
 #[derive(Debug)]
 pub enum RefreshError {
     /// Not a refresh token of ours, or its family no longer exists.
@@ -88,6 +86,8 @@ pub enum RefreshError {
     /// The token is good but does not cover the scope asked for (nothing was spent).
     Scope(Scope),
     Kube(kube::Error),
+    /// A fresh token was needed and the OS gave no randomness.
+    Random(crate::random::Unavailable),
 }
 
 /// The outcome of a rotation: who the family belongs to and the token that replaces
@@ -122,17 +122,9 @@ fn hash_hex(token: &str) -> String {
         .collect()
 }
 
-fn random(n: usize) -> Result<Vec<u8>, kube::Error> {
-    let mut bytes = vec![0u8; n];
-    // A broken OS random source is fatal for this request only; carried as Protocol it
-    // answers a generic 5xx with the detail in the log.
-    getrandom::fill(&mut bytes)
-        .map_err(|e| kube::Error::Protocol(format!("no randomness from the OS: {e}")))?;
-    Ok(bytes)
-}
-
-fn new_token(family: &str) -> Result<String, kube::Error> {
-    Ok(format!("{family}.{}", URL_SAFE_NO_PAD.encode(random(32)?)))
+fn new_token(family: &str) -> Result<String, RefreshError> {
+    let secret = crate::random::base64url(32).map_err(RefreshError::Random)?;
+    Ok(format!("{family}.{secret}"))
 }
 
 /// Equality in time independent of where the inputs differ.
@@ -188,7 +180,7 @@ struct Unanswered {
 pub struct RefreshTokens {
     kube: kube::Client,
     namespace: String,
-    last_sweep: Mutex<Option<Instant>>,
+    sweeps: crate::time::AtMostEvery,
     /// By family.
     unanswered: Mutex<HashMap<String, Unanswered>>,
     /// Families with a rotation running in this daemon, so a retry waits for it.
@@ -220,7 +212,7 @@ impl RefreshTokens {
         RefreshTokens {
             kube,
             namespace: namespace.to_string(),
-            last_sweep: Mutex::new(None),
+            sweeps: crate::time::AtMostEvery::new(SWEEP_EVERY),
             unanswered: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
             idle: Condvar::new(),
@@ -243,13 +235,11 @@ impl RefreshTokens {
 
     /// Starts a family for a fresh login and returns its first refresh token. The token
     /// may be handed out only once this returned Ok (the Secret exists).
-    pub fn issue(&self, subject: &str, scope: Scope, now: i64) -> Result<String, kube::Error> {
+    /// Fails only with `Kube` or `Random`.
+    pub fn issue(&self, subject: &str, scope: Scope, now: i64) -> Result<String, RefreshError> {
         self.sweep(now);
         for _ in 0..3 {
-            let family: String = random(FAMILY_HEX / 2)?
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let family = crate::random::hex(FAMILY_HEX / 2).map_err(RefreshError::Random)?;
             let token = new_token(&family)?;
             let new = family_secret(
                 &family,
@@ -264,10 +254,10 @@ impl RefreshTokens {
                 Ok(_) => return Ok(token),
                 // 80 random bits collided: draw again.
                 Err(kube::Error::AlreadyExists) => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(RefreshError::Kube(e)),
             }
         }
-        Err(kube::Error::AlreadyExists)
+        Err(RefreshError::Kube(kube::Error::AlreadyExists))
     }
 
     /// Spends `token` and returns its replacement, if `token` is its family's current
@@ -357,7 +347,7 @@ impl RefreshTokens {
                 return Err(RefreshError::Scope(scope));
             }
         }
-        let fresh = new_token(family).map_err(RefreshError::Kube)?;
+        let fresh = new_token(family)?;
         let next = generation.saturating_add(1);
         let mut older = vec![presented.clone()];
         older.extend(history);
@@ -451,30 +441,17 @@ impl RefreshTokens {
 
     /// Deletes expired families, at most once an hour; failures wait for the next sweep.
     fn sweep(&self, now: i64) {
-        {
-            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
-                return;
-            }
-            *last = Some(Instant::now());
-        }
-        let Ok(all) = self
-            .kube
-            .list_secrets(&self.namespace, &format!("{LABEL}=true"))
-        else {
+        if !self.sweeps.due() {
             return;
-        };
-        for s in all {
-            let expires = s
-                .annotations
-                .get(ANN_EXPIRES)
-                .and_then(|v| v.parse::<i64>().ok());
-            if expires.is_none_or(|e| e <= now) {
-                let _ = self
-                    .kube
-                    .delete_secret(&self.namespace, &s.name, Some(&s.uid));
-            }
         }
+        self.kube
+            .sweep_secrets(&self.namespace, &format!("{LABEL}=true"), |s| {
+                let expires = s
+                    .annotations
+                    .get(ANN_EXPIRES)
+                    .and_then(|v| v.parse::<i64>().ok());
+                expires.is_none_or(|e| e <= now)
+            });
     }
 }
 

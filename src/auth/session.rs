@@ -14,18 +14,23 @@ pub const SESSION_TTL_SECS: i64 = 24 * 3600;
 pub const ACCESS_TTL_SECS: i64 = 3600;
 
 /// The claims of a session token for `subject`, valid `ttl` seconds from `now`.
-pub fn claims(subject: &str, scope: Scope, now: i64, ttl: i64) -> Claims {
-    Claims {
+pub fn claims(
+    subject: &str,
+    scope: Scope,
+    now: i64,
+    ttl: i64,
+) -> Result<Claims, crate::random::Unavailable> {
+    Ok(Claims {
         iss: AUDIENCE.into(),
         sub: subject.into(),
         aud: AUDIENCE.into(),
         iat: now,
         nbf: now,
         exp: now + ttl,
-        jti: jwt::random_id(),
+        jti: jwt::random_id()?,
         scope: scope.as_str().into(),
         roles: Vec::new(),
-    }
+    })
 }
 
 /// Checks a session token (signature, audience, times) at `now`.
@@ -40,7 +45,10 @@ mod tests {
     #[test]
     fn session_tokens_round_trip_and_expire() {
         let key = [5u8; 32];
-        let t = jwt::sign(&key, &claims("admin", Scope::Read, 1000, SESSION_TTL_SECS));
+        let t = jwt::sign(
+            &key,
+            &claims("admin", Scope::Read, 1000, SESSION_TTL_SECS).unwrap(),
+        );
         let c = verify(&key, &t, 1001).unwrap();
         assert_eq!((c.sub.as_str(), c.scope.as_str()), ("admin", "read"));
         assert!(matches!(

@@ -41,6 +41,8 @@ pub enum StoreError {
     Missing(String),
     /// The secret exists but holds something unusable; the message says what.
     Corrupt(String),
+    /// A fresh key was needed and the OS gave no randomness.
+    Random(crate::random::Unavailable),
 }
 
 impl std::fmt::Display for StoreError {
@@ -48,6 +50,7 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::Kube(e) => write!(f, "{e}"),
             StoreError::Missing(m) | StoreError::Corrupt(m) => f.write_str(m),
+            StoreError::Random(e) => write!(f, "{e}"),
         }
     }
 }
@@ -317,7 +320,7 @@ fn load_or_create(
     }
     let key = match held {
         Some(k) => k.clone(),
-        None => SigningKey::generate().map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        None => SigningKey::generate().map_err(StoreError::Random)?,
     };
     match kube.create_secret(namespace, &key_secret(&key, None)) {
         Ok(_) => {
@@ -433,7 +436,7 @@ pub fn rotate_signing_key(
             ))
         })?;
     let ring = ring_from_secret(namespace, &secret)?;
-    let fresh = SigningKey::generate().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let fresh = SigningKey::generate().map_err(StoreError::Random)?;
     let until = (!revoke_old).then_some(now + PREVIOUS_KEY_SECS);
     let new = key_secret(&fresh, until.map(|u| (&*ring.current, u)));
     kube.replace_secret(namespace, &secret.resource_version, &new)

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use crate::auth::apitoken::{self, ApiTokens, TokenError, TokenInfo};
 use crate::config::{self, Config, ConfigError, KubeAccess, Sources};
-use crate::{auth, daemon, install, log, version};
+use crate::{auth, daemon, install, version};
 
 mod client;
 mod ops;
@@ -459,14 +459,14 @@ fn token(args: Vec<OsString>) -> Result<Exit, String> {
     match action.as_str() {
         "create" => {
             let name = name.unwrap_or_default();
-            match tokens.create(&name, &scopes, expires_in, crate::api::now()) {
+            match tokens.create(&name, &scopes, expires_in, crate::time::now()) {
                 Ok((token, info)) => {
                     eprintln!(
                         "created API token {} ({}, scopes {}, expires {}); it is shown only once:",
                         info.id,
                         info.name,
                         scope_list(&info),
-                        info.expires.map_or("never".into(), log::rfc3339)
+                        info.expires.map_or("never".into(), crate::time::rfc3339)
                     );
                     println!("{token}");
                     Ok(Exit::Ok)
@@ -490,10 +490,10 @@ fn token(args: Vec<OsString>) -> Result<Exit, String> {
                             t.id.clone(),
                             t.name.clone(),
                             scope_list(t),
-                            log::rfc3339(t.created),
-                            t.expires.map_or("never".into(), log::rfc3339),
+                            crate::time::rfc3339(t.created),
+                            t.expires.map_or("never".into(), crate::time::rfc3339),
                             t.last_four.clone(),
-                            t.last_used.map_or("never".into(), log::rfc3339),
+                            t.last_used.map_or("never".into(), crate::time::rfc3339),
                         ]
                     })
                     .collect::<Vec<_>>();
@@ -576,14 +576,14 @@ fn key(args: Vec<OsString>) -> Result<Exit, String> {
     .map_err(|e| format!("key rotate: {e}"))?;
     let client = daemon::kube_client(&access.kube, access.kube_timeout)
         .map_err(|e| format!("key rotate: {e}"))?;
-    let now = crate::api::now();
+    let now = crate::time::now();
     match auth::store::rotate_signing_key(&client, &access.namespace, now, revoke_old) {
         Ok(r) => {
             let old = match r.old_accepted_until {
                 Some(until) => format!(
                     "tokens signed with {} are accepted until {}",
                     r.old_kid,
-                    log::rfc3339(until)
+                    crate::time::rfc3339(until)
                 ),
                 None => format!("tokens signed with {} are refused from now on", r.old_kid),
             };

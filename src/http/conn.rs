@@ -528,7 +528,7 @@ fn access_log(
         bytes,
         started.elapsed(),
         subject.as_deref(),
-        &crate::log::rfc3339_now(),
+        &crate::time::rfc3339_millis(std::time::SystemTime::now()),
     ));
 }
 

@@ -35,7 +35,7 @@ pub mod tls;
 mod tests;
 
 pub use limits::Limits;
-pub use response::{http_date, reason};
+pub use response::reason;
 pub use server::{Server, Stats};
 pub use signals::{install_signal_handlers, ShutdownHandle};
 

@@ -98,20 +98,6 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-/// The current time as an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
-pub fn http_date(now: SystemTime) -> String {
-    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-    let (y, m, d, hh, mm, ss) = crate::log::civil_parts(secs);
-    // 1970-01-01 was a Thursday.
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
-        [secs.div_euclid(86_400).rem_euclid(7) as usize];
-    let month_names = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = month_names[(m - 1).clamp(0, 11) as usize];
-    format!("{weekday}, {d:02} {month} {y:04} {hh:02}:{mm:02}:{ss:02} GMT")
-}
-
 /// Headers the server writes itself; a handler's copies are dropped.
 fn server_owned(name: &str) -> bool {
     [
@@ -193,7 +179,7 @@ fn date_line(out: &mut Vec<u8>) {
         let mut d = d.borrow_mut();
         if d.0 != secs {
             d.1.clear();
-            let _ = write!(d.1, "Date: {}\r\n", http_date(now));
+            let _ = write!(d.1, "Date: {}\r\n", crate::time::http_date(now));
             d.0 = secs;
         }
         out.extend_from_slice(&d.1);
@@ -428,7 +414,6 @@ fn send<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn render(resp: Response, http11: bool, head_only: bool, keep_alive: bool) -> String {
         let mut out = Vec::new();
@@ -623,13 +608,6 @@ mod tests {
             // Framed as a chunk when chunked, never followed by the last-chunk marker.
             assert!(text.ends_with(&format!("\r\n\r\n{sent}")), "{text}");
         }
-    }
-
-    #[test]
-    fn http_dates() {
-        let t = UNIX_EPOCH + Duration::from_secs(784_111_777);
-        assert_eq!(http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(http_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub fn entries(svc: &JoinService, signed_seed: &[u8], k0s_token: &str) -> io::Re
 
 /// UTC `YYYYMMDD-HHMMSS` of `now`, for file names.
 pub fn stamp(now: i64) -> String {
-    let (date, time) = crate::log::civil(now);
+    let (date, time) = crate::time::civil(now);
     format!("{}-{}", date.replace('-', ""), time.replace(':', ""))
 }
 

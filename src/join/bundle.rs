@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -163,11 +162,7 @@ pub(crate) fn big_files(entries: &[Entry]) -> io::Result<Vec<BigFile>> {
 /// over [`CACHE_THRESHOLD`] (from the cache, or built and cached on the way), one per
 /// run of smaller entries, and a last one that ends the archive.
 pub fn stream(entries: Vec<Entry>, cache: &BundleCache) -> io::Result<BundleStream> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    stream_at(entries, cache, now)
+    stream_at(entries, cache, crate::time::now().max(0) as u64)
 }
 
 /// [`stream`] with in-memory entries dated `now` (Unix seconds): the same entries and

@@ -355,16 +355,8 @@ pub(crate) struct TempFile {
 
 impl TempFile {
     fn create(cache: BundleCache, dest_name: &str) -> io::Result<Self> {
-        let mut rnd = [0u8; 8];
-        if getrandom::fill(&mut rnd).is_err() {
-            // Uniqueness is what matters; create_new below refuses a collision anyway.
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            rnd = (t ^ u64::from(std::process::id())).to_le_bytes();
-        }
-        let tmp = cache.dir().join(format!("{dest_name}.tmp-{}", hex(&rnd)));
+        let rnd = crate::random::hex(8).map_err(io::Error::other)?;
+        let tmp = cache.dir().join(format!("{dest_name}.tmp-{rnd}"));
         let dest = cache.dir().join(dest_name);
         let file = fs::OpenOptions::new()
             .write(true)

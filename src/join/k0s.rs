@@ -41,20 +41,8 @@ impl Kind {
 }
 
 /// Random characters from `[a-z0-9]`, as bootstrap tokens require.
-fn random_token_chars(n: usize) -> Result<String, String> {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut out = String::with_capacity(n);
-    let mut buf = [0u8; 64];
-    while out.len() < n {
-        getrandom::fill(&mut buf).map_err(|e| format!("no randomness from the OS: {e}"))?;
-        // Rejection sampling keeps the distribution uniform (252 = 7 * 36).
-        for &b in buf.iter().filter(|&&b| b < 252) {
-            if out.len() < n {
-                out.push(ALPHABET[(b % 36) as usize] as char);
-            }
-        }
-    }
-    Ok(out)
+fn random_token_chars(n: usize) -> Result<String, crate::random::Unavailable> {
+    crate::random::chars(b"abcdefghijklmnopqrstuvwxyz0123456789", n)
 }
 
 /// The bootstrap-token Secret for a token, valid until `expiration` (RFC 3339 UTC).
@@ -176,7 +164,7 @@ pub enum CreateError {
     Kube(kube::Error),
     /// ConfigMap kube-system/kube-root-ca.crt lacks `ca.crt`.
     NoCa,
-    Random(String),
+    Random(crate::random::Unavailable),
 }
 
 #[cfg(test)]

@@ -19,8 +19,7 @@
 //! [`KEEP_FINISHED_SECS`] after they are finished (the ledger) and are then swept.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::kube;
 
@@ -228,14 +227,12 @@ impl Ticket {
 pub struct Tickets {
     kube: kube::Client,
     namespace: String,
-    last_sweep: Mutex<Option<Instant>>,
+    sweeps: crate::time::AtMostEvery,
 }
 
 /// A fresh ticket id: 16 random bytes as 32 lowercase hex digits, valid in a Secret name.
-pub fn new_id() -> Result<String, String> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness from the OS: {e}"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+pub fn new_id() -> Result<String, crate::random::Unavailable> {
+    crate::random::hex(16)
 }
 
 /// Whether `id` has the shape [`new_id`] gives (checked before it names a Secret).
@@ -251,7 +248,7 @@ impl Tickets {
         Tickets {
             kube,
             namespace: namespace.to_string(),
-            last_sweep: Mutex::new(None),
+            sweeps: crate::time::AtMostEvery::new(SWEEP_EVERY),
         }
     }
 
@@ -371,28 +368,13 @@ impl Tickets {
     /// Deletes finished tickets older than [`KEEP_FINISHED_SECS`], at most once a
     /// minute; failures wait for the next sweep.
     pub fn sweep(&self, now: i64) {
-        {
-            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
-                return;
-            }
-            *last = Some(Instant::now());
-        }
-        let Ok(list) = self
-            .kube
-            .list_secrets(&self.namespace, &format!("{LABEL}=true"))
-        else {
+        if !self.sweeps.due() {
             return;
-        };
-        for s in list {
-            let old =
-                Ticket::from_secret(&s).is_none_or(|t| t.finished_at() + KEEP_FINISHED_SECS <= now);
-            if old {
-                let _ = self
-                    .kube
-                    .delete_secret(&self.namespace, &s.name, Some(&s.uid));
-            }
         }
+        self.kube
+            .sweep_secrets(&self.namespace, &format!("{LABEL}=true"), |s| {
+                Ticket::from_secret(s).is_none_or(|t| t.finished_at() + KEEP_FINISHED_SECS <= now)
+            });
     }
 }
 

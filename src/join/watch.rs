@@ -65,14 +65,7 @@ impl<R: Read> Read for Watched<R> {
             // Unreachable Kubernetes does not stop a download; a revocation does.
             if let Ok(t) = self.tickets.get(&self.id) {
                 if t.is_none_or(|t| t.state == State::Revoked) {
-                    crate::log::info(
-                        "audit",
-                        &[
-                            ("action", "join-bundle".into()),
-                            ("ticket", self.id.clone().into()),
-                            ("result", "stopped: revoked".into()),
-                        ],
-                    );
+                    crate::log::audit("join.bundle", "", &self.id, "stopped: revoked", &[]);
                     self.ended = true;
                     return Err(io::Error::other("join bundle: the join was revoked"));
                 }
@@ -84,7 +77,7 @@ impl<R: Read> Read for Watched<R> {
         let at_end = self.complete_at == Some(self.at) || (n == 0 && !buf.is_empty());
         if at_end && !self.ended {
             self.ended = true;
-            let completed = (self.complete_at == Some(self.at)).then(unix_now);
+            let completed = (self.complete_at == Some(self.at)).then(crate::time::now);
             self.record(completed);
         } else if self.last_record.elapsed() >= RECORD_EVERY {
             self.record(None);
@@ -99,11 +92,4 @@ impl<R> Drop for Watched<R> {
             self.tickets.progress(&self.id, self.at, None);
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

@@ -438,6 +438,18 @@ impl Client {
         Ok(())
     }
 
+    /// Housekeeping: delete each Secret in `ns` matching `label_selector` that `stale`
+    /// picks, each only in the incarnation listed. Best effort: a failed list or delete
+    /// waits for the caller's next sweep.
+    pub fn sweep_secrets(&self, ns: &str, label_selector: &str, stale: impl Fn(&Secret) -> bool) {
+        let Ok(all) = self.list_secrets(ns, label_selector) else {
+            return;
+        };
+        for s in all.iter().filter(|s| stale(s)) {
+            let _ = self.delete_secret(ns, &s.name, Some(&s.uid));
+        }
+    }
+
     /// Secrets in `ns` matching `label_selector` (empty: all), fetched 500 per page.
     pub fn list_secrets(&self, ns: &str, label_selector: &str) -> Result<Vec<Secret>, Error> {
         let base = format!("/api/v1/namespaces/{}/secrets", segment(ns, "namespace")?);

@@ -130,13 +130,10 @@ fn read_events<K: Kind>(body: impl Read, on: &mut dyn FnMut(Event<K>)) -> Result
     }
 }
 
-/// A random whole number of seconds below `max`.
+/// A random whole number of seconds below `max`. Jitter only spreads reconnects, so
+/// without randomness the watch reconnects unspread rather than not at all.
 fn jitter(max: u64) -> u64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() || max == 0 {
-        return 0;
-    }
-    u64::from_le_bytes(b) % max
+    crate::random::below(max).unwrap_or(0)
 }
 
 #[cfg(test)]

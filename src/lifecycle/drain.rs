@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 
 use super::{
-    drain_info, time, DrainState, DEADLINE_ANNOTATION, REMAINING_ANNOTATION, STARTED_ANNOTATION,
+    drain_info, DrainState, DEADLINE_ANNOTATION, REMAINING_ANNOTATION, STARTED_ANNOTATION,
     STATE_ANNOTATION,
 };
 use crate::kube::{self, NodePatch};
+use crate::time;
 
 /// At most this many pods are named in the remaining-pods annotation.
 pub const MAX_REMAINING: usize = 100;
@@ -41,9 +42,9 @@ pub fn start(kube: &kube::Client, name: &str, deadline_secs: u64) -> Result<Star
         annotations.insert(STATE_ANNOTATION.into(), Some("draining".into()));
         annotations.insert(
             DEADLINE_ANNOTATION.into(),
-            Some(time::format(now + deadline_secs as f64)),
+            Some(time::rfc3339(now + deadline_secs as i64)),
         );
-        annotations.insert(STARTED_ANNOTATION.into(), Some(time::format(now)));
+        annotations.insert(STARTED_ANNOTATION.into(), Some(time::rfc3339(now)));
         annotations.insert(REMAINING_ANNOTATION.into(), None);
         let patch = NodePatch {
             annotations,

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::time;
 use crate::kube::{self, Lease};
+use crate::time;
 
 /// `leaseDurationSeconds` of a drain Lease.
 pub const LEASE_SECONDS: i64 = 15;
@@ -58,7 +58,7 @@ pub fn decide(existing: Option<&Lease>, me: &str, now: f64) -> Decision {
         .renew_time
         .as_deref()
         .or(l.acquire_time.as_deref())
-        .and_then(time::parse);
+        .and_then(time::parse_rfc3339);
     let duration = l.duration_seconds.unwrap_or(LEASE_SECONDS).max(1) as f64;
     match renewed {
         Some(t) if t + duration > now => Decision::HeldBy(holder.to_string()),
@@ -93,8 +93,8 @@ pub fn acquire(
         Some(h) => Some(h.lease),
         None => kube.get_lease(ns, &name)?,
     };
-    let now = time::now();
-    let stamp = time::format_micro(now);
+    let now = time::now_f64();
+    let stamp = time::rfc3339_micros(now);
     let decision = decide(current.as_ref(), me, now);
     let result = match (decision, current) {
         (Decision::HeldBy(h), _) => return Ok(Err(h)),
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let t0 = time::parse("2026-01-15T12:00:00Z").unwrap();
+        let t0 = time::parse_rfc3339("2026-01-15T12:00:00Z").unwrap();
         let me = "joinery@node-1";
         assert_eq!(decide(None, me, t0), Decision::Create);
         let ours = lease(Some(me), Some("2000-01-01T00:00:00.000000Z"), Some(15));

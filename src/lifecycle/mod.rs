@@ -19,7 +19,6 @@ pub mod health;
 pub mod lease;
 pub mod planner;
 pub mod removal;
-pub mod time;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -119,30 +118,23 @@ struct Signal {
 
 impl Lifecycle {
     /// `node_name` makes the identity (`joinery@NODE`), so a daemon restarted on the
-    /// same controller resumes its own Leases at once; without one it is random.
+    /// same controller resumes its own Leases at once; without one it is random, and
+    /// with no randomness there is no lifecycle (the daemon does not start).
     pub fn new(
         kube: kube::Client,
         cache: crate::cache::Cache,
         namespace: &str,
         node_name: Option<&str>,
-    ) -> Arc<Lifecycle> {
-        let identity = match node_name {
-            Some(n) => format!("joinery@{n}"),
-            None => {
-                let mut b = [0u8; 8];
-                let _ = getrandom::fill(&mut b);
-                let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-                format!("joinery@{hex}")
-            }
-        };
-        Arc::new(Lifecycle {
+    ) -> Result<Arc<Lifecycle>, crate::random::Unavailable> {
+        let identity = identity(node_name, || crate::random::hex(8))?;
+        Ok(Arc::new(Lifecycle {
             kube,
             cache,
             namespace: namespace.to_string(),
             identity,
             signal: Mutex::new(Signal::default()),
             wake: Condvar::new(),
-        })
+        }))
     }
 
     /// Ask the worker to look for draining nodes now rather than at its next scan.
@@ -192,9 +184,35 @@ impl Lifecycle {
     }
 }
 
+/// The Lease holder name: `joinery@NODE`, or `joinery@` and 16 random hex digits.
+fn identity(
+    node_name: Option<&str>,
+    random_hex: impl FnOnce() -> Result<String, crate::random::Unavailable>,
+) -> Result<String, crate::random::Unavailable> {
+    Ok(format!(
+        "joinery@{}",
+        match node_name {
+            Some(n) => n.to_string(),
+            None => random_hex()?,
+        }
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_is_the_node_or_random_and_never_a_zero_value() {
+        let os = || crate::random::hex(8);
+        assert_eq!(identity(Some("ctl-1"), os).unwrap(), "joinery@ctl-1");
+        let a = identity(None, os).unwrap();
+        assert_eq!(a.len(), "joinery@".len() + 16);
+        assert_ne!(a, identity(None, os).unwrap());
+        // Regression: a failed draw used to give every such daemon joinery@0000000000000000.
+        let broken = || Err(crate::random::Unavailable::for_test());
+        assert!(identity(None, broken).is_err());
+    }
 
     fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
         kv.iter()

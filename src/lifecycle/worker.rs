@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use super::lease::{self, Held};
 use super::planner::plan;
-use super::{drain, drain_info, time, DrainState, Lifecycle};
+use super::{drain, drain_info, DrainState, Lifecycle};
 use crate::kube::{self, Eviction};
 use crate::log;
+use crate::time;
 
 /// How often a node being drained is looked at.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -191,30 +192,24 @@ fn tick(lc: &Lifecycle, name: &str, d: &mut Driving) -> bool {
     let expired = info
         .deadline
         .as_deref()
-        .and_then(time::parse)
-        .is_some_and(|t| time::now() >= t);
+        .and_then(time::parse_rfc3339)
+        .is_some_and(|t| time::now_f64() >= t);
     if plan.done() || expired {
         let remaining = plan.remaining();
         match drain::finish(kube, name, &remaining) {
-            Ok(true) => log::info(
-                "audit",
-                &[
-                    ("action", "node.drain.finish".into()),
-                    ("subject", lc.identity.clone().into()),
-                    ("node", name.into()),
-                    (
-                        "result",
-                        if remaining.is_empty() {
-                            "drained".into()
-                        } else {
-                            format!(
-                                "drained: deadline passed with {} pods remaining",
-                                remaining.len()
-                            )
-                            .into()
-                        },
-                    ),
-                ],
+            Ok(true) => log::audit(
+                "node.drain.finish",
+                &lc.identity,
+                name,
+                &if remaining.is_empty() {
+                    "drained".to_string()
+                } else {
+                    format!(
+                        "drained: deadline passed with {} pods remaining",
+                        remaining.len()
+                    )
+                },
+                &[],
             ),
             Ok(false) => {}
             Err(e) => {

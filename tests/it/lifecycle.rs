@@ -278,7 +278,7 @@ fn labels_merge_with_validation_and_protection() {
     )
     .assert_error(404, "node_not_found");
     let lines = audit_lines(&d, "node.relabel");
-    assert!(lines.iter().any(|l| l["node"] == "node-2"
+    assert!(lines.iter().any(|l| l["target"] == "node-2"
         && l["subject"] == "admin"
         && l["result"].as_str().unwrap().contains("rack")));
     assert!(lines
@@ -396,7 +396,7 @@ fn drain_leaves_daemonset_mirror_and_finished_pods() {
     let lines = audit_lines(&d, "node.drain");
     assert!(lines
         .iter()
-        .any(|l| l["node"] == "node-2" && l["result"].as_str().unwrap().starts_with("started")));
+        .any(|l| l["target"] == "node-2" && l["result"].as_str().unwrap().starts_with("started")));
     assert!(audit_lines(&d, "node.drain.finish")
         .iter()
         .any(|l| l["result"] == "drained"));

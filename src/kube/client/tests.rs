@@ -557,6 +557,40 @@ fn secret_calls_map_status_codes() {
 }
 
 #[test]
+fn a_sweep_deletes_only_the_stale_secrets_each_in_the_incarnation_listed() {
+    let pki = pki();
+    let server = Server::start(
+        &pki,
+        false,
+        Box::new(|req, _| match req.method.as_str() {
+            "GET" => json(
+                200,
+                r#"{"kind":"SecretList","metadata":{"resourceVersion":"7"},"items":[
+                    {"metadata":{"name":"old","namespace":"ns","uid":"u-old","annotations":{"x":"old"}}},
+                    {"metadata":{"name":"fresh","namespace":"ns","uid":"u-fresh","annotations":{"x":"new"}}}]}"#,
+            ),
+            "DELETE" => json(200, r#"{"kind":"Status","status":"Success"}"#),
+            _ => status_body(500, "InternalError"),
+        }),
+    );
+    let c = token_client(&server, &pki, TokenSource::Static("t".into()));
+    c.sweep_secrets("ns", "a=true", |s| {
+        s.annotations.get("x").is_some_and(|v| v == "old")
+    });
+    let seen = server.seen();
+    let deletes: Vec<_> = seen.iter().filter(|r| r.method == "DELETE").collect();
+    assert_eq!(deletes.len(), 1, "{seen:?}");
+    assert_eq!(deletes[0].path, "/api/v1/namespaces/ns/secrets/old");
+    let body: serde_json::Value = serde_json::from_slice(&deletes[0].body).unwrap();
+    assert_eq!(body["preconditions"]["uid"], "u-old");
+    assert!(
+        seen[0].path.contains("labelSelector=a%3Dtrue"),
+        "{}",
+        seen[0].path
+    );
+}
+
+#[test]
 fn too_many_requests_carries_retry_after() {
     let pki = pki();
     let server = Server::start(
