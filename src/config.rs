@@ -66,148 +66,172 @@ pub struct JoinInputs {
 pub struct Flag {
     pub name: &'static str,
     pub env: &'static str,
-    pub default: &'static str,
+    pub default: FlagDefault,
     pub help: &'static str,
 }
+
+/// A flag's default, as `--help` and docs/configuration.md show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagDefault {
+    /// A value, parsed exactly as if the user had given it: the one place the default
+    /// is written, for the help, the docs and the parser alike.
+    Value(&'static str),
+    /// What happens without the flag, in words (no single value stands for it).
+    Described(&'static str),
+}
+
+impl std::fmt::Display for FlagDefault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlagDefault::Value(v) | FlagDefault::Described(v) => f.write_str(v),
+        }
+    }
+}
+
+/// Where the local socket is unless `--socket` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/joinery/joinery.sock";
+
+/// The data directory unless `--data-dir` says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/joinery";
 
 /// Every flag of `joinery serve`, in the order `joinery serve --help` prints them.
 pub const FLAGS: &[Flag] = &[
     Flag {
         name: "--api-port",
         env: "JOINERY_API_PORT",
-        default: "30081",
+        default: FlagDefault::Value("30081"),
         help: "TCP port of the HTTPS API (0 picks a free port).",
     },
     Flag {
         name: "--bind-address",
         env: "JOINERY_BIND_ADDRESS",
-        default: "the node's InternalIP, else 0.0.0.0",
+        default: FlagDefault::Described("the node's InternalIP, else 0.0.0.0"),
         help: "IP address to listen on.",
     },
     Flag {
         name: "--tls-cert",
         env: "JOINERY_TLS_CERT",
-        default: "self-signed in --data-dir",
+        default: FlagDefault::Described("self-signed in --data-dir"),
         help: "PEM certificate chain; needs --tls-key.",
     },
     Flag {
         name: "--tls-key",
         env: "JOINERY_TLS_KEY",
-        default: "self-signed in --data-dir",
+        default: FlagDefault::Described("self-signed in --data-dir"),
         help: "PEM private key (PKCS#8, PKCS#1 or SEC1); needs --tls-cert.",
     },
     Flag {
         name: "--data-dir",
         env: "JOINERY_DATA_DIR",
-        default: "/var/lib/joinery",
+        default: FlagDefault::Value(DEFAULT_DATA_DIR),
         help: "Directory for the generated certificate and caches (created 0700).",
     },
     Flag {
         name: "--namespace",
         env: "JOINERY_NAMESPACE",
-        default: "kotsadm",
+        default: FlagDefault::Value("kotsadm"),
         help: "Namespace of the installer password and joinery's own Secrets.",
     },
     Flag {
         name: "--kubeconfig",
         env: "JOINERY_KUBECONFIG",
-        default: "in-cluster, else /var/lib/k0s/pki/admin.conf",
+        default: FlagDefault::Described("in-cluster, else /var/lib/k0s/pki/admin.conf"),
         help: "Kubeconfig file to reach the Kubernetes API.",
     },
     Flag {
         name: "--kube-timeout",
         env: "JOINERY_KUBE_TIMEOUT",
-        default: "10",
+        default: FlagDefault::Value("10"),
         help: "Seconds one Kubernetes API call may take.",
     },
     Flag {
         name: "--password-hash-file",
         env: "JOINERY_PASSWORD_HASH_FILE",
-        default: "Secret kotsadm-password",
+        default: FlagDefault::Described("Secret kotsadm-password"),
         help: "File holding the installer password's bcrypt hash.",
     },
     Flag {
         name: "--signing-key-file",
         env: "JOINERY_SIGNING_KEY_FILE",
-        default: "Secret joinery-signing-key",
+        default: FlagDefault::Described("Secret joinery-signing-key"),
         help: "File holding the 32-byte token signing key (raw or base64).",
     },
     Flag {
         name: "--node-name",
         env: "JOINERY_NODE_NAME",
-        default: "the host name",
+        default: FlagDefault::Described("the host name"),
         help: "This controller's Kubernetes node name.",
     },
     Flag {
         name: "--ec-config",
         env: "JOINERY_EC_CONFIG",
-        default: "none (joins off)",
+        default: FlagDefault::Described("none (joins off)"),
         help: "Embedded Cluster Config YAML: the roles nodes can join with.",
     },
     Flag {
         name: "--license",
         env: "JOINERY_LICENSE",
-        default: "none (joins off)",
+        default: FlagDefault::Described("none (joins off)"),
         help: "KOTS License YAML: app slug and multi-node entitlement.",
     },
     Flag {
         name: "--artifacts-dir",
         env: "JOINERY_ARTIFACTS_DIR",
-        default: "none (joins off)",
+        default: FlagDefault::Described("none (joins off)"),
         help: "Directory of files every join bundle carries (the app binary first).",
     },
     Flag {
         name: "--login-failures",
         env: "JOINERY_LOGIN_FAILURES",
-        default: "5",
+        default: FlagDefault::Value("5"),
         help: "Wrong passwords one address may send per minute before a lockout.",
     },
     Flag {
         name: "--max-connections",
         env: "JOINERY_MAX_CONNECTIONS",
-        default: "512",
+        default: FlagDefault::Value("512"),
         help: "Connections served at once; past it a new one gets 503.",
     },
     Flag {
         name: "--max-connections-per-address",
         env: "JOINERY_MAX_CONNECTIONS_PER_ADDRESS",
-        default: "64",
+        default: FlagDefault::Value("64"),
         help: "Connections one client address (an IPv6 /64) may hold at once; past it, 503.",
     },
     Flag {
         name: "--min-transfer-rate",
         env: "JOINERY_MIN_TRANSFER_RATE",
-        default: "1024",
+        default: FlagDefault::Value("1024"),
         help: "Bytes/s a client must read a response at while joinery waits on it (after 10 s of slack); slower ones are closed; 0 turns it off.",
     },
     Flag {
         name: "--max-waiters",
         env: "JOINERY_MAX_WAITERS",
-        default: "64",
+        default: FlagDefault::Value("64"),
         help: "Open waits (?waitFor=) and node streams (?watch=true) at once, at most half of --max-connections; past it 503.",
     },
     Flag {
         name: "--idle-timeout",
         env: "JOINERY_IDLE_TIMEOUT",
-        default: "30",
+        default: FlagDefault::Value("30"),
         help: "Seconds an idle keep-alive connection is kept open.",
     },
     Flag {
         name: "--shutdown-grace",
         env: "JOINERY_SHUTDOWN_GRACE",
-        default: "10",
+        default: FlagDefault::Value("10"),
         help: "Seconds in-flight requests get to finish after SIGTERM.",
     },
     Flag {
         name: "--socket",
         env: "JOINERY_SOCKET",
-        default: "/run/joinery/joinery.sock",
+        default: FlagDefault::Value(DEFAULT_SOCKET),
         help: "Local Unix socket serving the API without TLS, as admin to --socket-uid (mode 0600); '' or none turns it off.",
     },
     Flag {
         name: "--socket-uid",
         env: "JOINERY_SOCKET_UID",
-        default: "0",
+        default: FlagDefault::Value("0"),
         help: "The only user id served on --socket (checked with SO_PEERCRED); others get 403.",
     },
 ];
@@ -231,9 +255,11 @@ pub struct Sources<'a> {
 }
 
 impl Sources<'_> {
-    /// The raw value of a flag, from the command line or its environment variable, with
-    /// where it came from (the flag or the variable's name), for error messages. A flag
-    /// given twice is refused rather than silently taking one of the values.
+    /// The raw value of a flag, from the command line, else its environment variable,
+    /// else its [`FlagDefault::Value`], with where it came from (the flag, the
+    /// variable's name or "the default of FLAG"), for error messages. `None` only for a
+    /// flag whose default is [`FlagDefault::Described`]. A flag given twice is refused
+    /// rather than silently taking one of the values.
     fn raw_from(&mut self, flag: &'static str) -> Result<Option<(String, String)>, ConfigError> {
         let take = |args: &mut pico_args::Arguments| {
             args.opt_value_from_str::<_, String>(flag)
@@ -247,14 +273,16 @@ impl Sources<'_> {
             }
             return Ok(Some((v, flag.to_string())));
         }
-        let env = FLAGS
-            .iter()
-            .find(|f| f.name == flag)
-            .map(|f| f.env)
-            .unwrap_or_default();
-        Ok((self.env)(env)
-            .filter(|v| !v.is_empty())
-            .map(|v| (v, env.to_string())))
+        let Some(f) = FLAGS.iter().find(|f| f.name == flag) else {
+            return Ok(None);
+        };
+        if let Some(v) = (self.env)(f.env).filter(|v| !v.is_empty()) {
+            return Ok(Some((v, f.env.to_string())));
+        }
+        Ok(match f.default {
+            FlagDefault::Value(v) => Some((v.to_string(), format!("the default of {flag}"))),
+            FlagDefault::Described(_) => None,
+        })
     }
 
     fn raw(&mut self, flag: &'static str) -> Result<Option<String>, ConfigError> {
@@ -265,13 +293,18 @@ impl Sources<'_> {
         Ok(self.raw(flag)?.map(PathBuf::from))
     }
 
-    fn number<T>(&mut self, flag: &'static str, default: T, range: (T, T)) -> Result<T, ConfigError>
+    /// The value of a flag whose default is a [`FlagDefault::Value`].
+    fn value(&mut self, flag: &'static str) -> Result<(String, String), ConfigError> {
+        self.raw_from(flag)?
+            .ok_or_else(|| ConfigError(format!("{flag} has no default value")))
+    }
+
+    /// A whole number in `range`, from the flag, its variable or its default.
+    fn number<T>(&mut self, flag: &'static str, range: (T, T)) -> Result<T, ConfigError>
     where
         T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
     {
-        let Some((raw, from)) = self.raw_from(flag)? else {
-            return Ok(default);
-        };
+        let (raw, from) = self.value(flag)?;
         match raw.trim().parse::<T>() {
             Ok(v) if v >= range.0 && v <= range.1 => Ok(v),
             _ => Err(ConfigError(format!(
@@ -360,7 +393,7 @@ impl Config {
         src: &mut Sources<'_>,
         kube_default: impl FnOnce() -> Result<KubeSource, ConfigError>,
     ) -> Result<Config, ConfigError> {
-        let api_port = src.number("--api-port", 30081u16, (0, u16::MAX))?;
+        let api_port = src.number::<u16>("--api-port", (0, u16::MAX))?;
         let bind_address = match src.raw_from("--bind-address")? {
             None => None,
             Some((raw, from)) => Some(raw.trim().parse::<IpAddr>().map_err(|_| {
@@ -378,12 +411,10 @@ impl Config {
                     .into(),
             ));
         }
-        let data_dir = src
-            .path("--data-dir")?
-            .unwrap_or_else(|| PathBuf::from("/var/lib/joinery"));
+        let data_dir = PathBuf::from(src.value("--data-dir")?.0);
         let namespace = namespace(src)?;
         let kubeconfig = src.path("--kubeconfig")?;
-        let kube_timeout = Duration::from_secs(src.number("--kube-timeout", 10u64, (1, 300))?);
+        let kube_timeout = Duration::from_secs(src.number("--kube-timeout", (1, 300))?);
         let password_hash_file = src.path("--password-hash-file")?;
         let signing_key_file = src.path("--signing-key-file")?;
         let node_name = src.raw("--node-name")?;
@@ -406,30 +437,28 @@ impl Config {
                 ))
             }
         };
-        let login_failures = src.number("--login-failures", 5u32, (1, 100_000))?;
-        let max_connections = src.number("--max-connections", 512usize, (1, 65_536))?;
+        let login_failures = src.number::<u32>("--login-failures", (1, 100_000))?;
+        let max_connections = src.number::<usize>("--max-connections", (1, 65_536))?;
         let max_connections_per_address =
-            src.number("--max-connections-per-address", 64usize, (1, 65_536))?;
-        let min_transfer_rate = src.number("--min-transfer-rate", 1024u64, (0, 1 << 30))?;
+            src.number::<usize>("--max-connections-per-address", (1, 65_536))?;
+        let min_transfer_rate = src.number::<u64>("--min-transfer-rate", (0, 1 << 30))?;
         // Waiting requests hold a connection each: keep half for everything else.
         let max_waiters = src
-            .number("--max-waiters", 64usize, (0, 32_768))?
+            .number::<usize>("--max-waiters", (0, 32_768))?
             .min(max_connections / 2);
-        let idle_timeout = Duration::from_secs(src.number("--idle-timeout", 30u64, (1, 3600))?);
-        let shutdown_grace =
-            Duration::from_secs(src.number("--shutdown-grace", 10u64, (0, 600))?);
-        let socket = match src.raw_from("--socket")? {
-            None => Some(PathBuf::from(DEFAULT_SOCKET)),
-            Some((s, _)) if s.is_empty() || s == "none" => None,
-            Some((s, from)) if !s.starts_with('/') => {
+        let idle_timeout = Duration::from_secs(src.number("--idle-timeout", (1, 3600))?);
+        let shutdown_grace = Duration::from_secs(src.number("--shutdown-grace", (0, 600))?);
+        let socket = match src.value("--socket")? {
+            (s, _) if s.is_empty() || s == "none" => None,
+            (s, from) if !s.starts_with('/') => {
                 return Err(ConfigError(format!(
                     "{from}: {s:?} is not an absolute path (e.g. {DEFAULT_SOCKET}); '' or \
                      none turns the socket off"
                 )))
             }
-            Some((s, _)) => Some(PathBuf::from(s)),
+            (s, _) => Some(PathBuf::from(s)),
         };
-        let socket_uid = src.number("--socket-uid", 0u32, (0, u32::MAX - 1))?;
+        let socket_uid = src.number::<u32>("--socket-uid", (0, u32::MAX - 1))?;
         // Every flag is read: a typo is reported before the disk is looked at.
         src.rest("serve", 0)?;
         let kube = match kubeconfig {
@@ -462,9 +491,6 @@ impl Config {
     }
 }
 
-/// Where the local socket is unless `--socket` says otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/joinery/joinery.sock";
-
 /// What the `joinery token` commands need: the same Kubernetes flags as `serve`
 /// (`--kubeconfig`, `--namespace`, `--kube-timeout` and their variables).
 #[derive(Debug, Clone)]
@@ -485,7 +511,7 @@ impl KubeAccess {
     ) -> Result<(KubeAccess, Vec<String>), ConfigError> {
         let namespace = namespace(src)?;
         let kubeconfig = src.path("--kubeconfig")?;
-        let kube_timeout = Duration::from_secs(src.number("--kube-timeout", 10u64, (1, 300))?);
+        let kube_timeout = Duration::from_secs(src.number("--kube-timeout", (1, 300))?);
         let words = src.rest(cmd, positional)?;
         let kube = match kubeconfig {
             Some(p) => KubeSource::Kubeconfig(p),
@@ -504,9 +530,7 @@ impl KubeAccess {
 
 /// `--namespace`, checked the way Kubernetes checks a namespace name.
 fn namespace(src: &mut Sources<'_>) -> Result<String, ConfigError> {
-    let Some((ns, from)) = src.raw_from("--namespace")? else {
-        return Ok("kotsadm".into());
-    };
+    let (ns, from) = src.value("--namespace")?;
     if !is_dns_label(&ns) {
         return Err(ConfigError(format!(
             "{from}: {ns:?} is not a valid namespace name (lowercase letters, digits and \
@@ -575,6 +599,63 @@ mod tests {
         assert_eq!(c.kube, KubeSource::InCluster);
         assert_eq!(c.socket, Some(PathBuf::from("/run/joinery/joinery.sock")));
         assert_eq!(c.socket_uid, 0);
+    }
+
+    /// Each default is written once, in [`FLAGS`] (what `--help` and the docs show), and
+    /// the configuration gets exactly that value.
+    #[test]
+    fn every_default_value_is_what_the_config_gets() {
+        let c = parse(&[], &[]).unwrap();
+        let secs = |d: Duration| d.as_secs().to_string();
+        let got = [
+            ("--api-port", c.api_port.to_string()),
+            ("--data-dir", c.data_dir.display().to_string()),
+            ("--namespace", c.namespace.clone()),
+            ("--kube-timeout", secs(c.kube_timeout)),
+            ("--login-failures", c.login_failures.to_string()),
+            ("--max-connections", c.max_connections.to_string()),
+            (
+                "--max-connections-per-address",
+                c.max_connections_per_address.to_string(),
+            ),
+            ("--min-transfer-rate", c.min_transfer_rate.to_string()),
+            ("--max-waiters", c.max_waiters.to_string()),
+            ("--idle-timeout", secs(c.idle_timeout)),
+            ("--shutdown-grace", secs(c.shutdown_grace)),
+            (
+                "--socket",
+                c.socket
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            ("--socket-uid", c.socket_uid.to_string()),
+        ];
+        let mut checked = 0;
+        for f in FLAGS {
+            if let FlagDefault::Value(v) = f.default {
+                let (_, value) = got
+                    .iter()
+                    .find(|(name, _)| *name == f.name)
+                    .unwrap_or_else(|| panic!("{}: add its config value to this test", f.name));
+                assert_eq!(
+                    value, v,
+                    "{}: the config got another value than the default",
+                    f.name
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, got.len(), "a flag here has no FlagDefault::Value");
+        // And the token commands read the same defaults.
+        let args = pico_args::Arguments::from_vec(Vec::new());
+        let mut src = Sources {
+            args,
+            env: &|_| None,
+        };
+        let (k, _) =
+            KubeAccess::from_sources(&mut src, "token", 0, || Ok(KubeSource::InCluster)).unwrap();
+        assert_eq!((k.namespace, k.kube_timeout), (c.namespace, c.kube_timeout));
     }
 
     #[test]

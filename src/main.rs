@@ -1,5 +1,5 @@
 //! The `joinery` binary: everything it does is in the library's `cli` module.
 
 fn main() -> std::process::ExitCode {
-    joinery::cli::main(std::env::args_os().skip(1).collect())
+    joinery::run(std::env::args_os().skip(1).collect())
 }

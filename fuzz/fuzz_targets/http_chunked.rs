@@ -2,7 +2,7 @@
 //! never more output than the body cap, and never more input consumed than given.
 #![no_main]
 
-use joinery::http::parse::ChunkedDecoder;
+use joinery::ChunkedDecoder;
 use libfuzzer_sys::fuzz_target;
 
 const MAX_BODY: usize = 4096;

@@ -2,8 +2,8 @@
 //! panic. A head, when found, never claims more bytes than it was given.
 #![no_main]
 
-use joinery::http::parse::parse_head;
-use joinery::http::Limits;
+use joinery::parse_head;
+use joinery::Limits;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

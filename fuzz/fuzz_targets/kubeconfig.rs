@@ -1,7 +1,7 @@
 //! The kubeconfig parser on any text: no panic (files it names are never read here).
 #![no_main]
 
-use joinery::kube::parse_kubeconfig;
+use joinery::parse_kubeconfig;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,9 +1,9 @@
-//! The shared query-string and form parser (`joinery::http::query`): any bytes give a
+//! The shared query-string and form parser (`joinery::Params`): any bytes give a
 //! parse or a refusal, never a panic, and a refusal's message stays bounded whatever
 //! the input (it quotes at most five clipped keys, never values).
 #![no_main]
 
-use joinery::http::query::{Params, CLIP};
+use joinery::{Params, QUERY_CLIP as CLIP};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

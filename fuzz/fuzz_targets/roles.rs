@@ -5,9 +5,9 @@
 
 use std::sync::OnceLock;
 
-use joinery::http::query::Params;
-use joinery::join::command::{check_roles, roles_from_param};
-use joinery::join::inputs::{parse_roles, Roles};
+use joinery::Params;
+use joinery::{check_roles, roles_from_param};
+use joinery::{parse_roles, Roles};
 use libfuzzer_sys::fuzz_target;
 
 const CONFIG: &str = "apiVersion: embeddedcluster.replicated.com/v1beta1\nkind: Config\nspec:\n  \

@@ -2,7 +2,7 @@
 //! they accept passes their own grammar (role names and the app slug are shell-safe).
 #![no_main]
 
-use joinery::join::inputs::{parse_license, parse_roles};
+use joinery::{parse_license, parse_roles};
 use libfuzzer_sys::fuzz_target;
 
 fn shell_safe(s: &str) -> bool {

@@ -142,7 +142,7 @@ pub fn signed_with(key: &[u8], token: &str) -> bool {
 }
 
 /// Check `token` and return its claims if it was signed with `key`, names `expected_aud`
-/// as its audience, and is valid at `now` (Unix seconds) within [`LEEWAY_SECS`].
+/// as its audience, and is valid at `now` (Unix seconds) within `LEEWAY_SECS`.
 pub fn verify(key: &[u8], token: &str, expected_aud: &str, now: i64) -> Result<Claims, JwtError> {
     verify_checked(key, token, expected_aud, now).map_err(|(e, _)| e)
 }

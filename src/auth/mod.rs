@@ -26,9 +26,6 @@ pub mod session;
 pub mod store;
 pub mod throttle;
 
-pub use jwt::{random_id, sign, verify, Claims, JwtError};
-pub use key::{KeyError, SigningKey};
-pub use password::{hash_password, parse_hash_file, verify_password, PasswordError};
 pub use scope::Scope;
 
 /// The token in an `Authorization: Bearer <token>` header value, or `None` if the scheme

@@ -98,7 +98,6 @@ pub struct Rotated {
     /// The scope granted at login; the access token may be narrower.
     pub scope: Scope,
     pub refresh_token: String,
-    pub generation: u64,
 }
 
 /// Splits a refresh token into (family, secret) if it has our shape.
@@ -364,7 +363,6 @@ impl RefreshTokens {
             subject,
             scope,
             refresh_token: fresh,
-            generation: next,
         };
         match self
             .kube

@@ -220,11 +220,6 @@ impl SigningKeys {
         }
     }
 
-    /// Whether the key is loaded (for readiness).
-    pub fn is_loaded(&self) -> bool {
-        lock(&self.ring).is_some()
-    }
-
     /// The key to sign with, fetching or creating it on first use and re-reading it
     /// once [`KEY_TTL`] has passed.
     pub fn get(&self) -> Result<Arc<SigningKey>, StoreError> {

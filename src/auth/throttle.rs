@@ -252,7 +252,8 @@ impl Throttle {
         }
     }
 
-    /// How many addresses are tracked now (for tests and metrics).
+    /// How many addresses are tracked now.
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         lock(&self.table).len()
     }

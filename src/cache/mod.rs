@@ -295,7 +295,7 @@ impl Cache {
         Some(body)
     }
 
-    /// A slot for one waiter or stream, or `None` when [`max_waiting`] are open.
+    /// A slot for one waiter or stream, or `None` when `max_waiting` are open.
     pub fn wait_slot(&self) -> Option<WaitSlot> {
         let s = &self.shared;
         s.waiting

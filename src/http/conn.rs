@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
-use super::parse::{parse_head, ChunkedDecoder, Framing, Reject, Version};
+use super::parse::{parse_head, ChunkedDecoder, Framing, Head, Reject, Version};
 use super::rate::{resting_write_timeout, Budget, RateGuard};
-use super::response::{reject_response, wants_close, write_response, WriteError};
-use super::sys::{self, Wake};
+use super::response::{reject_response, wants_close, write_response, ReplyMode, WriteError};
 use super::{Handler, Limits, Peer, Request, ShutdownHandle};
+use crate::sys::{self, Wake};
 
 /// After an error response we keep reading (and discarding) for a moment so the client's
 /// TCP stack does not reset the connection and drop our answer before it reads it.
@@ -288,6 +288,8 @@ fn read_some<T: Transport>(
     }
 }
 
+/// One request on `t`: its head, its body, then the handler's answer written back.
+/// Each step either hands on what it read or says what the connection does next.
 fn one_request<T: Transport>(
     t: &mut T,
     peer: &Peer,
@@ -295,62 +297,116 @@ fn one_request<T: Transport>(
     buf: &mut Vec<u8>,
     head_deadline: Instant,
 ) -> Next {
-    let limits = &ctx.limits;
-    let started = Instant::now();
+    let x = Exchange {
+        ctx,
+        peer,
+        started: Instant::now(),
+    };
+    let head = match read_head(t, &x, buf, head_deadline) {
+        Ok(head) => head,
+        Err(next) => return next,
+    };
+    let body = match read_body(t, &x, buf, &head) {
+        Ok(body) => body,
+        Err(next) => return next,
+    };
+    dispatch(t, &x, head, body)
+}
 
+/// What the steps of one request share.
+struct Exchange<'a> {
+    ctx: &'a Ctx,
+    peer: &'a Peer,
+    /// When the request started, for the access log.
+    started: Instant,
+}
+
+impl Exchange<'_> {
+    /// Answers a refusal of this request with the JSON envelope, then closes with a
+    /// short linger.
+    fn reject<T: Transport>(&self, t: &mut T, route: Option<(&str, &str)>, r: Reject) -> Next {
+        let resp = reject_response(&r, &self.ctx.limits);
+        let status = resp.status;
+        let written = write_response(t, resp, ReplyMode::CLOSE);
+        access_log(self.peer, route, status, 0, self.started, None);
+        if written.is_err() {
+            return Next::Abort;
+        }
+        t.finish();
+        linger(t);
+        Next::Abort
+    }
+}
+
+/// Reads until `buf` holds a whole head (before `deadline`), and takes it off `buf`;
+/// what follows it stays there for the body or the next request.
+fn read_head<T: Transport>(
+    t: &mut T,
+    x: &Exchange,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<Head, Next> {
+    let limits = &x.ctx.limits;
     let (head, head_len) = loop {
         match parse_head(buf, limits) {
             Ok(Some(h)) => break h,
             Ok(None) => {}
-            Err(r) => return reject(t, ctx, peer, None, r, started),
+            Err(r) => return Err(x.reject(t, None, r)),
         }
         // parse_head rejects a full buffer, so there is room here.
         let room = limits.max_head.saturating_sub(buf.len()).max(1);
-        match read_some(t, buf, room, head_deadline) {
+        match read_some(t, buf, room, deadline) {
             // The client closed between requests (or mid-head: nothing to answer).
-            Ok(0) => {
-                return if buf.is_empty() {
-                    Next::Close
-                } else {
-                    Next::Abort
-                }
-            }
+            Ok(0) if buf.is_empty() => return Err(Next::Close),
+            Ok(0) => return Err(Next::Abort),
             Ok(_) => {}
             Err(e) if is_timeout(&e) && !buf.is_empty() => {
-                return reject(t, ctx, peer, None, Reject::Timeout, started)
+                return Err(x.reject(t, None, Reject::Timeout))
             }
-            Err(e) if is_timeout(&e) => return Next::Close,
-            Err(_) => return Next::Abort,
+            Err(e) if is_timeout(&e) => return Err(Next::Close),
+            Err(_) => return Err(Next::Abort),
         }
     };
     buf.drain(..head_len);
-    let route = Some((head.method.as_str(), head.path.as_str()));
+    Ok(head)
+}
 
-    let body_deadline = Instant::now() + limits.body_timeout;
+/// Reads the body `head` announces (from `buf` first, then `t`) within
+/// `Limits::body_timeout`, answering `Expect: 100-continue` when more must be read.
+fn read_body<T: Transport>(
+    t: &mut T,
+    x: &Exchange,
+    buf: &mut Vec<u8>,
+    head: &Head,
+) -> Result<Vec<u8>, Next> {
+    let limits = &x.ctx.limits;
+    let route = Some((head.method.as_str(), head.path.as_str()));
+    let deadline = Instant::now() + limits.body_timeout;
+    // More body bytes into `into`; a client gone or too slow ends the connection.
+    let more = |t: &mut T, into: &mut Vec<u8>, room: usize| match read_some(t, into, room, deadline)
+    {
+        Ok(0) => Err(Next::Abort),
+        Ok(_) => Ok(()),
+        Err(e) if is_timeout(&e) => Err(x.reject(t, route, Reject::Timeout)),
+        Err(_) => Err(Next::Abort),
+    };
     let mut body = Vec::new();
     match head.framing {
         Framing::None => {}
         Framing::Length(n) => {
             if n > limits.max_body as u64 {
-                return reject(t, ctx, peer, route, Reject::BodyTooLarge, started);
+                return Err(x.reject(t, route, Reject::BodyTooLarge));
             }
             let n = n as usize;
             if head.expect_continue && buf.len() < n && continue_100(t).is_err() {
-                return Next::Abort;
+                return Err(Next::Abort);
             }
             body.reserve_exact(n);
             let take = n.min(buf.len());
             body.extend(buf.drain(..take));
             while body.len() < n {
                 let room = n - body.len();
-                match read_some(t, &mut body, room, body_deadline) {
-                    Ok(0) => return Next::Abort,
-                    Ok(_) => {}
-                    Err(e) if is_timeout(&e) => {
-                        return reject(t, ctx, peer, route, Reject::Timeout, started)
-                    }
-                    Err(_) => return Next::Abort,
-                }
+                more(t, &mut body, room)?;
             }
         }
         Framing::Chunked => {
@@ -361,7 +417,7 @@ fn one_request<T: Transport>(
                     Ok(used) => {
                         buf.drain(..used);
                     }
-                    Err(r) => return reject(t, ctx, peer, route, r, started),
+                    Err(r) => return Err(x.reject(t, route, r)),
                 }
                 if dec.is_done() {
                     break;
@@ -369,21 +425,20 @@ fn one_request<T: Transport>(
                 if head.expect_continue && !asked {
                     asked = true;
                     if continue_100(t).is_err() {
-                        return Next::Abort;
+                        return Err(Next::Abort);
                     }
                 }
-                match read_some(t, buf, 16 * 1024, body_deadline) {
-                    Ok(0) => return Next::Abort,
-                    Ok(_) => {}
-                    Err(e) if is_timeout(&e) => {
-                        return reject(t, ctx, peer, route, Reject::Timeout, started)
-                    }
-                    Err(_) => return Next::Abort,
-                }
+                more(t, buf, 16 * 1024)?;
             }
         }
     }
+    Ok(body)
+}
 
+/// Hands the request to the handler (a panic costs a 500), writes its response under
+/// the minimum-transfer-rate guard, and logs the exchange.
+fn dispatch<T: Transport>(t: &mut T, x: &Exchange, head: Head, body: Vec<u8>) -> Next {
+    let (ctx, peer, limits) = (x.ctx, x.peer, &x.ctx.limits);
     let method = head.method;
     let path = head.path;
     let is_head = method == "HEAD";
@@ -410,7 +465,15 @@ fn one_request<T: Transport>(
     let subject = resp.subject.clone();
     let budget = Budget::new(limits.min_transfer_rate, limits.min_rate_grace);
     let mut guarded = RateGuard::new(t, budget, resting(limits));
-    let result = write_response(&mut guarded, resp, http11, is_head, keep_alive);
+    let result = write_response(
+        &mut guarded,
+        resp,
+        ReplyMode {
+            http11,
+            head_only: is_head,
+            keep_alive,
+        },
+    );
     if guarded.tripped() {
         let b = guarded.budget();
         crate::log::warn(
@@ -435,7 +498,7 @@ fn one_request<T: Transport>(
         Some((&method, &path)),
         status,
         bytes,
-        started,
+        x.started,
         subject,
     );
     match result {
@@ -465,27 +528,6 @@ fn resting(limits: &Limits) -> Duration {
 fn continue_100<T: Transport>(t: &mut T) -> io::Result<()> {
     t.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     t.flush()
-}
-
-/// Answer a rejection with the JSON envelope, then close with a short linger.
-fn reject<T: Transport>(
-    t: &mut T,
-    ctx: &Ctx,
-    peer: &Peer,
-    route: Option<(&str, &str)>,
-    r: Reject,
-    started: Instant,
-) -> Next {
-    let resp = reject_response(&r, &ctx.limits);
-    let status = resp.status;
-    let written = write_response(t, resp, true, false, false);
-    access_log(peer, route, status, 0, started, None);
-    if written.is_err() {
-        return Next::Abort;
-    }
-    t.finish();
-    linger(t);
-    Next::Abort
 }
 
 /// Read and discard what the client is still sending, briefly and boundedly, so our

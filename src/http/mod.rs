@@ -5,11 +5,12 @@
 //! [`Response`] back.
 //!
 //! Map: `server` (listener, accept loop, worker pool, shutdown) → `conn` (one connection:
-//! handshake, deadlines, request loop; generic over the stream) → `parse` (pure framing,
+//! handshake, deadlines, request loop of read head, read body, dispatch; generic over the
+//! stream) → `parse` (pure framing,
 //! fuzzable), `query` (the one query-string parser) and `response` (writing, through
 //! `rate`'s minimum-transfer-rate guard). `limits` holds every bound, `tls` the rustls
-//! configuration and certificate files, `signals` the shutdown handle and SIGTERM/SIGINT,
-//! `sys` the few raw system calls.
+//! configuration and certificate files, `signals` the shutdown handle and SIGTERM/SIGINT.
+//! The raw system calls (poll, pipe2, SO_PEERCRED, sigaction) are in [`crate::sys`].
 //!
 //! Invariants: every read runs under a total deadline; every buffer has a cap; at most
 //! `Limits::max_connections` connections hold a thread; EOF (TLS close_notify included)
@@ -28,14 +29,13 @@ mod rate;
 mod response;
 mod server;
 mod signals;
-mod sys;
+
 pub mod tls;
 
 #[cfg(test)]
 mod tests;
 
 pub use limits::Limits;
-pub use response::reason;
 pub use server::{Server, Stats};
 pub use signals::{install_signal_handlers, ShutdownHandle};
 

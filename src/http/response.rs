@@ -186,15 +186,40 @@ fn date_line(out: &mut Vec<u8>) {
     });
 }
 
-/// Write `resp`. `http11` selects chunked framing for unsized streams (HTTP/1.0 clients get
-/// the stream delimited by close); `head_only` writes headers only (HEAD requests).
+/// How a response goes out on its connection: what the request allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReplyMode {
+    /// HTTP/1.1: unsized streams are chunked (HTTP/1.0 clients get them delimited by
+    /// closing the connection).
+    pub http11: bool,
+    /// A HEAD request: headers only.
+    pub head_only: bool,
+    /// The connection stays open afterwards (unless an unsized stream to an HTTP/1.0
+    /// client must be delimited by close).
+    pub keep_alive: bool,
+}
+
+impl ReplyMode {
+    /// The server's own answers that end the connection (refusals, busy): HTTP/1.1
+    /// framing, a body, `Connection: close`.
+    pub(crate) const CLOSE: ReplyMode = ReplyMode {
+        http11: true,
+        head_only: false,
+        keep_alive: false,
+    };
+}
+
+/// Write `resp`, framed as `mode` says.
 pub(crate) fn write_response<W: Write>(
     w: &mut W,
     mut resp: Response,
-    http11: bool,
-    head_only: bool,
-    keep_alive: bool,
+    mode: ReplyMode,
 ) -> Result<Written, WriteError> {
+    let ReplyMode {
+        http11,
+        head_only,
+        keep_alive,
+    } = mode;
     let status = if (200..=999).contains(&resp.status) {
         resp.status
     } else {
@@ -415,9 +440,24 @@ fn send<W: Write>(
 mod tests {
     use super::*;
 
-    fn render(resp: Response, http11: bool, head_only: bool, keep_alive: bool) -> String {
+    /// An HTTP/1.1 GET on a keep-alive connection.
+    const KEEP_ALIVE: ReplyMode = ReplyMode {
+        http11: true,
+        head_only: false,
+        keep_alive: true,
+    };
+    const HTTP10: ReplyMode = ReplyMode {
+        http11: false,
+        ..KEEP_ALIVE
+    };
+    const HEAD: ReplyMode = ReplyMode {
+        head_only: true,
+        ..KEEP_ALIVE
+    };
+
+    fn render(resp: Response, mode: ReplyMode) -> String {
         let mut out = Vec::new();
-        write_response(&mut out, resp, http11, head_only, keep_alive).unwrap();
+        write_response(&mut out, resp, mode).unwrap();
         let text = String::from_utf8(out).unwrap();
         // Drop the Date line, which changes with the clock.
         text.lines()
@@ -489,7 +529,7 @@ mod tests {
                 },
                 subject: None,
             };
-            write_response(&mut w, resp, true, false, true).unwrap();
+            write_response(&mut w, resp, KEEP_ALIVE).unwrap();
             // EachRead: after the head, after each event, and at the end.
             assert_eq!(w.flushes.len(), expected, "{flush:?}");
             let text = String::from_utf8(w.out).unwrap();
@@ -535,7 +575,7 @@ mod tests {
             },
             subject: None,
         };
-        write_response(&mut w, resp, true, false, true).unwrap();
+        write_response(&mut w, resp, KEEP_ALIVE).unwrap();
         // The first write is the head.
         let head = w.0[0];
         (w.0[1..].to_vec(), w.1[head..].to_vec())
@@ -602,7 +642,7 @@ mod tests {
                 },
                 subject: None,
             };
-            let got = write_response(&mut out, resp, true, false, true);
+            let got = write_response(&mut out, resp, KEEP_ALIVE);
             assert!(matches!(got, Err(WriteError::Source { written: 3, .. })));
             let text = String::from_utf8(out).unwrap();
             // Framed as a chunk when chunked, never followed by the last-chunk marker.
@@ -624,7 +664,7 @@ mod tests {
             subject: None,
         };
         assert_eq!(
-            render(resp, true, false, true),
+            render(resp, KEEP_ALIVE),
             "HTTP/1.1 201 Created\nX-Ok: yes\nContent-Length: 2\nConnection: keep-alive\n\nhi"
         );
     }
@@ -632,12 +672,12 @@ mod tests {
     #[test]
     fn unsized_stream_is_chunked_for_11_and_close_delimited_for_10() {
         assert_eq!(
-            render(stream(b"hello", None), true, false, true),
+            render(stream(b"hello", None), KEEP_ALIVE),
             "HTTP/1.1 200 OK\nTransfer-Encoding: chunked\nConnection: keep-alive\n\n5\n\
              hello\n0\n"
         );
         assert_eq!(
-            render(stream(b"hello", None), false, false, true),
+            render(stream(b"hello", None), HTTP10),
             "HTTP/1.1 200 OK\nConnection: close\n\nhello"
         );
     }
@@ -645,7 +685,7 @@ mod tests {
     #[test]
     fn head_writes_length_but_no_body() {
         assert_eq!(
-            render(stream(b"hello", Some(5)), true, true, true),
+            render(stream(b"hello", Some(5)), HEAD),
             "HTTP/1.1 200 OK\nContent-Length: 5\nConnection: keep-alive\n"
         );
     }
@@ -653,13 +693,13 @@ mod tests {
     #[test]
     fn short_stream_is_an_error_not_a_clean_end() {
         let mut out = Vec::new();
-        let got = write_response(&mut out, stream(b"abc", Some(10)), true, false, true);
+        let got = write_response(&mut out, stream(b"abc", Some(10)), KEEP_ALIVE);
         assert!(matches!(got, Err(WriteError::Source { written: 3, .. })));
     }
 
     #[test]
     fn long_stream_is_cut_at_its_declared_length() {
-        let text = render(stream(b"abcdef", Some(4)), true, false, true);
+        let text = render(stream(b"abcdef", Some(4)), KEEP_ALIVE);
         assert!(text.ends_with("\n\nabcd"), "{text}");
     }
 
@@ -671,6 +711,6 @@ mod tests {
             body: Body::Empty,
             subject: None,
         };
-        assert!(render(resp, true, false, false).starts_with("HTTP/1.1 500 Internal Server Error"));
+        assert!(render(resp, ReplyMode::CLOSE).starts_with("HTTP/1.1 500 Internal Server Error"));
     }
 }

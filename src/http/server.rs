@@ -36,10 +36,10 @@ use rustls::ServerConfig;
 
 use super::conn::{self, Ctx, Transport, UnixTransport};
 use super::parse::Reject;
-use super::response::{reject_response, write_response};
-use super::sys::{self, Wake};
+use super::response::{reject_response, write_response, ReplyMode};
 use super::{Handler, Limits, ShutdownHandle};
 use crate::addr::share_key;
+use crate::sys::{self, Wake};
 
 /// A worker with nothing to do for this long exits, returning its stack.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
@@ -173,11 +173,6 @@ impl Server {
         Stats(self.pool.clone())
     }
 
-    /// Connections being served right now (queued for a worker or in a worker).
-    pub fn active_connections(&self) -> usize {
-        self.stats().active_connections()
-    }
-
     /// Accept and serve until shutdown is requested, then stop accepting, close idle
     /// keep-alive connections, and return once in-flight requests have finished or
     /// `Limits::grace` has passed (stragglers are left to the process exit).
@@ -286,10 +281,6 @@ impl Stats {
     /// Connections queued for or held by a worker.
     pub fn active_connections(&self) -> usize {
         self.0.lock().active
-    }
-    /// Worker threads alive (busy or idle).
-    pub fn workers(&self) -> usize {
-        self.0.lock().workers
     }
     /// Connections admitted since start.
     pub fn accepted(&self) -> u64 {
@@ -563,15 +554,19 @@ fn busy_loop(rx: Receiver<Job>, limits: &Limits) {
                 Err(TryRecvError::Disconnected) => return,
             }
         }
-        let now = Instant::now();
-        waiting.retain(|(_, deadline)| *deadline > now);
         let fds: Vec<RawFd> = waiting.iter().map(|(job, _)| job_fd(job)).collect();
         // A short tick, so newly refused connections join the poll promptly.
         let ready = sys::poll_readable(&fds, BUSY_TICK);
+        let now = Instant::now();
         let mut still = VecDeque::with_capacity(waiting.len());
         for ((job, deadline), ready) in waiting.into_iter().zip(ready) {
+            // Only a client that has not spoken by its deadline is closed unanswered: one
+            // that spoke in time but waited while this thread answered others (a burst on
+            // a loaded host) still gets its 503.
             if !ready {
-                still.push_back((job, deadline));
+                if deadline > now {
+                    still.push_back((job, deadline));
+                }
                 continue;
             }
             let answer_by = Instant::now() + BUSY_ANSWER;
@@ -624,7 +619,7 @@ fn busy_answer<T: Transport>(t: &mut T, limits: &Limits) {
         return;
     }
     let resp = reject_response(&Reject::Busy, limits);
-    if write_response(t, resp, true, false, false).is_ok() {
+    if write_response(t, resp, ReplyMode::CLOSE).is_ok() {
         t.finish();
         conn::linger(t);
     }

@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::sys;
+use crate::sys;
 
 /// Asks a running [`Server`](super::Server) to stop accepting, finish in-flight requests
 /// and return from `run`. Cheap to clone and send to other threads.
@@ -89,12 +89,10 @@ extern "C" fn on_signal(_sig: libc::c_int) {
     let fd = SIGNAL_FD.load(Ordering::Relaxed);
     if fd >= 0 {
         // write(2) may clobber errno, which the interrupted code may be about to read.
-        // SAFETY: __errno_location returns this thread's errno slot.
-        let saved = unsafe { *libc::__errno_location() };
+        let saved = sys::errno();
         SIGNALLED.store(fd, Ordering::SeqCst);
         sys::poke(fd);
-        // SAFETY: as above.
-        unsafe { *libc::__errno_location() = saved };
+        sys::set_errno(saved);
     }
 }
 
@@ -111,17 +109,7 @@ pub fn install_signal_handlers(h: ShutdownHandle) -> io::Result<()> {
     }
     drop(slot);
     for sig in [libc::SIGTERM, libc::SIGINT] {
-        // SAFETY: a zeroed sigaction is valid; we set the handler, an empty mask and
-        // SA_RESTART so interrupted blocking calls resume instead of failing.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
+        sys::on_signal(sig, on_signal)?;
     }
     Ok(())
 }

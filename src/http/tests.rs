@@ -1025,8 +1025,7 @@ fn unix_socket_serves_plain_http_with_the_peer_uid() {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
+    let uid = crate::sys::uid();
     assert!(
         out.contains(&format!("Unix {{ uid: Some({uid}) }}")),
         "{out}"
@@ -1040,8 +1039,8 @@ fn unix_socket_serves_plain_http_with_the_peer_uid() {
 fn sigterm_stops_the_server() {
     let mut srv = start(short_limits());
     install_signal_handlers(srv.handle.clone()).unwrap();
-    // SAFETY: the handler just installed only writes a byte to a pipe.
-    unsafe { libc::raise(libc::SIGTERM) };
+    // The handler just installed only writes a byte to a pipe.
+    crate::sys::raise(libc::SIGTERM);
     // Seen without a poll of the pipe (the handler notes which pipe it poked).
     assert!(srv.handle.is_shutdown());
     let th = srv.thread.take().unwrap();

@@ -165,16 +165,6 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<LoadedTls, TlsError> {
     build(&cert_pem, cert_path, &key_pem, key_path)
 }
 
-/// Build a configuration from PEM bytes already in memory.
-pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<LoadedTls, TlsError> {
-    build(
-        cert_pem,
-        Path::new("<certificate>"),
-        key_pem,
-        Path::new("<key>"),
-    )
-}
-
 fn build(
     cert_pem: &[u8],
     cert_path: &Path,

@@ -111,7 +111,7 @@ pub fn parse_uninstall_args(args: Vec<OsString>) -> Result<UninstallArgs, Instal
         data_dir: pa
             .opt_value_from_str::<_, PathBuf>("--data-dir")
             .map_err(|e| usage(format!("uninstall: --data-dir: {e}")))?
-            .unwrap_or_else(|| PathBuf::from("/var/lib/joinery")),
+            .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DATA_DIR)),
     };
     if !out.data_dir.is_absolute() {
         return Err(usage("uninstall: --data-dir: give an absolute path"));

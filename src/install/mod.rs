@@ -1,11 +1,11 @@
 //! `joinery install` and `joinery uninstall`: set joinery up as a systemd service on an
 //! Embedded Cluster / k0s controller, and take exactly that back out.
 //!
-//! Install validates the `serve` flags with the daemon's own [`Config`] parsing (plus
+//! Install validates the `serve` flags with the daemon's own [`Config`](crate::config::Config) parsing (plus
 //! what a unit needs: absolute paths, none under the service's private /tmp, the files
 //! they name present, the join inputs loadable), creates the data dir (0700), generates
 //! the self-signed certificate when no `--tls-cert` is given, copies this binary to
-//! `/usr/local/bin/joinery`, writes the unit ([`unit`]) and records everything it
+//! `/usr/local/bin/joinery`, writes the unit ([`unit`](mod@unit)) and records everything it
 //! created in a manifest ([`manifest`]) with checksums. Uninstall removes only manifest
 //! entries whose content still matches and directories install created that are empty;
 //! the data dir (certificate, key, caches) is kept unless `--purge`, because clients
@@ -18,7 +18,7 @@
 //! taken out, the rest are serve flags), [`plan`] (the serve flags and the files they
 //! name validated as `serve` will, before anything is written), [`steps`] (directories,
 //! certificate, binary, unit and manifest, shared by the real run and `--dry-run`) and
-//! [`uninstall`] (the reversal). This file holds what they share: the paths, the help
+//! [`uninstall`](mod@uninstall) (the reversal). This file holds what they share: the paths, the help
 //! texts and the error type.
 
 mod arguments;
@@ -140,8 +140,7 @@ fn systemctl(args: &[&str], out: &mut dyn Write) -> Result<(), InstallError> {
 /// Refuses to run as another user than root: install and uninstall write where only
 /// root can, and "Permission denied" halfway through helps nobody.
 fn must_be_root(cmd: &str) -> Result<(), InstallError> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if crate::sys::euid() != 0 {
         return Err(usage(format!(
             "{cmd}: run as root (e.g. sudo joinery {cmd} ...): it writes /usr/local/bin, \
              /etc and the data dir; --dry-run and --root DIR work as any user"

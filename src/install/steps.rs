@@ -200,53 +200,12 @@ fn certificate_names(cfg: &Config) -> Vec<String> {
     if let Some(ip) = cfg.bind_address.filter(|ip| !ip.is_unspecified()) {
         names.push(ip.to_string());
     }
-    for ip in host_addresses() {
+    for ip in crate::sys::host_addresses() {
         if !ip.is_loopback() && !names.contains(&ip.to_string()) {
             names.push(ip.to_string());
         }
     }
     names
-}
-
-/// The host's interface addresses (IPv4 and global IPv6); empty when unknown.
-fn host_addresses() -> Vec<std::net::IpAddr> {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we only read and then free once.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return out;
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: the family says which sockaddr type the pointer refers to.
-            let ip = unsafe {
-                match i32::from((*ifa.ifa_addr).sa_family) {
-                    libc::AF_INET => {
-                        let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                        Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr))))
-                    }
-                    libc::AF_INET6 => {
-                        let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                        let v6 = Ipv6Addr::from(sa.sin6_addr.s6_addr);
-                        // Link-local addresses need a zone; clients cannot use them in a URL.
-                        (v6.segments()[0] & 0xffc0 != 0xfe80).then_some(IpAddr::V6(v6))
-                    }
-                    _ => None,
-                }
-            };
-            if let Some(ip) = ip.filter(|ip| !out.contains(ip)) {
-                out.push(ip);
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: `head` came from getifaddrs and is freed exactly once.
-    unsafe { libc::freeifaddrs(head) };
-    out
 }
 
 /// `joinery install`. Prints each step to `out`.

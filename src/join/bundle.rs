@@ -153,6 +153,12 @@ pub(crate) fn big_files(entries: &[Entry]) -> io::Result<Vec<BigFile>> {
     Ok(out)
 }
 
+/// [`stream_at`] with in-memory entries dated now.
+#[cfg(test)]
+pub fn stream(entries: Vec<Entry>, cache: &BundleCache) -> io::Result<BundleStream> {
+    stream_at(entries, cache, crate::time::now().max(0) as u64)
+}
+
 /// Start a bundle of `entries`, in the given order. Names, modes and files are all
 /// checked here, so a bad entry or a missing artifact is an error before any byte is
 /// sent; a file that changes afterwards makes a later `read` fail instead (never a
@@ -160,13 +166,9 @@ pub(crate) fn big_files(entries: &[Entry]) -> io::Result<Vec<BigFile>> {
 ///
 /// The result reads as a `.tar.gz` made of concatenated gzip members: one per file
 /// over [`CACHE_THRESHOLD`] (from the cache, or built and cached on the way), one per
-/// run of smaller entries, and a last one that ends the archive.
-pub fn stream(entries: Vec<Entry>, cache: &BundleCache) -> io::Result<BundleStream> {
-    stream_at(entries, cache, crate::time::now().max(0) as u64)
-}
-
-/// [`stream`] with in-memory entries dated `now` (Unix seconds): the same entries and
-/// time give the same bytes, which is what lets a download resume.
+/// run of smaller entries, and a last one that ends the archive. In-memory entries are
+/// dated `now` (Unix seconds): the same entries and time give the same bytes, which is
+/// what lets a download resume.
 pub fn stream_at(entries: Vec<Entry>, cache: &BundleCache, now: u64) -> io::Result<BundleStream> {
     let mut seen = std::collections::HashSet::new();
     let mut parts = VecDeque::new();
@@ -280,7 +282,7 @@ pub(crate) fn build_members(bigs: &[&BigFile], cache: &BundleCache) -> io::Resul
     first.map_or(Ok(()), Err)
 }
 
-/// A `.tar.gz` being produced; see [`stream`]. Dropping it mid-way deletes any cache
+/// A `.tar.gz` being produced; see [`stream_at`]. Dropping it mid-way deletes any cache
 /// file it was writing. After an error every further `read` repeats the error, so a
 /// consumer can never mistake a failed bundle for a complete one.
 pub struct BundleStream {
@@ -326,6 +328,7 @@ impl BundleStream {
     /// Bytes held in this stream's own buffers right now (the compressor's fixed
     /// internal state aside): at most a few 64 KiB buffers whatever the bundle's
     /// size.
+    #[cfg(test)]
     pub fn buffered_bytes(&self) -> usize {
         let out = match &self.state {
             State::Deflate(d) => d.enc.get_ref().capacity(),

@@ -5,7 +5,7 @@
 //!   `key` hashes the artifact's absolute path, size, mtime (ns), inode, device, the
 //!   entry name and mode, and [`FORMAT`].
 //! - `s-<key>.sha256`: the artifact's SHA-256 as 64 hex digits and a newline; `key`
-//!   hashes path, size, mtime, inode and device only, so [`BundleCache::sha256_of`]
+//!   hashes path, size, mtime, inode and device only, so [`BundleCache::sha256_checked`]
 //!   needs nothing but a path.
 //! - `<one of the above>.tmp-<random>`: being written. Only renamed files are ever read,
 //!   so a reader never sees a torn file; a temp file is deleted when its build fails or
@@ -148,11 +148,13 @@ impl BundleCache {
     /// bundle that built the file's member, or by an earlier call); otherwise the file is
     /// read once, streaming, and the sidecar written. Errors if the file changes while
     /// it is being read.
+    #[cfg(test)]
     pub fn sha256_of(&self, path: &Path) -> io::Result<[u8; 32]> {
         self.sha256_checked(path, None)
     }
 
-    /// [`sha256_of`](Self::sha256_of) for a file that must still be `expect`.
+    /// The file's SHA-256 from its sidecar, or hashed once and the sidecar written; for a
+    /// file that must still be `expect` when given.
     fn sha256_checked(&self, path: &Path, expect: Option<&Identity>) -> io::Result<[u8; 32]> {
         let abs = std::path::absolute(path)?;
         let id = stat_regular(&abs, expect)?;
@@ -170,13 +172,13 @@ impl BundleCache {
 
     /// The `SHA256SUMS` text for `entries`, one `<hex>  <name>\n` line each in the
     /// given order (the format `sha256sum -c` reads). File hashes come from
-    /// [`sha256_of`](Self::sha256_of).
+    /// [`sha256_checked`](Self::sha256_checked).
     ///
     /// Big files with no sidecar first get their members built, on every core: a build
     /// hashes the file as it compresses it and writes both, so the bundle that follows
     /// serves every member from the cache. (Hashing them here instead read every
     /// artifact on one core before the first byte, then again to compress it: a first
-    /// bundle used 0.7 of the machine's 2 cores and ran at 1.5x `tar | pigz -1`.)
+    /// bundle used under half of the machine's 2 cores, and ran at 1.5x `tar | pigz -1`.)
     pub fn sha256sums(&self, entries: &[Entry]) -> io::Result<String> {
         let bigs = bundle::big_files(entries)?;
         let unhashed: Vec<&bundle::BigFile> = bigs
@@ -202,7 +204,7 @@ impl BundleCache {
 
     /// Build the cached member and hash sidecar of every file entry over
     /// [`CACHE_THRESHOLD`] that lacks them. Meant for a background thread at daemon
-    /// start (and after artifacts change) so that bundles and [`sha256_of`](Self::sha256_of)
+    /// start (and after artifacts change) so that bundles and [`sha256_checked`](Self::sha256_checked)
     /// never pay for a first build. Members another thread is building right now are
     /// skipped. Every entry is tried; the first error is returned.
     pub fn prepare(&self, entries: &[Entry]) -> io::Result<()> {

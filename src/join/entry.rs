@@ -38,6 +38,7 @@ pub struct Entry {
 
 impl Entry {
     /// An entry read from `path` on disk.
+    #[cfg(test)]
     pub fn file(name: impl Into<String>, path: impl Into<PathBuf>, mode: u32) -> Self {
         Entry {
             name: name.into(),

@@ -13,7 +13,7 @@
 //! [member: small entries ... + 2 zero blocks]  <- compressed fresh for this join
 //! ```
 //!
-//! Each file over [`CACHE_THRESHOLD`] (1 MiB) is a member of its own holding exactly
+//! Each file over [`CACHE_THRESHOLD`](cache::CACHE_THRESHOLD) (1 MiB) is a member of its own holding exactly
 //! its tar header(s), data and padding to 512 bytes: no end-of-archive blocks and no
 //! record padding, so members can be concatenated in any number. Runs of smaller
 //! entries (license, seed, join token, `SHA256SUMS`) share a member compressed for
@@ -25,7 +25,7 @@
 //!
 //! Artifacts that are already gzip, zstd or xz, and any whose first 128 KiB do not
 //! shrink by 5% at level 1 (random-looking data), are stored (deflate level 0); the
-//! rest use level [`LEVEL`] (1). Measured on the 2-vCPU build machine (load 3-4 from
+//! rest use level [`LEVEL`](bundle::LEVEL) (1). Measured on the 2-vCPU build machine (load 3-4 from
 //! other builds, so ranges), single thread, 271 MB of x86-64 shared libraries:
 //! level 1 compresses 105-150 MB/s to 46% of the size, level 6 45-55 MB/s to 36%; a
 //! 1 Gbit/s link carries 119 MB/s, so level 6 would make the controller the
@@ -36,14 +36,14 @@
 //!
 //! # Cache
 //!
-//! [`BundleCache`] lives in `<data-dir>/bundle-cache`. A member is built the first time
-//! a bundle (or [`BundleCache::prepare`]) needs it: the compressed output goes to the
+//! [`BundleCache`](cache::BundleCache) lives in `<data-dir>/bundle-cache`. A member is built the first time
+//! a bundle (or [`BundleCache::prepare`](cache::BundleCache::prepare)) needs it: the compressed output goes to the
 //! client and to `m-<key>.gz.tmp-<random>`, which is fsynced and renamed to
 //! `m-<key>.gz` once the whole file was read and seen unchanged; a failed build or a
 //! client that goes away deletes the temp file. Only renamed files are read, and their
 //! gzip magic and trailer size are checked on open, so a torn file is never served.
 //! The key covers the absolute path, size, mtime (ns), inode, device, entry name and
-//! mode, so replacing an artifact simply makes a new key; [`BundleCache::prune`]
+//! mode, so replacing an artifact simply makes a new key; [`BundleCache::prune`](cache::BundleCache::prune)
 //! removes what the current artifacts no longer use.
 //!
 //! Cores: `SHA256SUMS` (computed before a bundle's first byte) builds the members of
@@ -64,14 +64,15 @@
 //! # Hashes
 //!
 //! The first build of a member also hashes the artifact and stores `s-<key>.sha256`.
-//! [`BundleCache::sha256_of`] reads that, or hashes the file in one streaming pass
-//! and stores it. The daemon should call [`BundleCache::prepare`] on its artifacts from a
-//! background thread at start-up (and [`BundleCache::prune`] after it), so every bundle
-//! is served from cache and `SHA256SUMS` ([`BundleCache::sha256sums`]) costs no reads.
+//! [`BundleCache::sha256_checked`](cache::BundleCache::sha256_checked) reads that, or hashes the file in one streaming pass
+//! and stores it. The daemon should call [`BundleCache::prepare`](cache::BundleCache::prepare) on its artifacts from a
+//! background thread at start-up (and [`BundleCache::prune`](cache::BundleCache::prune) after it), so every bundle
+//! is served from cache and `SHA256SUMS` ([`BundleCache::sha256sums`](cache::BundleCache::sha256sums)) costs no reads.
 //!
 //! # Invariants
 //!
-//! - Memory per stream is bounded by a few 64 KiB buffers ([`BundleStream::buffered_bytes`]),
+//! - Memory per stream is bounded by a few 64 KiB buffers (`BundleStream::buffered_bytes`,
+//!   which a test checks),
 //!   plus, while members are missing from the cache, one compressor per other core in
 //!   the helper threads that build the next members ahead of the stream.
 //! - Members are built on every core (by `prepare`, `measure` and those helpers) but
@@ -79,7 +80,7 @@
 //!   on how it was built, and a resumed download stays byte-identical.
 //! - A file that shrinks, grows or is modified while read fails the stream; after an
 //!   error every `read` fails, so a corrupt archive never ends cleanly.
-//! - Entry names are validated ([`validate_name`]) before any byte is produced.
+//! - Entry names are validated ([`validate_name`](entry::validate_name)) before any byte is produced.
 
 pub mod assemble;
 mod bundle;
@@ -95,7 +96,5 @@ mod tests;
 pub mod ticket;
 pub mod watch;
 
-pub use bundle::{stream, stream_at, BundleStream, LEVEL};
-pub use cache::{BundleCache, CACHE_THRESHOLD, FORMAT};
-pub use entry::{validate_name, Entry, Identity, Source, MAX_NAME_LEN};
+pub use bundle::stream_at;
 pub use service::JoinService;

@@ -14,7 +14,9 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use sha2::{Digest, Sha256};
 
-use super::bundle::{big_files, CHUNK};
+use super::bundle::{big_files, stream, BundleStream, CHUNK};
+use super::cache::{BundleCache, CACHE_THRESHOLD};
+use super::entry::Entry;
 use super::*;
 
 /// A directory removed on drop.

@@ -55,7 +55,6 @@ struct Inner {
     watch_config: ureq::config::Config,
     server: String,
     token: Option<Token>,
-    namespace: Option<String>,
     timeouts: Timeouts,
 }
 
@@ -219,16 +218,10 @@ impl Client {
                 let dir = std::env::var_os("JOINERY_SA_DIR")
                     .map(PathBuf::from)
                     .unwrap_or_else(|| PathBuf::from(target::SA_DIR));
-                let ns = read_capped(&dir.join("namespace"), 4096)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty());
                 target::in_cluster(
                     std::env::var("KUBERNETES_SERVICE_HOST").ok().as_deref(),
                     std::env::var("KUBERNETES_SERVICE_PORT").ok().as_deref(),
                     &dir,
-                    ns,
                 )?
             }
         };
@@ -380,7 +373,6 @@ impl Client {
                 watch_config,
                 server: t.server,
                 token,
-                namespace: t.namespace,
                 timeouts,
             }),
         })
@@ -389,11 +381,6 @@ impl Client {
     /// The API server's base URL, e.g. `https://127.0.0.1:6443`, for logs.
     pub fn server(&self) -> &str {
         &self.inner.server
-    }
-
-    /// The kubeconfig context's namespace, or the pod's namespace in cluster.
-    pub fn namespace(&self) -> Option<&str> {
-        self.inner.namespace.as_deref()
     }
 
     /// One Secret, or `None` if it (or its namespace) does not exist.
@@ -506,7 +493,7 @@ impl Client {
     }
 
     /// Every object of kind `K` under `base` matching `query` (from
-    /// [`selectors`](super::paging::selectors)), fetched 500 per page.
+    /// [`super::paging::selectors`]), fetched 500 per page.
     pub(super) fn list<K: Kind>(&self, base: &str, query: &str) -> Result<Vec<K>, Error> {
         Ok(self.list_map(base, query, |item: K| item)?.items)
     }

@@ -37,11 +37,6 @@ impl Client {
         wire::parse_one(&b)
     }
 
-    /// Every EtcdMember (one per controller).
-    pub fn list_etcd_members(&self) -> Result<Vec<EtcdMember>, Error> {
-        self.list(ETCD_MEMBERS, "")
-    }
-
     /// Every EtcdMember and the list's resourceVersion, where a watch starts.
     pub fn list_etcd_members_versioned(&self) -> Result<Listed<EtcdMember>, Error> {
         self.list_map(ETCD_MEMBERS, "", |m| m)

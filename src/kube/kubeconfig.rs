@@ -53,9 +53,6 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Target, Error> {
         .map_err(&err)?
         .ok_or_else(|| err(format!("{ctx_path}.cluster is not set")))?;
     let user_name = string(context, "user", &ctx_path).map_err(&err)?;
-    let namespace = string(context, "namespace", &ctx_path)
-        .map_err(&err)?
-        .map(str::to_string);
 
     // Cluster: server and CA.
     let cluster = named(&doc, "clusters", cluster_name, "cluster").map_err(&err)?;
@@ -157,7 +154,6 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Target, Error> {
         ca,
         token,
         client_cert,
-        namespace,
         origin: format!("kubeconfig {file}"),
     })
 }
@@ -283,7 +279,6 @@ mod tests {
             ))
         );
         assert_eq!(t.token, None);
-        assert_eq!(t.namespace.as_deref(), Some("kotsadm"));
         assert!(t.origin.contains("/etc/k/admin.conf"));
     }
 

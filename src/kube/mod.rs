@@ -47,6 +47,5 @@ pub fn parse_kubeconfig(text: &str) -> Result<(), Error> {
 }
 
 pub use types::{
-    Address, Condition, EtcdMember, Eviction, Lease, NewSecret, Node, NodeInfo, Pod, Secret,
-    Source, Taint, Timeouts,
+    Condition, EtcdMember, Eviction, Lease, NewSecret, Node, Pod, Secret, Source, Timeouts,
 };

@@ -22,16 +22,6 @@ impl Client {
         )
     }
 
-    /// One pod, or `None` once it is gone.
-    pub fn get_pod(&self, ns: &str, name: &str) -> Result<Option<Pod>, Error> {
-        let path = format!(
-            "/api/v1/namespaces/{}/pods/{}",
-            segment(ns, "namespace")?,
-            segment(name, "pod")?
-        );
-        self.get_if_exists(&path)
-    }
-
     /// Ask the API server to evict a pod (`POST .../pods/NAME/eviction`), honouring
     /// PodDisruptionBudgets. Never retried here: the caller decides when to try again.
     pub fn evict_pod(&self, ns: &str, name: &str) -> Result<Eviction, Error> {

@@ -55,8 +55,6 @@ pub(crate) struct Target {
     pub token: Option<TokenSource>,
     /// (certificate chain, private key).
     pub client_cert: Option<(Material, Material)>,
-    /// The context's namespace, or the pod's namespace file in cluster.
-    pub namespace: Option<String>,
     /// Where this came from, for error messages: "kubeconfig /path" or "in-cluster config".
     pub origin: String,
 }
@@ -99,7 +97,6 @@ pub(crate) fn in_cluster(
     host: Option<&str>,
     port: Option<&str>,
     sa_dir: &Path,
-    namespace: Option<String>,
 ) -> Result<Target, Error> {
     let fix = "run joinery in a pod with a service account, or give it a kubeconfig \
                (on a k0s controller: /var/lib/k0s/pki/admin.conf)";
@@ -142,7 +139,6 @@ pub(crate) fn in_cluster(
         ca: Material::File(sa_dir.join("ca.crt")),
         token: Some(TokenSource::File(sa_dir.join("token"))),
         client_cert: None,
-        namespace,
         origin: "in-cluster config".to_string(),
     })
 }
@@ -152,7 +148,7 @@ mod tests {
     use super::*;
 
     fn server_of(host: Option<&str>, port: Option<&str>) -> Result<String, String> {
-        in_cluster(host, port, Path::new("/sa"), None)
+        in_cluster(host, port, Path::new("/sa"))
             .map(|t| t.server)
             .map_err(|e| e.to_string())
     }
@@ -188,7 +184,7 @@ mod tests {
 
     #[test]
     fn in_cluster_uses_service_account_files() {
-        let t = in_cluster(Some("h"), Some("1"), Path::new("/sa"), None).unwrap();
+        let t = in_cluster(Some("h"), Some("1"), Path::new("/sa")).unwrap();
         assert_eq!(t.ca, Material::File("/sa/ca.crt".into()));
         assert_eq!(t.token, Some(TokenSource::File("/sa/token".into())));
     }

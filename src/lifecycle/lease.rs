@@ -73,18 +73,28 @@ pub struct Held {
     pub renewed: Instant,
 }
 
-/// Make sure we hold the node's Lease. `Ok(Ok(held))` when we do; `Ok(Err(holder))`
-/// when another daemon does (or won a race for it just now).
+/// What [`acquire`] found: whether this daemon may drive the node.
+#[derive(Debug)]
+pub enum Acquired {
+    /// We hold the Lease: drive the node, and keep the [`Held`] to renew it.
+    Drive(Held),
+    /// Another daemon holds it (or won a race for it just now): leave the node to that
+    /// holder, named here for the log.
+    LeaveTo(String),
+}
+
+/// Make sure we hold the node's Lease. An error means Kubernetes could not be asked:
+/// nothing is known, try again later.
 pub fn acquire(
     kube: &kube::Client,
     ns: &str,
     node: &str,
     me: &str,
     held: Option<Held>,
-) -> Result<Result<Held, String>, kube::Error> {
+) -> Result<Acquired, kube::Error> {
     if let Some(h) = &held {
         if h.renewed.elapsed() < RENEW_AFTER {
-            return Ok(Ok(h.clone()));
+            return Ok(Acquired::Drive(h.clone()));
         }
     }
     let name = lease_name(node);
@@ -97,7 +107,7 @@ pub fn acquire(
     let stamp = time::rfc3339_micros(now);
     let decision = decide(current.as_ref(), me, now);
     let result = match (decision, current) {
-        (Decision::HeldBy(h), _) => return Ok(Err(h)),
+        (Decision::HeldBy(h), _) => return Ok(Acquired::LeaveTo(h)),
         (Decision::Create, _) => kube.create_lease(&Lease {
             namespace: ns.to_string(),
             name,
@@ -124,12 +134,12 @@ pub fn acquire(
         (_, None) => unreachable_lease(),
     };
     match result {
-        Ok(lease) => Ok(Ok(Held {
+        Ok(lease) => Ok(Acquired::Drive(Held {
             lease,
             renewed: Instant::now(),
         })),
         Err(kube::Error::Conflict | kube::Error::AlreadyExists | kube::Error::NotFound) => {
-            Ok(Err("another daemon".to_string()))
+            Ok(Acquired::LeaveTo("another daemon".to_string()))
         }
         Err(e) => Err(e),
     }

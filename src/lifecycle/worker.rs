@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::lease::{self, Held};
+use super::lease::{self, Acquired, Held};
 use super::planner::plan;
 use super::{drain, drain_info, DrainState, Lifecycle};
 use crate::kube::{self, Eviction};
@@ -284,7 +284,7 @@ fn tick(lc: &Lifecycle, name: &str, d: &mut Driving) -> bool {
 fn hold(lc: &Lifecycle, name: &str, d: &mut Driving) -> bool {
     let was_held = d.held.is_some();
     match lease::acquire(&lc.kube, &lc.namespace, name, &lc.identity, d.held.take()) {
-        Ok(Ok(h)) => {
+        Ok(Acquired::Drive(h)) => {
             if !was_held {
                 log::info(
                     "driving drain",
@@ -299,7 +299,7 @@ fn hold(lc: &Lifecycle, name: &str, d: &mut Driving) -> bool {
             d.other = None;
             true
         }
-        Ok(Err(holder)) => {
+        Ok(Acquired::LeaveTo(holder)) => {
             if d.other.as_deref() != Some(holder.as_str()) {
                 log::info(
                     "drain is driven by another daemon",

@@ -319,17 +319,17 @@ fn regression_spent_expired_and_forged_tokens_write_nothing_to_kubernetes() {
     // join_token_expired, nothing written.
     let fresh = token_in(&steps(&create_command(&d, &admin, json!(["controller"])))[0]);
     fake.control("DELETE", "/_fake/requests", None);
-    let key = joinery::auth::key::SigningKey::from_file(&key_file).unwrap();
+    let key = joinery::SigningKey::from_file(&key_file).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let mut claims = joinery::auth::jwt::verify(key.as_bytes(), &fresh, "join-bundle", now)
+    let mut claims = joinery::jwt_verify(key.as_bytes(), &fresh, "join-bundle", now)
         .unwrap_or_else(|e| panic!("{e}"));
     claims.iat = now - 7200;
     claims.nbf = now - 7200;
     claims.exp = now - 3600;
-    let expired = joinery::auth::jwt::sign(key.as_bytes(), &claims);
+    let expired = joinery::jwt_sign(key.as_bytes(), &claims);
     d.register_secret(&expired);
     let msg = d
         .get("/v1/join-bundle?roles=controller", &expired)

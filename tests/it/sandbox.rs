@@ -304,7 +304,7 @@ fn regression_installed_unit_serves_inside_its_own_sandbox() {
     let socket = PathBuf::from(format!(
         "/proc/{}/root{}",
         daemon.pid(),
-        joinery::config::DEFAULT_SOCKET
+        joinery::DEFAULT_SOCKET
     ));
     let meta =
         std::fs::symlink_metadata(&socket).unwrap_or_else(|e| panic!("{}: {e}", socket.display()));

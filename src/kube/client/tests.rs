@@ -279,7 +279,6 @@ fn token_client(server: &Server, pki: &Pki, token: TokenSource) -> Client {
             ca: Material::Inline(pki.ca_pem.clone().into_bytes()),
             token: Some(token),
             client_cert: None,
-            namespace: None,
             origin: "test".into(),
         },
         quick(),
@@ -727,7 +726,6 @@ fn mismatched_client_key_fails_at_start_up() {
             Material::Inline(pki.client_cert.clone().into_bytes()),
             Material::Inline(other.clone().into_bytes()),
         )),
-        namespace: None,
         origin: "kubeconfig /x".into(),
     };
     match Client::from_target(t, quick()) {
@@ -746,7 +744,6 @@ fn bad_ca_and_missing_files_are_config_errors() {
         ca,
         token: Some(TokenSource::Static("t".into())),
         client_cert: None,
-        namespace: None,
         origin: "kubeconfig /x".into(),
     };
     let e = Client::from_target(t(Material::Inline(b"not pem".to_vec())), quick()).unwrap_err();
@@ -777,18 +774,16 @@ fn in_cluster_service_account_files() {
         Some("127.0.0.1"),
         Some(&server.addr.port().to_string()),
         &sa.0,
-        Some("kotsadm".into()),
     )
     .unwrap();
     let c = Client::from_target(t, quick()).unwrap();
-    assert_eq!(c.namespace(), Some("kotsadm"));
     c.ping().unwrap();
     assert_eq!(server.seen()[0].headers["authorization"], "Bearer sa-token");
 
     // No token file: a start-up error naming the file.
     let empty = TempDir::new();
     empty.file("ca.crt", &pki.ca_pem);
-    let t = target::in_cluster(Some("127.0.0.1"), Some("443"), &empty.0, None).unwrap();
+    let t = target::in_cluster(Some("127.0.0.1"), Some("443"), &empty.0).unwrap();
     let e = Client::from_target(t, quick()).unwrap_err().to_string();
     assert!(
         e.contains("cannot read token file") && e.contains("token"),
@@ -827,7 +822,6 @@ fn refused_connection_is_unavailable_within_the_budget() {
             ca: Material::Inline(pki.ca_pem.into_bytes()),
             token: Some(TokenSource::Static("sekrit".into())),
             client_cert: None,
-            namespace: None,
             origin: "test".into(),
         },
         Timeouts {

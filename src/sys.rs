@@ -1,8 +1,14 @@
-//! The few system calls std has no safe way to make: poll(2), pipe2(2), SO_PEERCRED.
+//! The few system calls std has no safe way to make: poll(2), pipe2(2), SO_PEERCRED,
+//! sigaction(2) and errno for the signal handler, geteuid(2), getifaddrs(3).
 //!
-//! Every `unsafe` block of the server lives here, each with its reason.
+//! Invariant: every `unsafe` block of the crate lives here, each with a `SAFETY:` comment
+//! saying why it is sound, behind a safe function. The crate root denies `unsafe_code`;
+//! only this module is allowed it.
+#![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -131,4 +137,97 @@ pub(crate) fn peer_uid(fd: RawFd) -> Option<u32> {
         )
     };
     (rc == 0 && len as usize == std::mem::size_of::<libc::ucred>()).then_some(cred.uid)
+}
+
+/// This thread's errno, to save around a signal handler's system calls.
+/// Async-signal-safe.
+pub(crate) fn errno() -> libc::c_int {
+    // SAFETY: __errno_location returns a valid pointer to this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Restores this thread's errno (see [`errno`]). Async-signal-safe.
+pub(crate) fn set_errno(value: libc::c_int) {
+    // SAFETY: as in `errno`; the slot belongs to this thread only.
+    unsafe { *libc::__errno_location() = value };
+}
+
+/// Runs `handler` on signal `sig`, with SA_RESTART so that interrupted blocking calls
+/// resume instead of failing. The handler must only make async-signal-safe calls.
+pub(crate) fn on_signal(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+    // SAFETY: a zeroed sigaction is a valid value (no handler, empty flags); we then set
+    // the handler, an empty mask and SA_RESTART. `handler` is a plain `extern "C"` fn
+    // with the signature sigaction expects for a handler without SA_SIGINFO.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as *const () as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Sends `sig` to this process's calling thread (tests of the signal handlers).
+#[cfg(test)]
+pub(crate) fn raise(sig: libc::c_int) {
+    // SAFETY: raise has no memory preconditions; what the signal does is the caller's test.
+    unsafe { libc::raise(sig) };
+}
+
+/// The effective uid of this process.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The real uid of this process.
+#[cfg(test)]
+pub(crate) fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// The host's interface addresses (IPv4 and global IPv6, each once); empty when unknown.
+/// IPv6 link-local addresses are left out: they need a zone, which a URL cannot carry.
+pub(crate) fn host_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we only read and then free once.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: the pointer is non-null and points into the same live list, and
+            // the family says which sockaddr type it refers to.
+            let ip = unsafe {
+                match i32::from((*ifa.ifa_addr).sa_family) {
+                    libc::AF_INET => {
+                        let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                        Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr))))
+                    }
+                    libc::AF_INET6 => {
+                        let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                        let v6 = Ipv6Addr::from(sa.sin6_addr.s6_addr);
+                        (v6.segments()[0] & 0xffc0 != 0xfe80).then_some(IpAddr::V6(v6))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(ip) = ip.filter(|ip| !out.contains(ip)) {
+                out.push(ip);
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed exactly once; no reference into
+    // the list outlives this call.
+    unsafe { libc::freeifaddrs(head) };
+    out
 }
