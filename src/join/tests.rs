@@ -774,7 +774,7 @@ fn the_sums_of_a_cold_bundle_build_its_members_and_the_bytes_stay_the_same() {
     assert_eq!(cache_files(&cache, "s-").len(), 4);
     assert!(cache_files(&cache, "tmp").is_empty());
     for (line, e) in sums.lines().zip(&entries) {
-        let Source::File { path, .. } = &e.source else {
+        let super::entry::Source::File { path, .. } = &e.source else {
             unreachable!("several_members makes files")
         };
         let h: [u8; 32] = Sha256::digest(fs::read(path).unwrap()).into();
