@@ -750,3 +750,38 @@ fn a_cold_bundle_dropped_early_stops_its_helpers_and_leaves_no_temp_file() {
         assert!(data.starts_with(&[0x1f, 0x8b]), "{name}");
     }
 }
+
+#[test]
+fn the_sums_of_a_cold_bundle_build_its_members_and_the_bytes_stay_the_same() {
+    // Issue 16: SHA256SUMS used to hash every cold artifact on one core before the
+    // first byte, then the stream read it again to compress it. Now the sums build the
+    // missing members (on every core), which hashes them on the way.
+    let src = TempDir::new();
+    let entries = several_members(src.path());
+    let at = 1_700_000_000;
+    let alone_dir = TempDir::new();
+    let alone = BundleCache::new(alone_dir.path().to_path_buf()).unwrap();
+    let want = read_all(stream_at(entries.clone(), &alone, at).unwrap()).unwrap();
+
+    let cdir = TempDir::new();
+    let cache = BundleCache::new(cdir.path().to_path_buf()).unwrap();
+    let sums = cache.sha256sums(&entries).unwrap();
+    assert_eq!(
+        cache_files(&cache, "m-").len(),
+        4,
+        "members built by the sums"
+    );
+    assert_eq!(cache_files(&cache, "s-").len(), 4);
+    assert!(cache_files(&cache, "tmp").is_empty());
+    for (line, e) in sums.lines().zip(&entries) {
+        let super::entry::Source::File { path, .. } = &e.source else {
+            unreachable!("several_members makes files")
+        };
+        let h: [u8; 32] = Sha256::digest(fs::read(path).unwrap()).into();
+        assert_eq!(line, format!("{}  {}", super::cache::hex(&h), e.name));
+    }
+    assert_eq!(
+        read_all(stream_at(entries.clone(), &cache, at).unwrap()).unwrap(),
+        want
+    );
+}
