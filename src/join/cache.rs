@@ -187,7 +187,7 @@ impl BundleCache {
             .filter(|b| self.read_sha(&b.content_key).is_none())
             .collect();
         // A failed build leaves its file to the hashing pass below, which reports errors.
-        let _ = bundle::build_members(&unhashed, self);
+        let _ = bundle::build_members(&unhashed, self, None);
         let mut out = String::new();
         for e in entries {
             super::entry::validate_name(&e.name)?;
