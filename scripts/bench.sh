@@ -11,6 +11,7 @@
 #   scripts/bench.sh                     # the static build from scripts/build-static.sh
 #   JOINERY_BIN=target/release/joinery scripts/bench.sh   # another binary
 #   scripts/bench.sh --out /tmp/b.md     # extra flags go to scripts/bench.py
+#   scripts/bench.sh --proto             # also issue 16's epoll prototype (bench/epoll-proto)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -16,7 +16,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -184,33 +183,25 @@ pub struct InternalIp {
 /// The thread that looks up the InternalIP and then serves on it.
 pub struct Started {
     thread: std::thread::JoinHandle<()>,
-    serving: Arc<AtomicBool>,
 }
 
 impl InternalIp {
     /// Look up the InternalIP and serve `handler` on it at `port` on a thread of its
-    /// own, until `stop` is requested.
+    /// own, until `stop` (the daemon's shared shutdown handle) is triggered.
     pub fn start(
         self,
         port: u16,
         handler: Arc<dyn http::Handler>,
         stop: &ShutdownHandle,
     ) -> std::io::Result<Started> {
-        let serving = Arc::new(AtomicBool::new(false));
-        let (flag, stop) = (serving.clone(), stop.clone());
+        let stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("internal-ip".into())
-            .spawn(move || self.run(port, &handler, &stop, &flag))?;
-        Ok(Started { thread, serving })
+            .spawn(move || self.run(port, &handler, &stop))?;
+        Ok(Started { thread })
     }
 
-    fn run(
-        self,
-        port: u16,
-        handler: &Arc<dyn http::Handler>,
-        stop: &ShutdownHandle,
-        serving: &AtomicBool,
-    ) {
+    fn run(self, port: u16, handler: &Arc<dyn http::Handler>, stop: &ShutdownHandle) {
         let mut pause = RETRY_FIRST;
         let mut said = String::new();
         loop {
@@ -222,10 +213,7 @@ impl InternalIp {
                 Ok(ip) => {
                     let addr = SocketAddr::new(ip, port);
                     match http::Server::bind(addr, self.tls.clone(), self.limits.clone()) {
-                        Ok(server) => {
-                            serving.store(true, Ordering::SeqCst);
-                            return serve(server, addr, handler, stop);
-                        }
+                        Ok(server) => return serve(server.sharing_shutdown(stop), addr, handler),
                         Err(e) => format!("cannot listen on {addr}: {e}"),
                     }
                 }
@@ -239,7 +227,7 @@ impl InternalIp {
                 );
                 said = why;
             }
-            if stop.wait_timeout(pause) {
+            if stop.wait_for(pause) {
                 return;
             }
             pause = (pause * 2).min(RETRY_MAX);
@@ -247,31 +235,8 @@ impl InternalIp {
     }
 }
 
-/// Serve `server` until `stop`, which a follower thread passes on to it.
-fn serve(
-    server: http::Server,
-    addr: SocketAddr,
-    handler: &Arc<dyn http::Handler>,
-    stop: &ShutdownHandle,
-) {
-    let own = server.shutdown_handle();
-    let watched = stop.clone();
-    let follower = std::thread::Builder::new()
-        .name("internal-ip-follower".into())
-        .spawn(move || {
-            watched.wait();
-            own.shutdown();
-        });
-    let follower = match follower {
-        Ok(f) => f,
-        Err(e) => {
-            log::error(
-                "cannot start the InternalIP listener's follower thread",
-                &[("error", e.to_string().into())],
-            );
-            return;
-        }
-    };
+/// Serve `server` (which shares the daemon's shutdown handle) until shutdown.
+fn serve(server: http::Server, addr: SocketAddr, handler: &Arc<dyn http::Handler>) {
     log::info(
         "listening on this node's InternalIP",
         &[("address", format!("https://{addr}").into())],
@@ -283,17 +248,15 @@ fn serve(
             &[("error", e.to_string().into())],
         );
     }
-    let _ = follower.join();
 }
 
 impl Started {
-    /// After the server's shutdown: join the listener (it finishes its requests within
-    /// the grace period). A thread still waiting on the API server for the lookup is
-    /// left to end with the process, as it would only see the shutdown and return.
+    /// After the servers' shutdown: join the thread. It is serving (and finishes its
+    /// requests within the grace period, as the other servers do), waiting between
+    /// lookups (it wakes at once), or inside a lookup (it ends with that call, within
+    /// `--kube-timeout`, as the auth-load thread does).
     pub fn stop(self) {
-        if self.serving.load(Ordering::SeqCst) {
-            let _ = self.thread.join();
-        }
+        let _ = self.thread.join();
     }
 }
 

@@ -4,12 +4,16 @@
 //! k0s's API address, or loopback first and the node's InternalIP once known), the TLS
 //! certificate (and its pin, which joining hosts use), the auth stores (nothing read
 //! yet), the listeners. `start_background`: the cache's watch threads, the drain worker,
-//! the loading of the password hash and signing key. `run`: serve until SIGTERM. The
-//! daemon listens before Kubernetes has answered anything: `/v1/health` answers at
-//! once, and `/v1/ready` says not ready until logins can be served.
+//! the bundle-cache warm-up, the loading of the password hash and signing key. `run`:
+//! serve until SIGTERM, then stop and join every thread (one shutdown handle stops the
+//! servers and the background threads' waits). The daemon listens before Kubernetes has
+//! answered anything: `/v1/health` answers at once, and `/v1/ready` says not ready until
+//! logins can be served.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use crate::api::{Api, Context, ServerInfo};
 use crate::auth::apitoken::ApiTokens;
@@ -38,15 +42,17 @@ impl std::fmt::Display for StartError {
 pub fn serve(cfg: Config) -> Result<(), StartError> {
     http::install_panic_hook();
     let built = build(&cfg)?;
-    let background = start_background(&built.ctx)?;
+    let background = start_background(&built.ctx, &built.shutdown)?;
     run(built, background)
 }
 
-/// What [`build`] makes: the shared context and the bound (not yet serving) listeners.
+/// What [`build`] makes: the shared context and the bound (not yet serving) listeners,
+/// which share one shutdown handle.
 struct Built {
     ctx: Arc<Context>,
     server: http::Server,
     socket: Option<(http::Server, std::path::PathBuf)>,
+    shutdown: http::ShutdownHandle,
     local_addr: SocketAddr,
     pin: String,
     cert_path: std::path::PathBuf,
@@ -135,9 +141,14 @@ fn build(cfg: &Config) -> Result<Built, StartError> {
         node_name.as_deref(),
     )
     .map_err(|e| StartError(format!("cannot choose this daemon's Lease identity: {e}")))?;
+    // One handle stops both servers (SIGTERM is routed to it in `run`).
+    let shutdown = server.shutdown_handle();
     let socket = match &cfg.socket {
         None => None,
-        Some(path) => Some((bind_socket(path, &limits)?, path.clone())),
+        Some(path) => Some((
+            bind_socket(path, &limits)?.sharing_shutdown(&shutdown),
+            path.clone(),
+        )),
     };
     let mut stats = vec![server.stats()];
     stats.extend(socket.as_ref().map(|(s, _)| s.stats()));
@@ -175,6 +186,7 @@ fn build(cfg: &Config) -> Result<Built, StartError> {
         ctx,
         server,
         socket,
+        shutdown,
         local_addr,
         pin: identity.pin,
         cert_path,
@@ -182,38 +194,67 @@ fn build(cfg: &Config) -> Result<Built, StartError> {
     })
 }
 
-/// The threads the daemon owns besides the servers.
+/// The threads the daemon owns besides the servers; [`Background::stop`] ends and
+/// joins every one.
 struct Background {
     cache: crate::cache::Threads,
     drain_worker: crate::lifecycle::WorkerHandle,
+    /// Loads the password hash and signing key; ends once both are read, or at once on
+    /// shutdown (its pause between retries waits on the shutdown handle).
+    auth_load: JoinHandle<()>,
+    /// The bundle cache warm-up and the flag that makes it give up at its next step.
+    bundle_cache: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
 }
 
-/// The cache's reflectors, the drain worker, and two threads that end by themselves
-/// (the process may exit while they run): the bundle cache warm-up and the loading of
-/// the password hash and signing key, retried until both are read.
-fn start_background(ctx: &Arc<Context>) -> Result<Background, StartError> {
+impl Background {
+    /// Stop and join every background thread. The drain worker goes first: it gives
+    /// up its Leases so another controller's joinery carries on at once.
+    fn stop(self) {
+        if let Some((_, stop)) = &self.bundle_cache {
+            stop.store(true, Ordering::Relaxed);
+        }
+        self.drain_worker.shutdown();
+        self.cache.stop();
+        let _ = self.auth_load.join();
+        if let Some((thread, _)) = self.bundle_cache {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The cache's reflectors, the drain worker, the bundle cache warm-up and the loading
+/// of the password hash and signing key (retried until both are read): each owned by
+/// the returned [`Background`], which stops them after the servers.
+fn start_background(
+    ctx: &Arc<Context>,
+    shutdown: &http::ShutdownHandle,
+) -> Result<Background, StartError> {
     let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new()
             .name(name.into())
             .spawn(f)
-            .map(drop)
             .map_err(|e| StartError(format!("cannot start the {name} thread: {e}")))
     };
-    if ctx.join.is_some() {
-        // Compress and hash the artifacts once, so joins are served from cache (the
-        // cache only ever holds complete, renamed files).
-        let warm = ctx.clone();
-        spawn(
-            "bundle-cache",
-            Box::new(move || {
-                if let Some(j) = &warm.join {
-                    j.warm_cache();
-                }
-            }),
-        )?;
-    }
-    let auth = ctx.clone();
-    spawn("auth-load", Box::new(move || load_auth(&auth)))?;
+    let bundle_cache = match &ctx.join {
+        None => None,
+        Some(_) => {
+            // Compress and hash the artifacts once, so joins are served from cache (the
+            // cache only ever holds complete, renamed files).
+            let (warm, stop) = (ctx.clone(), Arc::new(AtomicBool::new(false)));
+            let flag = stop.clone();
+            let thread = spawn(
+                "bundle-cache",
+                Box::new(move || {
+                    if let Some(j) = &warm.join {
+                        j.warm_cache(&flag);
+                    }
+                }),
+            )?;
+            Some((thread, stop))
+        }
+    };
+    let (auth, stop) = (ctx.clone(), shutdown.clone());
+    let auth_load = spawn("auth-load", Box::new(move || load_auth(&auth, &stop)))?;
     let cache = ctx
         .cache
         .start(&ctx.kube)
@@ -224,12 +265,15 @@ fn start_background(ctx: &Arc<Context>) -> Result<Background, StartError> {
     Ok(Background {
         cache,
         drain_worker,
+        auth_load,
+        bundle_cache,
     })
 }
 
 /// Read the password hash and the signing key (creating it if absent) until both are
 /// loaded, backing off from 0.5 s to 10 s; logins wait for them, `/v1/ready` says so.
-fn load_auth(ctx: &Context) {
+/// Ends at once when `shutdown` is requested.
+fn load_auth(ctx: &Context, shutdown: &http::ShutdownHandle) {
     let mut pause = std::time::Duration::from_millis(500);
     loop {
         let key = ctx.keys.get().map(drop);
@@ -251,49 +295,39 @@ fn load_auth(ctx: &Context) {
                 );
             }
         }
-        if ctx.lifecycle.stopping() {
+        if shutdown.wait_for(pause) {
             return;
         }
-        std::thread::sleep(pause);
         pause = (pause * 2).min(std::time::Duration::from_secs(10));
     }
 }
 
-/// Serve until SIGTERM/SIGINT; then end waiters and streams, stop the local socket,
-/// the cache and the drain worker, and return.
+/// Serve until SIGTERM/SIGINT; then stop both servers (each ends open waits and
+/// streams through [`Handler::shutting_down`](http::Handler::shutting_down) and waits
+/// for its workers), join the local socket's thread and every background thread, and
+/// return.
 fn run(built: Built, background: Background) -> Result<(), StartError> {
     let Built {
         ctx,
         server,
         socket,
+        shutdown,
         local_addr,
         pin,
         cert_path,
         internal_ip,
     } = built;
-    let tls_shutdown = server.shutdown_handle();
-    http::install_signal_handlers(tls_shutdown.clone())
+    http::install_signal_handlers(shutdown.clone())
         .map_err(|e| StartError(format!("cannot install signal handlers: {e}")))?;
-    // On shutdown, open waits and node streams end at once (cleanly), so the server's
-    // grace period is not spent on them.
-    let cache = ctx.cache.clone();
-    let watched = tls_shutdown.clone();
-    std::thread::Builder::new()
-        .name("waiters-follower".into())
-        .spawn(move || {
-            watched.wait();
-            cache.release_waiters();
-        })
-        .map_err(|e| StartError(format!("cannot start the waiters-follower thread: {e}")))?;
     let api = Arc::new(Api::new(ctx));
-    // The local socket runs on its own thread and stops when the TLS server does (on
-    // SIGTERM, SIGINT, or if it fails); both are joined before `serve` returns.
+    // The local socket runs on its own thread; it shares the TLS server's shutdown
+    // handle, so both stop on SIGTERM, SIGINT, or when either stops.
     let local = match socket {
         None => {
             log::info("local socket off (--socket '')", &[]);
             None
         }
-        Some((sock, path)) => Some(start_socket(sock, &path, api.clone(), &tls_shutdown)?),
+        Some((sock, path)) => Some(start_socket(sock, &path, api.clone())?),
     };
     log::info(
         "listening",
@@ -306,26 +340,31 @@ fn run(built: Built, background: Background) -> Result<(), StartError> {
     let internal_ip = match internal_ip {
         None => None,
         Some(l) => Some(
-            l.start(local_addr.port(), api.clone(), &tls_shutdown)
+            l.start(local_addr.port(), api.clone(), &shutdown)
                 .map_err(|e| StartError(format!("cannot start the internal-ip thread: {e}")))?,
         ),
     };
     let served = server.run(api);
-    // `run` requests shutdown itself on return; this makes sure the others follow.
-    tls_shutdown.shutdown();
-    if let Some(threads) = local {
-        threads.join();
+    // `run` may fail before serving: make sure the other listeners stop too.
+    shutdown.shutdown();
+    if let Some(thread) = local {
+        let _ = thread.join();
     }
     if let Some(listener) = internal_ip {
         listener.stop();
     }
-    // Stop the drain worker whether or not the server ended cleanly: it gives up its
-    // Leases so another controller's joinery carries on at once.
-    background.drain_worker.shutdown();
-    background.cache.stop();
+    // Whether or not the server ended cleanly.
+    background.stop();
     served.map_err(|e| StartError(format!("server stopped: {e}")))?;
-    log::info("stopped", &[]);
+    // Every thread this daemon started has been joined: the count (1, this one, unless
+    // the grace period abandoned a connection) lets a test and an operator check it.
+    log::info("stopped", &[("threads", live_threads().into())]);
     Ok(())
+}
+
+/// Threads alive in this process, from /proc/self/task (None where it is not mounted).
+fn live_threads() -> Option<usize> {
+    std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
 }
 
 /// The Kubernetes client for `source`, with `timeout` per call (connect at most 3 s).
@@ -344,20 +383,6 @@ pub fn kube_client(
     kube::Client::new(&source, timeouts).map_err(|e| StartError(e.to_string()))
 }
 
-/// The local socket's server thread and the thread that stops it with the TLS server.
-struct LocalSocket {
-    server: std::thread::JoinHandle<()>,
-    follower: std::thread::JoinHandle<()>,
-}
-
-impl LocalSocket {
-    fn join(self) {
-        let _ = self.follower.join();
-        let _ = self.server.join();
-    }
-}
-
-/// Binds the local socket (making its directory 0755 if missing) and serves `api` on it.
 /// Binds the local socket (creating its directory 0755 when missing).
 fn bind_socket(path: &std::path::Path, limits: &http::Limits) -> Result<http::Server, StartError> {
     use std::os::unix::fs::DirBuilderExt;
@@ -377,42 +402,26 @@ fn bind_socket(path: &std::path::Path, limits: &http::Limits) -> Result<http::Se
     http::Server::bind_unix(path, limits.clone()).map_err(|e| fail(format!("{e}")))
 }
 
-/// Serves the bound local socket on its own thread until the TLS server stops.
+/// Serves the bound local socket on its own thread (the caller joins it) until its
+/// shutdown handle, shared with the TLS server, is triggered.
 fn start_socket(
     server: http::Server,
     path: &std::path::Path,
     api: Arc<Api>,
-    tls_shutdown: &http::ShutdownHandle,
-) -> Result<LocalSocket, StartError> {
-    let own = server.shutdown_handle();
-    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(f)
-            .map_err(|e| StartError(format!("cannot start the {name} thread: {e}")))
-    };
-    let watched = tls_shutdown.clone();
-    let stop = own.clone();
-    let follower = spawn(
-        "socket-follower",
-        Box::new(move || {
-            watched.wait();
-            stop.shutdown();
-        }),
-    )?;
-    let server = spawn(
-        "socket-server",
-        Box::new(move || {
+) -> Result<JoinHandle<()>, StartError> {
+    let thread = std::thread::Builder::new()
+        .name("socket-server".into())
+        .spawn(move || {
             if let Err(e) = server.run(api) {
                 log::error("local socket stopped", &[("error", e.to_string().into())]);
             }
-        }),
-    )?;
+        })
+        .map_err(|e| StartError(format!("cannot start the socket-server thread: {e}")))?;
     log::info(
         "local socket ready",
         &[("path", path.display().to_string().into())],
     );
-    Ok(LocalSocket { server, follower })
+    Ok(thread)
 }
 
 fn create_data_dir(dir: &std::path::Path) -> Result<(), StartError> {

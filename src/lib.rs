@@ -23,6 +23,7 @@ pub(crate) mod labels;
 pub(crate) mod lifecycle;
 pub(crate) mod log;
 pub(crate) mod metrics;
+mod pause;
 pub(crate) mod preflight;
 pub(crate) mod random;
 pub(crate) mod roles;

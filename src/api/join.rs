@@ -119,6 +119,7 @@ pub fn create_command(
     svc.tickets
         .issue(&jti, &body.roles, &requested_by, expires, now)
         .map_err(|e| ApiError::from_kube(&e))?;
+    crate::pause::point("join-ticket-issued");
     let key = ctx.keys.get().map_err(|e| e.to_api_error())?;
     let token = join_token::issue(key.as_bytes(), &jti, &body.roles, now, SESSION_AUDIENCE);
     let steps = command::join_steps(&CommandInputs {

@@ -222,6 +222,11 @@ impl Handler for Api {
         );
         resp
     }
+
+    /// Open waits and node streams end at once (cleanly) on shutdown.
+    fn shutting_down(&self) {
+        self.ctx.cache.release_waiters();
+    }
 }
 
 /// On the local Unix socket only `--socket-uid` is served, whatever the route: the

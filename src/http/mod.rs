@@ -112,6 +112,12 @@ pub struct Response {
 /// What the server calls for each request. Implementations never see a socket.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request) -> Response;
+
+    /// Called when a server stops accepting, before it waits for in-flight requests:
+    /// a handler that holds requests open (long polls, streams) ends them here, so the
+    /// grace period is not spent on them. Every server sharing the shutdown handle
+    /// calls it, so it must be idempotent.
+    fn shutting_down(&self) {}
 }
 
 /// Replace the default panic hook (which prints the panic message, and a message may

@@ -168,14 +168,23 @@ impl Server {
         self.shutdown.clone()
     }
 
+    /// This server stops on `handle` instead of its own: servers sharing one handle
+    /// stop together (the daemon's TLS and Unix-socket servers, on SIGTERM).
+    pub fn sharing_shutdown(mut self, handle: &ShutdownHandle) -> Server {
+        self.shutdown = handle.clone();
+        self
+    }
+
     /// Live counters, usable while `run` owns the server (tests, metrics).
     pub fn stats(&self) -> Stats {
         Stats(self.pool.clone())
     }
 
     /// Accept and serve until shutdown is requested, then stop accepting, close idle
-    /// keep-alive connections, and return once in-flight requests have finished or
-    /// `Limits::grace` has passed (stragglers are left to the process exit).
+    /// keep-alive connections, tell the handler ([`Handler::shutting_down`]), and
+    /// return once in-flight requests have finished and every thread this server
+    /// started has ended, or `Limits::grace` has passed (stragglers are left to the
+    /// process exit, with a warning).
     pub fn run(self, handler: Arc<dyn Handler>) -> io::Result<()> {
         let Server {
             listener,
@@ -201,7 +210,7 @@ impl Server {
 
         let (busy_tx, busy_rx) = sync_channel::<Job>(BUSY_QUEUE);
         let busy_limits = limits.clone();
-        thread::Builder::new()
+        let busy = thread::Builder::new()
             .name("http-busy".into())
             .stack_size(limits.worker_stack)
             .spawn(move || busy_loop(busy_rx, &busy_limits))?;
@@ -266,8 +275,11 @@ impl Server {
             let _ = std::fs::remove_file(path);
         }
         drop(listener);
+        // The busy thread ends within a tick of losing its sender.
         drop(busy_tx);
+        let _ = busy.join();
         pool.close();
+        ctx.handler.shutting_down();
         pool.wait_drained(limits.grace);
         Ok(())
     }
@@ -290,6 +302,11 @@ impl Stats {
     pub fn rejected_busy(&self) -> u64 {
         self.0.lock().rejected
     }
+    /// Worker threads alive (busy or idle): zero once `run` has returned.
+    #[cfg(test)]
+    pub(crate) fn workers(&self) -> usize {
+        self.0.lock().workers
+    }
 }
 
 #[derive(Default)]
@@ -297,7 +314,7 @@ struct Pool {
     state: Mutex<PoolState>,
     /// Signalled when a job is queued or the pool closes.
     work: Condvar,
-    /// Signalled when `active` reaches zero.
+    /// Signalled when `active` or, once closing, `workers` reaches zero.
     drained: Condvar,
 }
 
@@ -436,20 +453,31 @@ impl Pool {
         }
     }
 
+    /// A worker thread ends (idle, or the pool closed).
+    fn worker_done(&self, mut st: MutexGuard<'_, PoolState>) {
+        st.workers -= 1;
+        if st.workers == 0 {
+            self.drained.notify_all();
+        }
+    }
+
     fn close(&self) {
         self.lock().closing = true;
         self.work.notify_all();
     }
 
+    /// Waits (at most `grace`) until no connection is served and every worker thread
+    /// has ended: after `close`, idle workers end at once and busy ones after their
+    /// connection, so the pool's threads are its own to account for.
     fn wait_drained(&self, grace: Duration) {
         let deadline = Instant::now() + grace;
         let mut st = self.lock();
-        while st.active > 0 {
+        while st.active > 0 || st.workers > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 crate::log::warn(
                     "shutdown grace period over; abandoning in-flight connections",
-                    &[("active", st.active.into())],
+                    &[("active", st.active.into()), ("workers", st.workers.into())],
                 );
                 return;
             }
@@ -471,8 +499,7 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>) {
                     break job;
                 }
                 if st.closing {
-                    st.workers -= 1;
-                    return;
+                    return pool.worker_done(st);
                 }
                 let (guard, waited) = pool
                     .work
@@ -480,8 +507,7 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>) {
                     .unwrap_or_else(|e| e.into_inner());
                 st = guard;
                 if waited.timed_out() && st.pending.is_empty() {
-                    st.workers -= 1;
-                    return;
+                    return pool.worker_done(st);
                 }
             }
         };

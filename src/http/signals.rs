@@ -62,18 +62,10 @@ impl ShutdownHandle {
         false
     }
 
-    /// Block until shutdown is requested (for a thread that must follow another
-    /// server's shutdown, such as the Unix-socket server following the TLS one).
-    pub fn wait(&self) {
-        while !self.is_shutdown() {
-            let _ = sys::wait_readable(None, self.fd(), None);
-        }
-    }
-
-    /// Block until shutdown is requested or `timeout` has passed; true if requested (for
-    /// a thread that retries something until the server stops).
-    pub fn wait_timeout(&self, timeout: std::time::Duration) -> bool {
-        let _ = sys::wait_readable(None, self.fd(), Some(timeout));
+    /// Block until shutdown is requested or `d` has passed; true when requested (a
+    /// background thread's pause between retries, cut short by SIGTERM).
+    pub fn wait_for(&self, d: std::time::Duration) -> bool {
+        let _ = sys::wait_readable(None, self.fd(), Some(d));
         self.is_shutdown()
     }
 

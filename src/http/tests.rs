@@ -290,15 +290,20 @@ impl Running {
     }
 
     fn wait_active(&self, want: usize, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.stats.active_connections() == want {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        self.stats.active_connections() == want
+        wait_until(within, || self.stats.active_connections() == want)
     }
+}
+
+/// Polls `f` every 5 ms until it is true or `within` has passed; its last answer.
+fn wait_until(within: Duration, f: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    f()
 }
 
 impl Drop for Running {
@@ -1050,4 +1055,66 @@ fn sigterm_stops_the_server() {
     }
     assert!(th.is_finished(), "SIGTERM did not stop the server");
     th.join().unwrap().unwrap();
+}
+
+/// The test handler, counting [`Handler::shutting_down`] calls.
+struct Counting(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Handler for Counting {
+    fn handle(&self, req: Request) -> Response {
+        TestHandler.handle(req)
+    }
+    fn shutting_down(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn one_shutdown_handle_stops_both_servers_and_every_thread_they_started() {
+    let dir = temp_dir("shared-shutdown");
+    let path = dir.join("api.sock");
+    let tcp = Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        tls().config.clone(),
+        short_limits(),
+    )
+    .unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let handle = tcp.shutdown_handle();
+    let unix = Server::bind_unix(&path, short_limits())
+        .unwrap()
+        .sharing_shutdown(&handle);
+    let stats = [tcp.stats(), unix.stats()];
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handler = Arc::new(Counting(calls.clone()));
+    let h = handler.clone();
+    let runs = [
+        thread::spawn(move || tcp.run(h)),
+        thread::spawn(move || unix.run(handler)),
+    ];
+    // A request in flight on each server when shutdown is asked for.
+    let slow_tcp = thread::spawn(move || get(addr, "/slow?ms=600"));
+    let p = path.clone();
+    let slow_unix = thread::spawn(move || {
+        let mut s = std::os::unix::net::UnixStream::connect(&p).unwrap();
+        s.write_all(b"GET /slow?ms=600 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    assert!(wait_until(Duration::from_secs(2), || stats
+        .iter()
+        .all(|s| s.active_connections() == 1)));
+    handle.shutdown();
+    for run in runs {
+        run.join().unwrap().unwrap();
+    }
+    assert_eq!(slow_tcp.join().unwrap().status, 200);
+    let out = slow_unix.join().unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    // `run` returned only once its workers had ended (the busy thread is joined).
+    assert_eq!(stats.each_ref().map(|s| s.workers()), [0, 0]);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert!(!path.exists());
 }

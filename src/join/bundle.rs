@@ -243,6 +243,10 @@ pub(crate) fn build_member_to_sink(
             return Err(io::Error::other("join bundle: member build cancelled"));
         }
         d.step(&mut buf)?;
+        if !d.finished {
+            // Part of the member is in its temp file, none of it renamed into place.
+            crate::pause::point("cache-member-half-written");
+        }
     }
     match d.cache_error.take() {
         Some(e) => Err(e),
@@ -259,8 +263,13 @@ pub(crate) fn cores() -> usize {
 
 /// Build every member of `bigs` missing from the cache, one scoped thread per core
 /// each taking the next member, so memory is one compressor per core whatever the
-/// count. Returns the first error (the other members are still built).
-pub(crate) fn build_members(bigs: &[&BigFile], cache: &BundleCache) -> io::Result<()> {
+/// count. Returns the first error (the other members are still built); once `stop` is
+/// set, the members being built are abandoned and no more are started.
+pub(crate) fn build_members(
+    bigs: &[&BigFile],
+    cache: &BundleCache,
+    stop: Option<&AtomicBool>,
+) -> io::Result<()> {
     let next = AtomicUsize::new(0);
     let first_err = Mutex::new(None);
     std::thread::scope(|s| {
@@ -270,7 +279,7 @@ pub(crate) fn build_members(bigs: &[&BigFile], cache: &BundleCache) -> io::Resul
                     if cache.open_member(&big.key, big.isize()).is_some() {
                         continue;
                     }
-                    if let Err(e) = build_member_to_sink(big, cache, None) {
+                    if let Err(e) = build_member_to_sink(big, cache, stop) {
                         let mut first = first_err.lock().unwrap_or_else(|p| p.into_inner());
                         first.get_or_insert(e);
                     }
@@ -350,7 +359,7 @@ impl BundleStream {
                 Part::Fresh { .. } => None,
             })
             .collect();
-        let _ = build_members(&bigs, &self.cache);
+        let _ = build_members(&bigs, &self.cache, None);
         let lens = self
             .parts
             .iter()

@@ -16,6 +16,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
@@ -173,7 +174,20 @@ impl BundleCache {
     /// The `SHA256SUMS` text for `entries`, one `<hex>  <name>\n` line each in the
     /// given order (the format `sha256sum -c` reads). File hashes come from
     /// [`sha256_checked`](Self::sha256_checked).
+    ///
+    /// Big files with no sidecar first get their members built, on every core: a build
+    /// hashes the file as it compresses it and writes both, so the bundle that follows
+    /// serves every member from the cache. (Hashing them here instead read every
+    /// artifact on one core before the first byte, then again to compress it: a first
+    /// bundle used under half of the machine's 2 cores, and ran at 1.5x `tar | pigz -1`.)
     pub fn sha256sums(&self, entries: &[Entry]) -> io::Result<String> {
+        let bigs = bundle::big_files(entries)?;
+        let unhashed: Vec<&bundle::BigFile> = bigs
+            .iter()
+            .filter(|b| self.read_sha(&b.content_key).is_none())
+            .collect();
+        // A failed build leaves its file to the hashing pass below, which reports errors.
+        let _ = bundle::build_members(&unhashed, self, None);
         let mut out = String::new();
         for e in entries {
             super::entry::validate_name(&e.name)?;
@@ -193,12 +207,16 @@ impl BundleCache {
     /// [`CACHE_THRESHOLD`] that lacks them. Meant for a background thread at daemon
     /// start (and after artifacts change) so that bundles and [`sha256_checked`](Self::sha256_checked)
     /// never pay for a first build. Members another thread is building right now are
-    /// skipped. Every entry is tried; the first error is returned.
-    pub fn prepare(&self, entries: &[Entry]) -> io::Result<()> {
+    /// skipped. Every entry is tried; the first error is returned. Once `stop` is set
+    /// (SIGTERM) it gives up at the next step, leaving no temp file.
+    pub fn prepare(&self, entries: &[Entry], stop: Option<&AtomicBool>) -> io::Result<()> {
         let mut first_err = None;
         let bigs = bundle::big_files(entries)?;
         let mut missing = Vec::new();
         for big in &bigs {
+            if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                return Err(io::Error::other("join bundle: cache warm-up cancelled"));
+            }
             if self.open_member(&big.key, big.isize()).is_some() {
                 // Only the sidecar may be missing: a hashing pass is cheaper than a build.
                 if self.read_sha(&big.content_key).is_none() {
@@ -214,7 +232,7 @@ impl BundleCache {
             missing.push(big);
         }
         // The missing members on every core.
-        if let Err(e) = bundle::build_members(&missing, self) {
+        if let Err(e) = bundle::build_members(&missing, self, stop) {
             first_err.get_or_insert(e);
         }
         first_err.map_or(Ok(()), Err)

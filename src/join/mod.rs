@@ -46,7 +46,10 @@
 //! mode, so replacing an artifact simply makes a new key; [`BundleCache::prune`](cache::BundleCache::prune)
 //! removes what the current artifacts no longer use.
 //!
-//! Cores: a first bundle compresses its current member itself while helper threads
+//! Cores: `SHA256SUMS` (computed before a bundle's first byte) builds the members of
+//! artifacts that have no hash yet on a scoped pool of one thread per core, which hashes
+//! them on the way, so a first bundle then serves them from the cache. Otherwise a
+//! stream missing a member compresses its current member itself while helper threads
 //! (one per other core, owned by the stream, stopped and joined when it is dropped)
 //! build the next missing members into the cache; the stream waits for such a member
 //! when it gets there and serves the file. `prepare` and `measure` build missing

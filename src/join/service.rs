@@ -74,13 +74,13 @@ impl JoinService {
 
     /// Compresses and hashes every artifact into the cache, then drops stale cache
     /// files. Run from a background thread at start-up so the first join is served
-    /// from cache; it ends by itself.
-    pub fn warm_cache(&self) {
+    /// from cache; it ends by itself, or at its next step once `stop` is set.
+    pub fn warm_cache(&self, stop: &std::sync::atomic::AtomicBool) {
         let entries = self.artifact_entries();
         let started = std::time::Instant::now();
         match self
             .cache
-            .prepare(&entries)
+            .prepare(&entries, Some(stop))
             .and_then(|_| self.cache.prune(&entries))
         {
             Ok(pruned) => crate::log::info(
@@ -91,6 +91,9 @@ impl JoinService {
                     ("seconds", started.elapsed().as_secs_f64().into()),
                 ],
             ),
+            Err(_) if stop.load(std::sync::atomic::Ordering::Relaxed) => {
+                crate::log::info("bundle cache warm-up stopped (shutting down)", &[])
+            }
             Err(e) => crate::log::warn(
                 "bundle cache warm-up failed; bundles will build it as they go",
                 &[("error", e.to_string().into())],

@@ -347,7 +347,7 @@ fn prepare_builds_members_and_hashes_that_bundles_then_reuse() {
         Entry::file("a", src.path().join("a"), 0o644),
         Entry::bytes("small", b"s".to_vec(), 0o644),
     ];
-    cache.prepare(&entries).unwrap();
+    cache.prepare(&entries, None).unwrap();
     assert_eq!(cache_files(&cache, "m-").len(), 1);
     assert_eq!(cache_files(&cache, "s-").len(), 1);
     let want: [u8; 32] = Sha256::digest(&data).into();
@@ -362,7 +362,7 @@ fn prepare_builds_members_and_hashes_that_bundles_then_reuse() {
     // A lost sidecar is restored by hashing alone; the member is left as it is.
     let sidecar = cdir.path().join(&cache_files(&cache, "s-")[0]);
     fs::remove_file(&sidecar).unwrap();
-    cache.prepare(&entries).unwrap();
+    cache.prepare(&entries, None).unwrap();
     assert!(sidecar.exists());
     assert_eq!(
         fs::metadata(member_path(&cache, &entries[0]))
@@ -727,7 +727,7 @@ fn a_cold_bundle_built_on_every_core_is_byte_identical_to_one_built_alone() {
     // prepare on every core makes the same members again.
     let prep_dir = TempDir::new();
     let prep = BundleCache::new(prep_dir.path().to_path_buf()).unwrap();
-    prep.prepare(&entries).unwrap();
+    prep.prepare(&entries, None).unwrap();
     let third = read_all(stream_at(entries.clone(), &prep, at).unwrap()).unwrap();
     assert_eq!(first, third);
 }
@@ -749,4 +749,39 @@ fn a_cold_bundle_dropped_early_stops_its_helpers_and_leaves_no_temp_file() {
         let data = fs::read(cdir.path().join(&name)).unwrap();
         assert!(data.starts_with(&[0x1f, 0x8b]), "{name}");
     }
+}
+
+#[test]
+fn the_sums_of_a_cold_bundle_build_its_members_and_the_bytes_stay_the_same() {
+    // Issue 16: SHA256SUMS used to hash every cold artifact on one core before the
+    // first byte, then the stream read it again to compress it. Now the sums build the
+    // missing members (on every core), which hashes them on the way.
+    let src = TempDir::new();
+    let entries = several_members(src.path());
+    let at = 1_700_000_000;
+    let alone_dir = TempDir::new();
+    let alone = BundleCache::new(alone_dir.path().to_path_buf()).unwrap();
+    let want = read_all(stream_at(entries.clone(), &alone, at).unwrap()).unwrap();
+
+    let cdir = TempDir::new();
+    let cache = BundleCache::new(cdir.path().to_path_buf()).unwrap();
+    let sums = cache.sha256sums(&entries).unwrap();
+    assert_eq!(
+        cache_files(&cache, "m-").len(),
+        4,
+        "members built by the sums"
+    );
+    assert_eq!(cache_files(&cache, "s-").len(), 4);
+    assert!(cache_files(&cache, "tmp").is_empty());
+    for (line, e) in sums.lines().zip(&entries) {
+        let super::entry::Source::File { path, .. } = &e.source else {
+            unreachable!("several_members makes files")
+        };
+        let h: [u8; 32] = Sha256::digest(fs::read(path).unwrap()).into();
+        assert_eq!(line, format!("{}  {}", super::cache::hex(&h), e.name));
+    }
+    assert_eq!(
+        read_all(stream_at(entries.clone(), &cache, at).unwrap()).unwrap(),
+        want
+    );
 }

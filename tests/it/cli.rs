@@ -68,6 +68,19 @@ fn file(dir: &std::path::Path, name: &str, text: &str) -> String {
     p.display().to_string()
 }
 
+/// A usage-error case: (arguments, environment, stdin, what the message must name).
+type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a str, &'a str);
+
+/// A case's arguments: `line` split at spaces (no argument here holds one).
+fn cmd(line: &str) -> Vec<String> {
+    line.split_whitespace().map(str::to_string).collect()
+}
+
+/// A case with no environment and no stdin.
+fn plain(args: Vec<String>, needle: &str) -> Case<'_> {
+    (args, vec![], "", needle)
+}
+
 #[test]
 fn regression_every_usage_or_configuration_error_exits_2() {
     let fake = FakeKube::with_password(1);
@@ -105,18 +118,11 @@ fn regression_every_usage_or_configuration_error_exits_2() {
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
-    // (arguments, environment, stdin, what the message must name)
-    type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a str, &'a str);
     let cases: Vec<Case> = vec![
-        (vec![], vec![], "", "Usage"),
-        (vec!["nodez".into()], vec![], "", "unknown command"),
-        (
-            vec!["version".into(), "x".into()],
-            vec![],
-            "",
-            "no arguments",
-        ),
-        (
+        plain(vec![], "Usage"),
+        plain(cmd("nodez"), "unknown command"),
+        plain(cmd("version x"), "no arguments"),
+        plain(
             serve(&[
                 "--ec-config",
                 &bad_yaml,
@@ -125,11 +131,9 @@ fn regression_every_usage_or_configuration_error_exits_2() {
                 "--artifacts-dir",
                 art,
             ]),
-            vec![],
-            "",
             "--ec-config",
         ),
-        (
+        plain(
             serve(&[
                 "--ec-config",
                 ec,
@@ -138,11 +142,9 @@ fn regression_every_usage_or_configuration_error_exits_2() {
                 "--artifacts-dir",
                 art,
             ]),
-            vec![],
-            "",
             "--license",
         ),
-        (
+        plain(
             serve(&[
                 "--ec-config",
                 ec,
@@ -151,207 +153,80 @@ fn regression_every_usage_or_configuration_error_exits_2() {
                 "--artifacts-dir",
                 &no_app,
             ]),
-            vec![],
-            "",
             "my-app",
         ),
-        (
+        plain(
             serve(&["--ec-config", ec, "--license", lic]),
-            vec![],
-            "",
             "--artifacts-dir",
         ),
-        (
+        plain(
             serve(&["--kubeconfig", "/nonexistent/kubeconfig"]),
-            vec![],
-            "",
             "/nonexistent/kubeconfig",
         ),
-        (
-            serve(&["--kubeconfig", &bad_yaml]),
-            vec![],
-            "",
-            "--kubeconfig",
-        ),
-        (
+        plain(serve(&["--kubeconfig", &bad_yaml]), "--kubeconfig"),
+        plain(
             serve(&["--tls-cert", &cert, "--tls-key", "/nonexistent/key"]),
-            vec![],
-            "",
             "/nonexistent/key",
         ),
-        (
+        plain(
             serve(&["--tls-cert", &cert, "--tls-key", d.to_str().unwrap()]),
-            vec![],
-            "",
             "cannot read",
         ),
-        (
+        plain(
             serve(&["--password-hash-file", &hash]),
-            vec![],
-            "",
             "--password-hash-file",
         ),
-        (
+        plain(
             serve(&["--password-hash-file", "/nonexistent/hash"]),
-            vec![],
-            "",
             "--password-hash-file",
         ),
-        (serve(&["--signing-key-file", &key]), vec![], "", "signing"),
-        (
-            serve(&["--api-prot", "1"]),
-            vec![],
-            "",
-            "did you mean --api-port",
-        ),
-        (
+        plain(serve(&["--signing-key-file", &key]), "signing"),
+        plain(serve(&["--api-prot", "1"]), "did you mean --api-port"),
+        plain(
             serve(&["--api-port", "1", "--api-port", "2"]),
-            vec![],
-            "",
             "given twice",
         ),
+        plain(serve(&["--api-port"]), "--api-port needs a value"),
         (
-            serve(&["--api-port"]),
-            vec![],
-            "",
-            "--api-port needs a value",
-        ),
-        (
-            vec!["serve".into(), "--kubeconfig".into(), kc.clone()],
+            cmd(&format!("serve --kubeconfig {kc}")),
             vec![("JOINERY_SOCKET", "rel")],
             "",
             "JOINERY_SOCKET",
         ),
-        (
-            vec!["serve".into(), "--api-prot".into(), "1".into()],
-            vec![],
-            "",
-            "--api-prot",
-        ),
-        (
-            vec!["install".into(), "--root".into(), "/nonexistent".into()],
-            vec![],
-            "",
-            "--root",
-        ),
-        (
-            vec!["install".into(), "--api-port=x".into()],
-            vec![],
-            "",
-            "--api-port",
-        ),
-        (
-            vec!["uninstall".into(), "--purgee".into()],
-            vec![],
-            "",
-            "--purgee",
-        ),
-        (vec!["hash-password".into()], vec![], "", "stdin"),
-        (
-            vec!["hash-password".into(), "pw".into()],
-            vec![],
-            "pw\n",
-            "no arguments",
-        ),
-        (vec!["token".into()], vec![], "", "create, list or revoke"),
-        (vec!["token".into(), "mint".into()], vec![], "", "mint"),
-        (
-            vec![
-                "token".into(),
-                "create".into(),
-                "--scope".into(),
-                "read".into(),
-                "--kubeconfig".into(),
-                kc.clone(),
-            ],
-            vec![],
-            "",
+        plain(cmd("serve --api-prot 1"), "--api-prot"),
+        plain(cmd("install --root /nonexistent"), "--root"),
+        plain(cmd("install --api-port=x"), "--api-port"),
+        plain(cmd("uninstall --purgee"), "--purgee"),
+        plain(cmd("hash-password"), "stdin"),
+        (cmd("hash-password pw"), vec![], "pw\n", "no arguments"),
+        plain(cmd("token"), "create, list or revoke"),
+        plain(cmd("token mint"), "mint"),
+        plain(
+            cmd(&format!("token create --scope read --kubeconfig {kc}")),
             "--name",
         ),
-        (
-            vec![
-                "token".into(),
-                "create".into(),
-                "--name".into(),
-                "a".into(),
-                "--scope".into(),
-                "root".into(),
-                "--kubeconfig".into(),
-                kc.clone(),
-            ],
-            vec![],
-            "",
+        plain(
+            cmd(&format!(
+                "token create --name a --scope root --kubeconfig {kc}"
+            )),
             "--scope",
         ),
-        (
-            vec![
-                "token".into(),
-                "create".into(),
-                "--name".into(),
-                "a".into(),
-                "--scope".into(),
-                "read".into(),
-                "--expires-in".into(),
-                "1w".into(),
-            ],
-            vec![],
-            "",
+        plain(
+            cmd("token create --name a --scope read --expires-in 1w"),
             "12h",
         ),
-        (
-            vec![
-                "token".into(),
-                "list".into(),
-                "--kubeconfg".into(),
-                kc.clone(),
-            ],
-            vec![],
-            "",
+        plain(
+            cmd(&format!("token list --kubeconfg {kc}")),
             "did you mean --kubeconfig",
         ),
+        plain(cmd("token list -o yaml"), "table, json"),
+        plain(cmd("token list"), "no Kubernetes API found"),
+        plain(cmd("key"), "key rotate"),
+        plain(cmd("key rotate --revoke-old --revoke-old"), "given twice"),
+        plain(cmd("key rotate --kubeconfig /nonexistent"), "/nonexistent"),
+        plain(cmd("nodes --api http://x"), "https://"),
         (
-            vec!["token".into(), "list".into(), "-o".into(), "yaml".into()],
-            vec![],
-            "",
-            "table, json",
-        ),
-        (
-            vec!["token".into(), "list".into()],
-            vec![],
-            "",
-            "no Kubernetes API found",
-        ),
-        (vec!["key".into()], vec![], "", "key rotate"),
-        (
-            vec![
-                "key".into(),
-                "rotate".into(),
-                "--revoke-old".into(),
-                "--revoke-old".into(),
-            ],
-            vec![],
-            "",
-            "given twice",
-        ),
-        (
-            vec![
-                "key".into(),
-                "rotate".into(),
-                "--kubeconfig".into(),
-                "/nonexistent".into(),
-            ],
-            vec![],
-            "",
-            "/nonexistent",
-        ),
-        (
-            vec!["nodes".into(), "--api".into(), "http://x".into()],
-            vec![],
-            "",
-            "https://",
-        ),
-        (
-            vec!["nodes".into()],
+            cmd("nodes"),
             vec![
                 ("JOINERY_API", "https://x"),
                 ("JOINERY_PIN", "sha256//short"),
@@ -359,80 +234,18 @@ fn regression_every_usage_or_configuration_error_exits_2() {
             "",
             "JOINERY_PIN",
         ),
-        (
-            vec![
-                "nodes".into(),
-                "--api".into(),
-                "https://x".into(),
-                "--cacert".into(),
-                "/nonexistent".into(),
-                "--token-file".into(),
-                "/t".into(),
-            ],
-            vec![],
-            "",
+        plain(
+            cmd("nodes --api https://x --cacert /nonexistent --token-file /t"),
             "/nonexistent",
         ),
-        (
-            vec!["nodes".into(), "--socket".into(), "rel.sock".into()],
-            vec![],
-            "",
-            "--socket",
-        ),
-        (
-            vec!["drain".into(), "n".into(), "--deadline".into(), "0".into()],
-            vec![],
-            "",
-            "1 to 3600",
-        ),
-        (
-            vec!["join-command".into(), "--roles".into(), ",".into()],
-            vec![],
-            "",
-            "--roles",
-        ),
-        (vec!["join-command".into()], vec![], "", "--roles"),
-        (
-            vec!["pin".into(), "--tls-cert".into(), "/nonexistent".into()],
-            vec![],
-            "",
-            "/nonexistent",
-        ),
-        (
-            vec![
-                "token".into(),
-                "list".into(),
-                "--kubeconfig".into(),
-                "/nonexistent".into(),
-            ],
-            vec![],
-            "",
-            "/nonexistent",
-        ),
-        (
-            vec![
-                "token".into(),
-                "revoke".into(),
-                "--kubeconfig".into(),
-                kc.clone(),
-            ],
-            vec![],
-            "",
-            "ID",
-        ),
-        (
-            vec![
-                "token".into(),
-                "revoke".into(),
-                "a".into(),
-                "b".into(),
-                "--kubeconfig".into(),
-                kc.clone(),
-            ],
-            vec![],
-            "",
-            "\"b\"",
-        ),
+        plain(cmd("nodes --socket rel.sock"), "--socket"),
+        plain(cmd("drain n --deadline 0"), "1 to 3600"),
+        plain(cmd("join-command --roles ,"), "--roles"),
+        plain(cmd("join-command"), "--roles"),
+        plain(cmd("pin --tls-cert /nonexistent"), "/nonexistent"),
+        plain(cmd("token list --kubeconfig /nonexistent"), "/nonexistent"),
+        plain(cmd(&format!("token revoke --kubeconfig {kc}")), "ID"),
+        plain(cmd(&format!("token revoke a b --kubeconfig {kc}")), "\"b\""),
     ];
     for (args, env, stdin, needle) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -1,23 +1,53 @@
 //! SIGKILL at the worst moments of a join: a join token is either usable exactly once
 //! or never handed out, and the bundle cache never serves a torn file after a restart.
+//!
+//! Each test asserts that its kill landed inside the window it is about: through a
+//! pause point (`JOINERY_TEST_PAUSE`, src/pause.rs: the daemon writes a marker file and
+//! waits there to be killed) where nothing outside the daemon can see the moment, else
+//! through what the fake API server and the client saw before the kill.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use crate::support::{join_inputs, Daemon, DaemonOpts, FakeKube, Reply};
+use crate::support::{
+    extract_verified, join_inputs, wait_until, Daemon, DaemonOpts, FakeKube, Reply,
+};
 
 fn start(fake: &FakeKube, inputs: &Path, data_dir: Option<&Path>) -> Daemon {
+    start_paused(fake, inputs, data_dir, None)
+}
+
+/// Starts a daemon that holds at pause point `pause.0` once reached, after writing the
+/// marker file `pause.1` (see src/pause.rs).
+fn start_paused(
+    fake: &FakeKube,
+    inputs: &Path,
+    data_dir: Option<&Path>,
+    pause: Option<(&str, &Path)>,
+) -> Daemon {
+    let env = pause
+        .map(|(point, marker)| {
+            let spec = format!("{point}:{}", marker.display());
+            ("JOINERY_TEST_PAUSE".to_string(), spec)
+        })
+        .into_iter()
+        .collect();
     Daemon::start_with(
         fake,
         DaemonOpts {
             args: join_inputs(inputs),
             data_dir: data_dir.map(Path::to_path_buf),
+            env,
             ..DaemonOpts::default()
         },
     )
+}
+
+/// Waits (bounded) for the daemon to reach its pause point.
+fn wait_paused(marker: &Path) {
+    wait_until(30, "the daemon to reach its pause point", || {
+        marker.exists().then_some(())
+    });
 }
 
 fn ticket_secrets(fake: &FakeKube) -> usize {
@@ -55,24 +85,7 @@ fn ticket_secrets(fake: &FakeKube) -> usize {
 /// Downloads and checks a bundle: `tar` extracts it and `sha256sum -c SHA256SUMS` passes.
 fn assert_bundle_sound(r: &Reply) {
     assert_eq!(r.status, 200, "{}", r.text());
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("b.tgz"), &r.body).unwrap();
-    let st = Command::new("tar")
-        .args(["-xzf", "b.tgz"])
-        .current_dir(dir.path())
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar failed");
-    let out = Command::new("sha256sum")
-        .args(["-c", "SHA256SUMS"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sha256sum -c: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let dir = extract_verified(&r.body);
     assert_eq!(
         std::fs::metadata(dir.path().join("images/air.tar"))
             .unwrap()
@@ -101,27 +114,27 @@ fn join_token(r: &Reply) -> String {
 fn killed_during_the_first_cache_build_then_bundles_are_sound() {
     let fake = FakeKube::start(3, &[]);
     let inputs = tempfile::tempdir().unwrap();
-    let mut d1 = start(&fake, inputs.path(), None);
-    // The cache warms at start-up: kill while a member is being written, if we catch it.
+    let marker = inputs.path().join("paused");
+    let pause = ("cache-member-half-written", marker.as_path());
+    // The cache warms at start-up: the daemon holds with a member half written.
+    let mut d1 = start_paused(&fake, inputs.path(), None, Some(pause));
+    wait_paused(&marker);
     let cache = d1.data_dir.join("bundle-cache");
-    let t = Instant::now();
-    let mut caught = false;
-    while t.elapsed() < Duration::from_secs(10) {
-        let writing = std::fs::read_dir(&cache)
-            .map(|rd| {
-                rd.flatten()
-                    .any(|e| e.file_name().to_string_lossy().contains(".tmp-"))
-            })
-            .unwrap_or(false);
-        if writing {
-            caught = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let names: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("m-") && n.contains(".tmp-"))
+            && !names
+                .iter()
+                .any(|n| n.starts_with("m-") && n.ends_with(".gz")),
+        "paused without a half-written member: {names:?}"
+    );
     d1.signal_and_wait("KILL");
-    // Reported, not asserted: a fast machine may finish the member before we look.
-    eprintln!("killed while a cache member was being written: {caught}");
     let d2 = start(&fake, inputs.path(), Some(&d1.data_dir));
     let token = d2.login();
     // Twice: once built (or taken from what survived), once from the cache.
@@ -160,7 +173,25 @@ fn killed_while_streaming_a_bundle_then_restart_serves_sound_bundles() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // The window: the ticket is won (the fake answered its replacement) and the bundle
+    // is still streaming (8 MiB at 200 kB/s: curl is still reading when we kill).
+    wait_until(20, "the ticket won", || {
+        fake.requests()
+            .iter()
+            .any(|r| {
+                r["method"] == "PUT"
+                    && r["path"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("/joinery-ticket-")
+                    && r["status"] == 200
+            })
+            .then_some(())
+    });
+    assert!(
+        slow.try_wait().unwrap().is_none(),
+        "the download ended first"
+    );
     d1.signal_and_wait("KILL");
     let _ = slow.wait();
     let d2 = start(&fake, inputs.path(), Some(&d1.data_dir));
@@ -180,29 +211,24 @@ fn killed_while_streaming_a_bundle_then_restart_serves_sound_bundles() {
 fn killed_during_create_join_command_issues_no_usable_token() {
     let fake = FakeKube::start(3, &[]);
     let inputs = tempfile::tempdir().unwrap();
-    let mut d1 = start(&fake, inputs.path(), None);
-    let admin = d1.login();
     let before = ticket_secrets(&fake);
-    // Hold the ticket's creation at the API server, and kill the daemon meanwhile.
-    fake.control(
-        "POST",
-        "/_fake/faults",
-        Some(json!([{"method": "POST", "path": "/secrets", "kind": "latency", "delayMs": 3000, "times": 1}])),
-    );
+    let marker = inputs.path().join("paused");
+    // The worst moment: the ticket exists in Kubernetes, its token not yet handed out.
+    let pause = ("join-ticket-issued", marker.as_path());
+    let mut d1 = start_paused(&fake, inputs.path(), None, Some(pause));
+    let admin = d1.login();
     let pid = d1.pid().to_string();
     let body = std::thread::scope(|s| {
         let h = s.spawn(|| create(&d1, &admin));
-        std::thread::sleep(Duration::from_millis(1000));
+        wait_paused(&marker);
         Command::new("kill").args(["-KILL", &pid]).status().unwrap();
         h.join().unwrap()
     });
     d1.signal_and_wait("KILL"); // reaps it
     assert_ne!(body.status, 200, "a killed daemon answered");
     assert!(crate::support::jwts_in(&body.body).is_empty());
-    // The ticket may exist (the API server finished the create) but no token for it
-    // was ever handed out; it expires unused. At most one was made.
-    std::thread::sleep(Duration::from_millis(2500));
-    assert!(ticket_secrets(&fake) <= before + 1);
+    // The ticket exists but no token for it was ever handed out; it expires unused.
+    assert_eq!(ticket_secrets(&fake), before + 1);
     let d2 = start(&fake, inputs.path(), Some(&d1.data_dir));
     let admin = d2.login();
     let join = join_token(&create(&d2, &admin));

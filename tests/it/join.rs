@@ -10,24 +10,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const EC_CONFIG: &str = "\
-apiVersion: embeddedcluster.replicated.com/v1beta1
-kind: Config
-spec:
-  roles:
-    controller:
-      name: controller
-      labels:
-        tier: control
-    custom:
-    - name: worker
-      labels:
-        tier: app
-    - name: gpu
-      labels:
-        accelerator: nvidia
-";
-
 /// The stand-in application binary: records how it was called.
 const APP: &str = "#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/app-called-with\"\n";
 
@@ -39,7 +21,6 @@ pub(crate) struct JoinInputs {
 impl JoinInputs {
     pub(crate) fn new(multi_node: bool) -> JoinInputs {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("config.yaml"), EC_CONFIG).unwrap();
         std::fs::write(
             dir.path().join("license.yaml"),
             format!(
@@ -67,7 +48,7 @@ impl JoinInputs {
         let p = |n: &str| self.dir.path().join(n).display().to_string();
         vec![
             "--ec-config".into(),
-            p("config.yaml"),
+            ec_config().display().to_string(),
             "--license".into(),
             p("license.yaml"),
             "--artifacts-dir".into(),
@@ -332,13 +313,7 @@ fn a_join_token_is_single_use_across_controllers() {
         .unwrap()
         .starts_with("attachment; filename=\"my-app-join-worker-"));
     // A worker's k0s token points at 6443 as kubelet-bootstrap.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("b.tgz"), &winner.body).unwrap();
-    let (code, err) = sh(
-        dir.path(),
-        "tar xzf b.tgz && sha256sum -c SHA256SUMS >/dev/null",
-    );
-    assert_eq!(code, 0, "{err}");
+    let dir = extract_verified(&winner.body);
     let token = std::fs::read_to_string(dir.path().join("k0s-join-token")).unwrap();
     let gz = base64::engine::general_purpose::STANDARD
         .decode(token.trim())
@@ -387,7 +362,7 @@ fn join_refusals() {
 
     let msg = create_command(&d, &admin, json!(["nope"])).assert_error(400, "invalid_roles");
     assert!(
-        msg.contains("\"nope\"") && msg.contains("controller, worker, gpu"),
+        msg.contains("\"nope\"") && msg.contains("controller, worker, gpu, app"),
         "{msg}"
     );
     create_command(&d, &admin, json!([])).assert_error(400, "invalid_roles");

@@ -203,7 +203,7 @@ fn regression_join_token_is_never_in_any_argv() {
         .spawn()
         .unwrap();
     wait_until(60, "the watcher catching the bait", || {
-        watch.hits_so_far() > 0
+        (watch.hits_so_far() > 0).then_some(())
     });
     bait.kill().unwrap();
     bait.wait().unwrap();
@@ -221,12 +221,7 @@ fn regression_join_token_is_never_in_any_argv() {
         !seen.is_empty(),
         "the watcher never saw curl run ({scans} scans)"
     );
-    let sums = Command::new("sha256sum")
-        .args(["-c", "--strict", "SHA256SUMS"])
-        .current_dir(host.path())
-        .output()
-        .unwrap();
-    assert!(sums.status.success());
+    assert_sums_verify(host.path());
 }
 
 #[test]
@@ -401,17 +396,7 @@ fn regression_failures_before_the_bundle_starts_leave_the_join_usable() {
     assert_eq!(r.status, 503, "{}", r.text());
     let r = d2.get("/v1/join-bundle?roles=worker", &t);
     assert_eq!(r.status, 200, "{}", r.text());
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("b.tgz"), &r.body).unwrap();
-    let ok = Command::new("sh")
-        .args([
-            "-c",
-            "tar xzf b.tgz && sha256sum -c --strict SHA256SUMS >/dev/null",
-        ])
-        .current_dir(dir.path())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    extract_verified(&r.body);
     let r = d2.curl(
         "GET",
         "/v1/join-bundle?roles=worker",
@@ -516,15 +501,6 @@ fn slow_curl(dir: &Path, rate: &str) -> String {
     format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
 }
 
-/// Waits until `pred` holds, polling, for at most `secs`.
-fn wait_until(secs: u64, what: &str, mut pred: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !pred() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_cut_download_resumes_with_the_same_step_and_verifies() {
     let fake = FakeKube::start(3, &[]);
@@ -571,7 +547,7 @@ fn a_cut_download_resumes_with_the_same_step_and_verifies() {
     };
     let part = host.path().join(&file);
     wait_until(60, "48 MiB downloaded", || {
-        std::fs::metadata(&part).is_ok_and(|m| m.len() > 48 << 20)
+        (std::fs::metadata(&part).is_ok_and(|m| m.len() > 48 << 20)).then_some(())
     });
     let killed = Command::new("kill")
         .args(["-s", "KILL", "--", &format!("-{}", child.id())])
@@ -588,16 +564,7 @@ fn a_cut_download_resumes_with_the_same_step_and_verifies() {
         l.contains("\"result\":\"resuming\"")
     });
     assert!(resumed.contains("\"client\":\"127.0.0.1\""), "{resumed}");
-    let sums = Command::new("sha256sum")
-        .args(["-c", "--strict", "SHA256SUMS"])
-        .current_dir(host.path())
-        .output()
-        .unwrap();
-    assert!(
-        sums.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sums.stdout)
-    );
+    assert_sums_verify(host.path());
     // From another host the token is spent; the resumed host got exactly one bundle.
     d.get_from(
         "127.0.0.2",
@@ -661,7 +628,7 @@ fn the_ledger_shows_every_join_and_a_revocation_stops_a_download_on_every_contro
             .unwrap_or_else(|| panic!("{id} not in the ledger"))
     };
     wait_until(30, "the download under way", || {
-        state_of(&a, &id_of(&live))["state"] == "downloading"
+        (state_of(&a, &id_of(&live))["state"] == "downloading").then_some(())
     });
     let r = a.curl(
         "DELETE",

@@ -295,19 +295,6 @@ fn regression_reinstall_with_new_flags_says_to_restart() {
 
 // ---- scripts/headless-join.sh ------------------------------------------------------------
 
-const EC_CONFIG: &str = "\
-apiVersion: embeddedcluster.replicated.com/v1beta1
-kind: Config
-spec:
-  roles:
-    controller:
-      name: controller
-    custom:
-    - name: worker
-      labels:
-        tier: app
-";
-
 /// A cluster to join: the fake API with a password, joinery serving joins, and an
 /// application binary that "joins" by registering the node `new-node` with the fake
 /// (Ready or not, as asked).
@@ -322,7 +309,6 @@ impl Cluster {
         let fake = FakeKube::with_password(3);
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        std::fs::write(d.join("config.yaml"), EC_CONFIG).unwrap();
         std::fs::write(
             d.join("license.yaml"),
             "apiVersion: kots.io/v1beta1\nkind: License\nspec:\n  appSlug: my-app\n  \
@@ -358,7 +344,7 @@ impl Cluster {
             DaemonOpts {
                 args: vec![
                     "--ec-config".into(),
-                    p("config.yaml"),
+                    ec_config().display().to_string(),
                     "--license".into(),
                     p("license.yaml"),
                     "--artifacts-dir".into(),
@@ -608,7 +594,7 @@ fn every_failure_has_its_exit_code() {
 
     // 5: a role the cluster does not have.
     let mut a = c.args(&["--password-file", &pw, "--print"]);
-    a[5] = "gpu".into();
+    a[5] = "tpu".into();
     let o = headless_join(&a, None);
     assert_eq!(code(&o), 5, "{}", text(&o));
     assert!(text(&o).contains("invalid_roles"), "{}", text(&o));

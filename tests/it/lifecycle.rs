@@ -47,14 +47,50 @@ fn pod(name: &str, node: &str, labels: Value, owner: Option<&str>) -> Value {
         "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
 }
 
-/// A PodDisruptionBudget for `app=web` whose status is fixed (the fake's disruption
-/// controller leaves it alone): `allowed` evictions are allowed.
-fn fixed_pdb(allowed: u32) -> Value {
+/// A PodDisruptionBudget keeping one `app=web` pod available; the fake's disruption
+/// controller computes its status from the pods.
+fn live_pdb() -> Value {
     json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
         "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
-        "status": {"disruptionsAllowed": allowed, "currentHealthy": 1, "desiredHealthy": 1,
-                   "expectedPods": 1}})
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}})
+}
+
+/// [`live_pdb`] with a fixed status (the fake's disruption controller leaves it alone):
+/// `allowed` evictions are allowed.
+fn fixed_pdb(allowed: u32) -> Value {
+    let mut pdb = live_pdb();
+    pdb["status"] = json!({"disruptionsAllowed": allowed, "currentHealthy": 1,
+        "desiredHealthy": 1, "expectedPods": 1});
+    pdb
+}
+
+/// The drain most tests start from: pod `web-1` (a ReplicaSet's, `app=web`) on `node`,
+/// the PodDisruptionBudget `pdb` over it, and a background drain of `node` with
+/// `deadline_seconds`, answered 202 `draining`.
+fn start_blocked_drain(
+    fake: &FakeKube,
+    d: &Daemon,
+    token: &str,
+    node: &str,
+    pdb: Value,
+    deadline_seconds: u64,
+) {
+    let web = pod("web-1", node, json!({"app": "web"}), Some("ReplicaSet"));
+    add(fake, vec![web, pdb]);
+    let body = json!({ "deadlineSeconds": deadline_seconds });
+    let r = send(
+        d,
+        "POST",
+        &format!("/v1/nodes/{node}/drain"),
+        token,
+        Some(body),
+    );
+    assert_eq!(
+        (r.status, r.json()),
+        (202, json!({"drainState": "draining"})),
+        "{}",
+        r.text()
+    );
 }
 
 fn add(fake: &FakeKube, objects: Vec<Value>) {
@@ -73,18 +109,6 @@ fn drain_lease(fake: &FakeKube, node: &str) -> Option<Value> {
     (status == 200).then_some(v)
 }
 
-/// Polls `f` every 200 ms until it gives a value or `secs` pass.
-fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn detail(d: &Daemon, token: &str, node: &str) -> Value {
     let r = d.get(&format!("/v1/nodes/{node}"), token);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -92,7 +116,7 @@ fn detail(d: &Daemon, token: &str, node: &str) -> Value {
 }
 
 fn wait_drain_state(d: &Daemon, token: &str, node: &str, state: &str, secs: u64) -> Value {
-    wait_until(&format!("{node} {state}"), secs, || {
+    wait_until(secs, &format!("{node} {state}"), || {
         let v = detail(d, token, node);
         (v["drainState"] == state).then_some(v)
     })
@@ -408,28 +432,9 @@ fn a_disruption_budget_blocks_then_allows_the_eviction() {
     let d = Daemon::start(&fake);
     let t = d.login();
     // minAvailable 1 with one healthy pod: the fake's disruption controller allows none.
-    add(
-        &fake,
-        vec![
-            pod("web-1", "node-2", json!({"app": "web"}), Some("ReplicaSet")),
-            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-                "metadata": {"name": "web", "namespace": "default"},
-                "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}),
-        ],
-    );
-    let r = send(
-        &d,
-        "POST",
-        "/v1/nodes/node-2/drain",
-        &t,
-        Some(json!({"deadlineSeconds": 600})),
-    );
-    assert_eq!(
-        (r.status, r.json()),
-        (202, json!({"drainState": "draining"}))
-    );
+    start_blocked_drain(&fake, &d, &t, "node-2", live_pdb(), 600);
     // Refused at least twice (so retried), with the pod still there.
-    wait_until("two refused evictions", 30, || {
+    wait_until(30, "two refused evictions", || {
         let e = evictions(&fake, "web-1");
         (e.iter().filter(|(_, s)| *s == 429).count() >= 2).then_some(())
     });
@@ -455,7 +460,7 @@ fn a_disruption_budget_blocks_then_allows_the_eviction() {
     assert!(pod_exists(&fake, "default", "web-2"));
     assert!(evictions(&fake, "web-1").iter().any(|(_, s)| *s == 201));
     // The Lease is given up once the drain is done.
-    wait_until("the lease released", 10, || {
+    wait_until(10, "the lease released", || {
         drain_lease(&fake, "node-2").is_none().then_some(())
     });
 }
@@ -465,21 +470,7 @@ fn deadline_expiry_lists_the_pods_left() {
     let fake = FakeKube::start(3, &[]);
     let d = Daemon::start(&fake);
     let t = d.login();
-    add(
-        &fake,
-        vec![
-            pod("web-1", "node-2", json!({"app": "web"}), Some("ReplicaSet")),
-            fixed_pdb(0),
-        ],
-    );
-    let r = send(
-        &d,
-        "POST",
-        "/v1/nodes/node-2/drain",
-        &t,
-        Some(json!({"deadlineSeconds": 2})),
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
+    start_blocked_drain(&fake, &d, &t, "node-2", fixed_pdb(0), 2);
     let v = wait_drain_state(&d, &t, "node-2", "drained", 30);
     assert_eq!(v["drainRemaining"], json!(["default/web-1"]));
     assert_eq!(v["unschedulable"], true);
@@ -494,21 +485,7 @@ fn resume_uncordons_stops_the_drain_and_is_idempotent() {
     let fake = FakeKube::start(3, &[]);
     let d = Daemon::start(&fake);
     let t = d.login();
-    add(
-        &fake,
-        vec![
-            pod("web-1", "node-2", json!({"app": "web"}), Some("ReplicaSet")),
-            fixed_pdb(0),
-        ],
-    );
-    let r = send(
-        &d,
-        "POST",
-        "/v1/nodes/node-2/drain",
-        &t,
-        Some(json!({"deadlineSeconds": 600})),
-    );
-    assert_eq!(r.status, 202);
+    start_blocked_drain(&fake, &d, &t, "node-2", fixed_pdb(0), 600);
     // Draining a draining node changes nothing either.
     let r = send(
         &d,
@@ -521,7 +498,7 @@ fn resume_uncordons_stops_the_drain_and_is_idempotent() {
         (r.status, r.json()),
         (202, json!({"drainState": "draining"}))
     );
-    wait_until("the worker holding the lease", 20, || {
+    wait_until(20, "the worker holding the lease", || {
         drain_lease(&fake, "node-2")
     });
 
@@ -542,11 +519,21 @@ fn resume_uncordons_stops_the_drain_and_is_idempotent() {
         );
     }
     // The worker lets go and never flips the node back.
-    wait_until("the lease released", 15, || {
+    wait_until(15, "the lease released", || {
         drain_lease(&fake, "node-2").is_none().then_some(())
     });
     fake.control("POST", "/_fake/objects", Some(fixed_pdb(1)));
-    std::thread::sleep(Duration::from_secs(2));
+    // A background drain of another node makes the worker scan again: once node-3 is
+    // drained the worker has had its chance to act on node-2, and must not have.
+    let r = send(
+        &d,
+        "POST",
+        "/v1/nodes/node-3/drain",
+        &t,
+        Some(json!({"deadlineSeconds": 600})),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_drain_state(&d, &t, "node-3", "drained", 20);
     assert_eq!(detail(&d, &t, "node-2")["drainState"], "active");
     assert!(pod_exists(&fake, "default", "web-1"));
     let results: Vec<String> = audit_lines(&d, "node.resume")
@@ -568,22 +555,8 @@ fn a_daemon_killed_mid_drain_finishes_it_after_restart() {
     let fake = FakeKube::start(3, &[]);
     let mut d = Daemon::start(&fake);
     let t = d.login();
-    add(
-        &fake,
-        vec![
-            pod("web-1", "node-2", json!({"app": "web"}), Some("ReplicaSet")),
-            fixed_pdb(0),
-        ],
-    );
-    let r = send(
-        &d,
-        "POST",
-        "/v1/nodes/node-2/drain",
-        &t,
-        Some(json!({"deadlineSeconds": 600})),
-    );
-    assert_eq!(r.status, 202);
-    wait_until("a refused eviction", 20, || {
+    start_blocked_drain(&fake, &d, &t, "node-2", fixed_pdb(0), 600);
+    wait_until(20, "a refused eviction", || {
         (!evictions(&fake, "web-1").is_empty()).then_some(())
     });
     d.signal_and_wait("KILL");
@@ -624,24 +597,10 @@ fn two_daemons_never_drive_one_node_at_once() {
         },
     );
     let t = a.login();
-    add(
-        &fake,
-        vec![
-            pod("web-1", "node-3", json!({"app": "web"}), Some("ReplicaSet")),
-            fixed_pdb(0),
-        ],
-    );
-    let r = send(
-        &a,
-        "POST",
-        "/v1/nodes/node-3/drain",
-        &t,
-        Some(json!({"deadlineSeconds": 600})),
-    );
-    assert_eq!(r.status, 202);
+    start_blocked_drain(&fake, &a, &t, "node-3", fixed_pdb(0), 600);
     // Either daemon may win the Lease: A got the request, B's worker sees the node turn
     // draining through its watch at about the same moment. Exactly one drives.
-    let lease = wait_until("a lease", 20, || drain_lease(&fake, "node-3"));
+    let lease = wait_until(20, "a lease", || drain_lease(&fake, "node-3"));
     let holder = lease["spec"]["holderIdentity"]
         .as_str()
         .unwrap()
@@ -659,7 +618,7 @@ fn two_daemons_never_drive_one_node_at_once() {
         });
     // Each daemon has its own Kubernetes identity (token vs client certificate), so
     // the fake's log tells whose evictions these are: only the holder's.
-    let users = wait_until("the holder's first eviction", 20, || {
+    let users = wait_until(20, "the holder's first eviction", || {
         let users: Vec<String> = evictions(&fake, "web-1")
             .into_iter()
             .map(|(u, _)| u)
@@ -667,11 +626,15 @@ fn two_daemons_never_drive_one_node_at_once() {
         (!users.is_empty()).then_some(users)
     });
     let driver_user = users[0].clone();
-    std::thread::sleep(Duration::from_secs(2));
-    let users: Vec<String> = evictions(&fake, "web-1")
-        .into_iter()
-        .map(|(u, _)| u)
-        .collect();
+    // The window is the holder's next two attempts (its retries while the budget
+    // refuses): long enough for the other to have tried too, if it ever would.
+    let users = wait_until(20, "two more evictions", || {
+        let now: Vec<String> = evictions(&fake, "web-1")
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect();
+        (now.len() >= users.len() + 2).then_some(now)
+    });
     assert!(
         users.iter().all(|u| *u == driver_user),
         "both daemons evicted while {holder} held the lease: {users:?}"
@@ -706,21 +669,8 @@ fn the_drain_worker_stops_and_lets_go_on_sigterm() {
     let fake = FakeKube::start(3, &[]);
     let mut d = Daemon::start(&fake);
     let t = d.login();
-    add(
-        &fake,
-        vec![
-            pod("web-1", "node-2", json!({"app": "web"}), Some("ReplicaSet")),
-            fixed_pdb(0),
-        ],
-    );
-    send(
-        &d,
-        "POST",
-        "/v1/nodes/node-2/drain",
-        &t,
-        Some(json!({"deadlineSeconds": 600})),
-    );
-    wait_until("the worker holding the lease", 20, || {
+    start_blocked_drain(&fake, &d, &t, "node-2", fixed_pdb(0), 600);
+    wait_until(20, "the worker holding the lease", || {
         drain_lease(&fake, "node-2")
     });
     let started = Instant::now();
@@ -907,7 +857,7 @@ fn cluster_health_counts_ready_controllers() {
         );
     }
     // Node reads come from the watch-fed view: a change shows within moments.
-    let h = wait_until("two controllers NotReady", 10, || {
+    let h = wait_until(10, "two controllers NotReady", || {
         let h = d.get("/v1/cluster/health", &t).json();
         (h["readyControllers"] == 3).then_some(h)
     });
@@ -928,7 +878,7 @@ fn cluster_health_counts_ready_controllers() {
         "/_fake/node-ready",
         Some(json!({"name": "node-6", "ready": false})),
     );
-    let h = wait_until("node-6 NotReady", 10, || {
+    let h = wait_until(10, "node-6 NotReady", || {
         let h = d.get("/v1/cluster/health", &t).json();
         (h["nodes"][5]["ready"] == false).then_some(h)
     });

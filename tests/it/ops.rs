@@ -212,21 +212,16 @@ fn operator_commands_over_tls_with_the_pin_or_the_ca() {
     let (_, out, _) = joinery(&["pin", "--tls-cert", &cert], &[], "");
     assert_eq!(out.trim(), d.pin);
 
+    // `CMD --api API --pin PIN --password-file|--token-file FILE`, as an operator types it.
+    let remote = |cmd: &[&str], api: &str, pin: &str, credential: [&str; 2]| {
+        let mut args = cmd.to_vec();
+        args.extend(["--api", api, "--pin", pin, credential[0], credential[1]]);
+        joinery(&args, &[], "")
+    };
+
     // Logged in from a password file, or from stdin, never from argv.
     let password = s.file("password", &format!("{PASSWORD}\n"));
-    let (code, out, err) = joinery(
-        &[
-            "nodes",
-            "--api",
-            &api,
-            "--pin",
-            &d.pin,
-            "--password-file",
-            &password,
-        ],
-        &[],
-        "",
-    );
+    let (code, out, err) = remote(&["nodes"], &api, &d.pin, ["--password-file", &password]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("node-1 "), "{out}");
     let (code, _, err) = joinery(
@@ -276,19 +271,7 @@ fn operator_commands_over_tls_with_the_pin_or_the_ca() {
 
     // Refused (4): a wrong password, a read-only token asking for an admin action.
     let wrong = s.file("wrong", "not the password\n");
-    let (code, _, err) = joinery(
-        &[
-            "nodes",
-            "--api",
-            &api,
-            "--pin",
-            &d.pin,
-            "--password-file",
-            &wrong,
-        ],
-        &[],
-        "",
-    );
+    let (code, _, err) = remote(&["nodes"], &api, &d.pin, ["--password-file", &wrong]);
     assert_eq!(code, 4, "{err}");
     let created = d.post_json(
         "/v1/auth/tokens",
@@ -299,55 +282,28 @@ fn operator_commands_over_tls_with_the_pin_or_the_ca() {
     let ro = created.json()["token"].as_str().unwrap().to_string();
     d.register_secret(&ro);
     let ro_file = s.file("ro", &ro);
-    let (code, _, err) = joinery(
-        &[
-            "drain",
-            "node-2",
-            "--api",
-            &api,
-            "--pin",
-            &d.pin,
-            "--token-file",
-            &ro_file,
-        ],
-        &[],
-        "",
+    let (code, _, err) = remote(
+        &["drain", "node-2"],
+        &api,
+        &d.pin,
+        ["--token-file", &ro_file],
     );
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("403"), "{err}");
 
     // Unreachable (5): another server's pin, a port nobody listens on.
     let other = "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
-    let (code, _, err) = joinery(
-        &[
-            "nodes",
-            "--api",
-            &api,
-            "--pin",
-            other,
-            "--token-file",
-            &token_file,
-        ],
-        &[],
-        "",
-    );
+    let (code, _, err) = remote(&["nodes"], &api, other, ["--token-file", &token_file]);
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("not the --pin given"), "{err}");
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let (code, _, err) = joinery(
-        &[
-            "nodes",
-            "--api",
-            &format!("https://127.0.0.1:{port}"),
-            "--pin",
-            &d.pin,
-            "--token-file",
-            &token_file,
-        ],
-        &[],
-        "",
+    let (code, _, err) = remote(
+        &["nodes"],
+        &format!("https://127.0.0.1:{port}"),
+        &d.pin,
+        ["--token-file", &token_file],
     );
     assert_eq!(code, 5, "{err}");
 

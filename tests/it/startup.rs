@@ -204,21 +204,24 @@ fn sigterm_lets_in_flight_requests_finish() {
     let fake = FakeKube::start(1, &[]);
     let mut d = Daemon::start(&fake);
     let token = d.login();
+    // Listing API tokens reads Secrets live (node reads come from the watch-fed view).
     fake.control(
         "POST",
         "/_fake/faults",
-        Some(json!([{"path": "^/api/v1/nodes", "kind": "latency", "delayMs": 1500}])),
+        Some(json!([{"method": "GET", "path": "/secrets", "kind": "latency", "delayMs": 1500}])),
     );
-    let url = d.url.clone();
-    let cert = d.cert();
+    let (url, cert, t) = (d.url.clone(), d.cert(), token.clone());
     let slow = std::thread::spawn(move || {
         curl_at(
             &cert,
-            &format!("{url}/v1/nodes"),
-            &["-H".into(), format!("Authorization: Bearer {token}")],
+            &format!("{url}/v1/auth/tokens"),
+            &["-H".into(), format!("Authorization: Bearer {t}")],
         )
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // In flight: the slow request and the metrics request reading this.
+    wait_until(10, "the slow request in flight", || {
+        (d.metric(&token, "joinery_http_open_connections") == 2.0).then_some(())
+    });
     let t = Instant::now();
     let status = d.signal_and_wait("TERM");
     assert!(status.success(), "{status:?}");
@@ -228,6 +231,82 @@ fn sigterm_lets_in_flight_requests_finish() {
     // No longer accepting.
     let after = d.curl("GET", "/v1/health", &[]);
     assert_ne!(after.status, 200);
+}
+
+/// Issue 15, every thread has an owner: SIGTERM while two waits are held open on the
+/// local socket, the signing key is still being retried (its Secret answers 503) and the
+/// bundle cache may still be warming. The daemon exits 0 promptly, logs nothing above
+/// info after the signal, and its "stopped" line counts one thread left (itself): the
+/// servers' workers, the busy thread, the socket server, the cache, the drain worker,
+/// the auth loader and the warm-up were all joined.
+#[test]
+fn sigterm_with_work_in_flight_joins_every_thread() {
+    let fake = FakeKube::start(3, &[]);
+    fake.control(
+        "POST",
+        "/_fake/faults",
+        Some(json!([{"path": "/secrets", "kind": "status", "code": 503}])),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("j.sock");
+    let mut args = join_inputs(dir.path());
+    args.push(format!("--socket={}", socket.display()));
+    args.push(format!("--socket-uid={}", uid()));
+    let mut d = Daemon::start_with(
+        &fake,
+        DaemonOpts {
+            args,
+            ..DaemonOpts::default()
+        },
+    );
+    d.output
+        .wait_for("the signing key retry", |l| l.contains("will retry"));
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                unix_curl(
+                    &socket,
+                    "GET",
+                    "/v1/nodes/node-8?waitFor=ready&timeoutSeconds=600",
+                    &[],
+                )
+            })
+        })
+        .collect();
+    wait_until(10, "two open waits", || {
+        let (_, text) = unix_curl_text(&socket, "GET", "/metrics", &[]);
+        (metric_in(&text, "joinery_cache_waiters") == Some(2.0)).then_some(())
+    });
+
+    let before = d.output.lines().len();
+    let t = Instant::now();
+    let status = d.signal_and_wait("TERM");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    for w in waiters {
+        let (status, body) = w.join().unwrap();
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (503, Some("shutting_down"))
+        );
+    }
+    let stopped = d
+        .output
+        .wait_for("the stopped line", |l| l.contains(r#""msg":"stopped""#));
+    let stopped: serde_json::Value = serde_json::from_str(&stopped).unwrap();
+    assert_eq!(stopped["threads"], 1, "threads left at exit: {stopped}");
+    let after = &d.output.lines()[before..];
+    let loud: Vec<_> = after
+        .iter()
+        .filter(|l| l.contains(r#""level":"warn""#) || l.contains(r#""level":"error""#))
+        .collect();
+    assert!(loud.is_empty(), "logged on shutdown: {loud:#?}");
+    assert!(!socket.exists());
 }
 
 #[test]

@@ -10,6 +10,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -50,9 +51,10 @@ pub fn password_hash() -> &'static str {
     })
 }
 
-/// Lines a child process printed, kept for the failure report.
+/// Lines a child process printed, kept for the failure report, and how many of its
+/// streams are still open.
 #[derive(Clone, Default)]
-pub struct Output(Arc<Mutex<Vec<String>>>);
+pub struct Output(Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>);
 
 impl Output {
     pub fn lines(&self) -> Vec<String> {
@@ -67,18 +69,18 @@ impl Output {
             .collect()
     }
 
-    /// Waits (bounded) for a line matching `pred`.
+    /// Waits (at most 30 s) for a line matching `pred`. (On a timeout the daemon's
+    /// `Drop` prints its output.)
     pub fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        for _ in 0..600 {
-            if let Some(l) = self.lines().into_iter().find(|l| pred(l)) {
-                return l;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "timed out waiting for {what}; output:\n{}",
-            self.lines().join("\n")
-        );
+        wait_until(30, what, || self.lines().into_iter().find(|l| pred(l)))
+    }
+
+    /// Waits (at most 5 s) until every stream of the (exited) process has been read to
+    /// its end, so `lines` holds all it printed.
+    pub fn wait_closed(&self) {
+        wait_until(5, "the process's output to end", || {
+            (self.1.load(Ordering::SeqCst) == 0).then_some(())
+        });
     }
 }
 
@@ -90,6 +92,7 @@ fn pump(
     ready: impl Fn(&str) -> bool + Send + 'static,
     tx: Option<mpsc::Sender<String>>,
 ) {
+    out.1.fetch_add(1, Ordering::SeqCst);
     std::thread::spawn(move || {
         let mut tx = tx;
         for line in BufReader::new(stream).lines() {
@@ -99,6 +102,7 @@ fn pump(
             }
             out.0.lock().unwrap().push(line);
         }
+        out.1.fetch_sub(1, Ordering::SeqCst);
     });
 }
 
@@ -248,6 +252,18 @@ impl Daemon {
     /// Starts joinery against `fake` with a password hash file.
     pub fn start(fake: &FakeKube) -> Daemon {
         Daemon::start_with(fake, DaemonOpts::default())
+    }
+
+    /// Starts joinery against `fake` with a password hash file and extra `args`.
+    pub fn start_args(fake: &FakeKube, args: &[&str]) -> Daemon {
+        let args = args.iter().map(|a| a.to_string()).collect();
+        Daemon::start_with(
+            fake,
+            DaemonOpts {
+                args,
+                ..DaemonOpts::default()
+            },
+        )
     }
 
     pub fn start_with(fake: &FakeKube, opts: DaemonOpts) -> Daemon {
@@ -415,18 +431,12 @@ impl Daemon {
             .args(["-s", sig, &pid])
             .status()
             .unwrap();
-        let mut child = self.child.take().unwrap();
-        for _ in 0..300 {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        panic!(
-            "joinery did not exit after SIG{sig}:\n{}",
-            self.output.lines().join("\n")
-        );
+        // On a timeout the child is still ours: `Drop` kills it and prints its output.
+        let status = wait_until(15, &format!("joinery to exit after SIG{sig}"), || {
+            self.child.as_mut().unwrap().try_wait().unwrap()
+        });
+        self.child = None;
+        status
     }
 
     /// Whether the process is still running.
@@ -485,14 +495,16 @@ impl Daemon {
     /// Waits (at most 20 s) until `/v1/ready` says the watch-fed view is in sync, so
     /// the cache's start-up (threads, first lists) is over.
     pub fn wait_cache_synced(&self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while self.curl("GET", "/v1/ready", &[]).json()["cacheInSync"] != serde_json::json!(true) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the watch-fed view never synced"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(20, "the watch-fed view to sync", || {
+            let ready = self.curl("GET", "/v1/ready", &[]).json();
+            (ready["cacheInSync"] == serde_json::json!(true)).then_some(())
+        });
+    }
+
+    /// The unlabelled metric `name` from `/metrics`, read with `token`.
+    pub fn metric(&self, token: &str, name: &str) -> f64 {
+        metric_in(&self.get("/metrics", token).text(), name)
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
     }
 
     /// Logs in with the installer password and returns the session token.
@@ -516,9 +528,9 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             eprintln!("--- joinery output ---\n{}", self.output.lines().join("\n"));
         } else {
-            // Every test checks the log for secrets without having to ask. Give the
-            // output pumps a moment to take the last lines of the killed process.
-            std::thread::sleep(Duration::from_millis(50));
+            // Every test checks the log for secrets without having to ask, once the
+            // output pumps have taken the last lines of the killed process.
+            self.output.wait_closed();
             self.assert_no_secret_logged();
         }
     }
@@ -656,18 +668,16 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-/// Join inputs for a daemon: a tiny Embedded Cluster config (roles `controller` and
-/// `app`), a multi-node license for app `my-app`, and an artifacts directory holding
-/// `my-app` and a larger `images/air.tar`. Returns the `serve` arguments.
+/// The Embedded Cluster Config every join test serves: `tests/data/ec-config.yaml`
+/// (roles `controller`, `worker`, `gpu` and `app`; the Python tests read it too).
+pub fn ec_config() -> PathBuf {
+    root().join("tests/data/ec-config.yaml")
+}
+
+/// Join inputs for a daemon: the shared [`ec_config`], a multi-node license for app
+/// `my-app`, and an artifacts directory holding `my-app` and a larger `images/air.tar`.
+/// Returns the `serve` arguments.
 pub fn join_inputs(dir: &Path) -> Vec<String> {
-    let config = dir.join("ec-config.yaml");
-    std::fs::write(
-        &config,
-        "apiVersion: embeddedcluster.replicated.com/v1beta1\nkind: Config\nspec:\n  roles:\n    \
-         controller:\n      name: controller\n    custom:\n    - name: app\n      labels:\n        \
-         app: \"true\"\n",
-    )
-    .unwrap();
     let license = dir.join("license.yaml");
     std::fs::write(
         &license,
@@ -690,7 +700,7 @@ pub fn join_inputs(dir: &Path) -> Vec<String> {
     std::fs::write(artifacts.join("images/air.tar"), &big).unwrap();
     vec![
         "--ec-config".into(),
-        config.display().to_string(),
+        ec_config().display().to_string(),
         "--license".into(),
         license.display().to_string(),
         "--artifacts-dir".into(),
@@ -733,4 +743,102 @@ pub fn run_joinery(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, St
         String::from_utf8_lossy(&out.stdout).into_owned(),
         err,
     )
+}
+
+/// This test process's uid (the daemon's `--socket-uid` in socket tests).
+pub fn uid() -> u32 {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// curl over a Unix socket: (status, body as JSON, or null).
+pub fn unix_curl(socket: &Path, method: &str, path: &str, extra: &[&str]) -> (u16, Value) {
+    let (status, body) = unix_curl_text(socket, method, path, extra);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// curl over a Unix socket: (status, body).
+pub fn unix_curl_text(socket: &Path, method: &str, path: &str, extra: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "30",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+        ])
+        .arg("--unix-socket")
+        .arg(socket)
+        .args(extra)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The value of the unlabelled metric `name` in a Prometheus text body.
+pub fn metric_in(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, failing the test after `secs` seconds
+/// with `what`. The one way these tests wait for something to happen: never a fixed
+/// sleep, which is too short on a loaded machine and wasted time on an idle one.
+pub fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts that `sha256sum -c --strict SHA256SUMS` passes in `dir` (an extracted
+/// bundle), as the join steps check it.
+pub fn assert_sums_verify(dir: &Path) {
+    let out = Command::new("sha256sum")
+        .args(["-c", "--strict", "SHA256SUMS"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sha256sum -c: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Extracts a downloaded bundle with `tar xzf` in a fresh directory (removed when the
+/// returned guard drops) and asserts that its SHA256SUMS verify.
+pub fn extract_verified(bundle: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("b.tgz"), bundle).unwrap();
+    let tar = Command::new("tar")
+        .args(["xzf", "b.tgz"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        tar.status.success(),
+        "tar xzf: {}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    assert_sums_verify(dir.path());
+    dir
 }

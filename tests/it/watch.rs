@@ -10,28 +10,8 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-/// Polls `f` until it returns `Some`, failing the test at `secs`.
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn synced(d: &Daemon) {
     d.wait_cache_synced();
-}
-
-fn metric(d: &Daemon, token: &str, name: &str) -> f64 {
-    let text = d.get("/metrics", token).text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 /// API-server requests that listed nodes (watches not counted).
@@ -145,9 +125,9 @@ fn answers_from_the_view_are_byte_for_byte_the_live_ones() {
     );
     let d = Daemon::start(&fake);
     let token = d.login();
-    eventually(30, "the view out of sync after its first list", || {
-        (metric(&d, &token, "joinery_cache_relists_total") >= 1.0
-            && metric(&d, &token, "joinery_cache_in_sync") == 0.0)
+    wait_until(30, "the view out of sync after its first list", || {
+        (d.metric(&token, "joinery_cache_relists_total") >= 1.0
+            && d.metric(&token, "joinery_cache_in_sync") == 0.0)
             .then_some(())
     });
     let paths = ["/v1/nodes", "/v1/flux/nodes", "/v1/cluster/health"];
@@ -155,8 +135,8 @@ fn answers_from_the_view_are_byte_for_byte_the_live_ones() {
     let live: Vec<Vec<u8>> = paths.iter().map(|p| d.get(p, &token).body).collect();
     assert_eq!(node_lists(&fake), before + paths.len(), "read live");
     fake.control("POST", "/_fake/deny", Some(json!([])));
-    eventually(40, "the view in sync", || {
-        (metric(&d, &token, "joinery_cache_in_sync") == 1.0).then_some(())
+    wait_until(40, "the view in sync", || {
+        (d.metric(&token, "joinery_cache_in_sync") == 1.0).then_some(())
     });
     let before = node_lists(&fake);
     for (path, live) in paths.iter().zip(live) {
@@ -194,12 +174,12 @@ fn node_reads_cost_the_api_server_nothing_once_in_sync() {
     assert!(api_calls.is_empty(), "{api_calls:?}");
     // A change is seen without asking.
     node_ready(&fake, "node-2", json!(false));
-    eventually(10, "node-2 NotReady in /v1/nodes", || {
+    wait_until(10, "node-2 NotReady in /v1/nodes", || {
         (ready_of(&d, &token, "node-2") == Some(false)).then_some(())
     });
     assert_eq!(node_lists(&fake), 0);
-    assert!(metric(&d, &token, "joinery_cache_events_total") >= 1.0);
-    assert_eq!(metric(&d, &token, "joinery_cache_in_sync"), 1.0);
+    assert!(d.metric(&token, "joinery_cache_events_total") >= 1.0);
+    assert_eq!(d.metric(&token, "joinery_cache_in_sync"), 1.0);
 }
 
 #[test]
@@ -211,18 +191,18 @@ fn a_watch_reset_and_a_410_gone_resync_the_view() {
     // The stream is cut (RST): the reflector watches again from where it was.
     fake.control("POST", "/_fake/watch-reset", Some(json!({})));
     node_ready(&fake, "node-3", json!(false));
-    eventually(15, "node-3 NotReady after a reset", || {
+    wait_until(15, "node-3 NotReady after a reset", || {
         (ready_of(&d, &token, "node-3") == Some(false)).then_some(())
     });
     // History compacted and the stream cut: the re-watch gets 410 Gone, so it lists.
-    let relists = metric(&d, &token, "joinery_cache_relists_total");
+    let relists = d.metric(&token, "joinery_cache_relists_total");
     fake.control("POST", "/_fake/compact", Some(json!({})));
     fake.control("POST", "/_fake/watch-reset", Some(json!({})));
     node_ready(&fake, "node-3", json!(true));
-    eventually(15, "a re-list after 410 Gone", || {
-        (metric(&d, &token, "joinery_cache_relists_total") > relists).then_some(())
+    wait_until(15, "a re-list after 410 Gone", || {
+        (d.metric(&token, "joinery_cache_relists_total") > relists).then_some(())
     });
-    eventually(15, "node-3 Ready after a re-list", || {
+    wait_until(15, "node-3 Ready after a re-list", || {
         (ready_of(&d, &token, "node-3") == Some(true)).then_some(())
     });
     synced(&d);
@@ -236,13 +216,7 @@ fn api_server_down_then_back_answers_stay_correct_and_the_view_resyncs() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
     let fake = FakeKube::start(3, &[]);
-    let d = Daemon::start_with(
-        &fake,
-        DaemonOpts {
-            args: vec!["--kube-timeout".into(), "2".into()],
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start_args(&fake, &["--kube-timeout", "2"]);
     let token = d.login();
     synced(&d);
     let start = Instant::now();
@@ -265,10 +239,11 @@ fn api_server_down_then_back_answers_stay_correct_and_the_view_resyncs() {
                 saw_503 = true;
             }
         }
+        // Sampling across the whole outage is the thing under test.
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(saw_503, "the outage was never reported");
-    eventually(40, "the view to resync after the outage", || {
+    wait_until(40, "the view to resync after the outage", || {
         (ready_of(&d, &token, "node-2") == Some(false)).then_some(())
     });
     synced(&d);
@@ -302,8 +277,8 @@ fn waiters_see_nodes_added_and_deleted_and_streams_follow() {
     };
     let joining = waiter(ready_url);
     let leaving = waiter(gone_url);
-    eventually(10, "two waiters", || {
-        (metric(&d, &token, "joinery_cache_waiters") >= 2.0).then_some(())
+    wait_until(10, "two waiters", || {
+        (d.metric(&token, "joinery_cache_waiters") >= 2.0).then_some(())
     });
     fake.control(
         "POST",
@@ -366,21 +341,15 @@ fn waiters_see_nodes_added_and_deleted_and_streams_follow() {
 #[test]
 fn waiters_are_capped_and_ordinary_requests_still_served() {
     let fake = FakeKube::start(3, &[]);
-    let d = Daemon::start_with(
-        &fake,
-        DaemonOpts {
-            args: vec!["--max-waiters".into(), "2".into()],
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start_args(&fake, &["--max-waiters", "2"]);
     let token = d.login();
     synced(&d);
     let s1 = Stream::open(&d, &token);
     s1.next();
     let s2 = Stream::open(&d, &token);
     s2.next();
-    eventually(10, "two streams", || {
-        (metric(&d, &token, "joinery_cache_waiters") == 2.0).then_some(())
+    wait_until(10, "two streams", || {
+        (d.metric(&token, "joinery_cache_waiters") == 2.0).then_some(())
     });
     d.get("/v1/nodes?watch=true", &token)
         .assert_error(503, "server_busy");
@@ -392,7 +361,7 @@ fn waiters_are_capped_and_ordinary_requests_still_served() {
     // The slot comes back once the server notices the client left: when a write to it
     // fails (the first write after a peer's close usually still succeeds).
     let mut ready = false;
-    eventually(15, "the slot back", || {
+    wait_until(15, "the slot back", || {
         ready = !ready;
         node_ready(&fake, "node-3", json!(ready));
         (d.get("/v1/nodes/node-1?waitFor=ready&timeoutSeconds=1", &token)
@@ -421,8 +390,8 @@ fn sigterm_ends_open_waiters_and_streams_promptly_and_cleanly() {
             &["-H".into(), format!("Authorization: Bearer {t}")],
         )
     });
-    eventually(10, "a waiter and a stream", || {
-        (metric(&d, &token, "joinery_cache_waiters") == 2.0).then_some(())
+    wait_until(10, "a waiter and a stream", || {
+        (d.metric(&token, "joinery_cache_waiters") == 2.0).then_some(())
     });
     let t = Instant::now();
     assert!(d.signal_and_wait("TERM").success());
@@ -452,8 +421,8 @@ fn a_waiter_sees_a_background_drain_finish() {
             &["-H".into(), format!("Authorization: Bearer {t}")],
         )
     });
-    eventually(10, "the waiter", || {
-        (metric(&d, &token, "joinery_cache_waiters") == 1.0).then_some(())
+    wait_until(10, "the waiter", || {
+        (d.metric(&token, "joinery_cache_waiters") == 1.0).then_some(())
     });
     // A background drain (deadline > 0 answers 202 at once; the worker finishes it).
     let r = d.post_json(

@@ -1,8 +1,8 @@
 """Helpers shared by the Flux, metrics and OpenAPI tests: join inputs, tokens, HTTPS calls.
 
-`join_inputs(dir)` writes a tiny Embedded Cluster Config (controller role plus a custom
-`app` role), a multi-node License and an artifacts directory, and returns the daemon flags
-that turn joins on. `session_token` signs a token the way the daemon does (the tests start
+`join_inputs(dir)` uses the shared Embedded Cluster Config in tests/data/ (controller
+plus the custom roles `worker`, `gpu` and `app`), writes a multi-node License and an
+artifacts directory, and returns the daemon flags that turn joins on. `session_token` signs a token the way the daemon does (the tests start
 the daemon with --signing-key-file), so a test can hold a `read`-scoped token, which no
 endpoint hands out yet.
 """
@@ -20,18 +20,8 @@ import jwt
 
 TIMEOUT_SECONDS = 60
 
-EC_CONFIG = """\
-apiVersion: embeddedcluster.replicated.com/v1beta1
-kind: Config
-spec:
-  roles:
-    controller:
-      name: controller
-    custom:
-    - name: app
-      labels:
-        app: "true"
-"""
+# The Embedded Cluster Config every join test serves (the Rust tests read it too).
+EC_CONFIG = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "data", "ec-config.yaml"))
 
 LICENSE = """\
 apiVersion: kots.io/v1beta1
@@ -46,17 +36,14 @@ spec:
 def join_inputs(directory):
     """Writes the join inputs under `directory`; returns the flags that use them."""
     os.makedirs(directory, exist_ok=True)
-    config = os.path.join(directory, "ec-config.yaml")
     license_ = os.path.join(directory, "license.yaml")
     artifacts = os.path.join(directory, "artifacts")
     os.makedirs(artifacts, exist_ok=True)
-    with open(config, "w") as f:
-        f.write(EC_CONFIG)
     with open(license_, "w") as f:
         f.write(LICENSE)
     with open(os.path.join(artifacts, "demo-app"), "wb") as f:
         f.write(b"#!/bin/sh\necho demo-app\n" + os.urandom(2048))
-    return ["--ec-config", config, "--license", license_, "--artifacts-dir", artifacts]
+    return ["--ec-config", EC_CONFIG, "--license", license_, "--artifacts-dir", artifacts]
 
 
 def signing_key_file(directory):
@@ -92,3 +79,16 @@ def call(daemon, method, path, token=None, body=None, headers=None):
             return resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.headers, err.read()
+
+
+def wait_until(what, check, timeout=30.0):
+    """Calls `check` every 50 ms until it returns a true value, and returns that value;
+    fails the test after `timeout` seconds, naming `what`. The one way these tests wait
+    for something (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.05)

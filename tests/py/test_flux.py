@@ -12,7 +12,6 @@ unique in the list; then `filter.limit` (default 100) keeps the first inputs and
 """
 
 import json
-import time
 import os
 import ssl
 import urllib.error
@@ -21,7 +20,7 @@ import urllib.request
 import pytest
 
 from conftest import ROOT, Daemon, Fake
-from daemon_env import call, session_token, signing_key_file
+from daemon_env import call, session_token, signing_key_file, wait_until
 
 MAX_EXTERNAL_SERVICE_PAYLOAD = 900 * 1024  # maxExternalServicePayloadSize
 DEFAULT_FILTER_LIMIT = 100  # DefaultResourceSetInputProviderFilterLimit
@@ -193,14 +192,12 @@ def test_more_than_900_kib_is_a_clear_422_and_filters_narrow_it():
 
         # The nodes really are over the limit: the plain node list is larger still. The
         # daemon reads a watch-fed view, so wait (bounded) until it shows all 43 nodes.
-        deadline = time.monotonic() + 30
-        while True:
+        def all_nodes():
             status, _, listing = call(daemon, "GET", "/v1/nodes", token=token)
             assert status == 200
-            if len(json.loads(listing)["nodes"]) == 43 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        assert len(json.loads(listing)["nodes"]) == 43
+            return listing if len(json.loads(listing)["nodes"]) == 43 else None
+
+        listing = wait_until("the view to show all 43 nodes", all_nodes)
         assert len(listing) > MAX_EXTERNAL_SERVICE_PAYLOAD
 
         status, headers, body = call(daemon, "GET", "/v1/flux/nodes", token=token)

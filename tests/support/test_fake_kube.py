@@ -758,7 +758,8 @@ def test_reset_fault_sends_rst(fake):
     for path, expect_rst in (("reset-me", True), ("drop-me", False)):
         s = fake.ctx.wrap_socket(socket.create_connection(("127.0.0.1", fake.port)), server_hostname="127.0.0.1")
         s.sendall(f"GET /api/v1/nodes/{path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        time.sleep(0.3)
+        # The fault has been applied once the fake logs the request.
+        assert wait_for(lambda: any(r["path"].endswith(path) for r in fake.control("GET", "requests")))
         raw = socket.socket(fileno=os.dup(s.fileno()))
         try:
             got = b""
