@@ -218,9 +218,15 @@ fn sigterm_lets_in_flight_requests_finish() {
             &["-H".into(), format!("Authorization: Bearer {t}")],
         )
     });
-    // In flight: the slow request and the metrics request reading this.
+    // In flight: its handler is waiting on the fake's Secret list (an open connection
+    // alone is not enough: one whose request has not arrived yet is idle, and closed).
     wait_until(10, "the slow request in flight", || {
-        (d.metric(&token, "joinery_http_open_connections") == 2.0).then_some(())
+        let now = fake.control("GET", "/_fake/inflight", None);
+        let held = now.as_array().is_some_and(|v| {
+            v.iter()
+                .any(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/secrets")))
+        });
+        held.then_some(())
     });
     let t = Instant::now();
     let status = d.signal_and_wait("TERM");

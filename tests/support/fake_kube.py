@@ -57,6 +57,8 @@ Control API (same port, no auth, never faulted), all JSON:
     GET    /_fake/requests      the last 2000 API requests [{method, path, query, status,
                                 user, body?}]; status is "drop"/"reset" for those faults
     DELETE /_fake/requests      clear that log
+    GET    /_fake/inflight      the API requests being served now [{method, path, query}]
+                                (so a test can act while one is held by a latency fault)
     POST   /_fake/deny          replace the deny list [{verb?, resource?, subresource?,
                                 namespace?, name?, user?, group?}]; absent = any, "*" = any,
                                 but "pods" does not cover "pods/eviction" (as in RBAC)
@@ -1300,6 +1302,7 @@ class Fake:
         self.deny: list[dict] = []
         self.faults: list[dict] = []
         self.requests = collections.deque(maxlen=2000)
+        self.inflight: dict[int, dict] = {}  # id(handler) -> request, while served
         self.latency = args.latency_ms / 1000
         self.url = ""
         self.watch_gen = 0          # bumped to cut every open watch (RST)
@@ -1456,6 +1459,8 @@ class Handler(BaseHTTPRequestHandler):
             body = self._body()
             if path.startswith("/_fake/"):
                 return self._control(fake, path, body)
+            with fake.lock:
+                fake.inflight[id(self)] = {"method": self.command, "path": path, "query": query}
             if time.monotonic() < fake.down_until:
                 raise Abort(True)
             fault = fake.take_fault(self.command, self.path)
@@ -1483,6 +1488,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(500, ApiError(500, "InternalError", f"Internal error occurred: {e}", {}).status())
         finally:
             if not path.startswith("/_fake/"):
+                with fake.lock:
+                    fake.inflight.pop(id(self), None)
                 entry = {"method": self.command, "path": path, "query": query, "status": self.status_sent,
                          "user": user}
                 if self.command in ("POST", "PUT", "PATCH", "DELETE") and body:
@@ -1676,6 +1683,10 @@ class Handler(BaseHTTPRequestHandler):
                 fake.token = (data or {}).get("token") or secrets.token_urlsafe(32)
             fake.write_credentials()
             return self._send(200, {"token": fake.token})
+        if path == "/_fake/inflight":
+            with fake.lock:
+                now = list(fake.inflight.values())
+            return self._send(200, now)
         if path == "/_fake/requests":
             if m == "DELETE":
                 fake.requests.clear()

@@ -21,6 +21,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -736,6 +737,19 @@ def test_latency_drop_and_reset_faults(fake):
     with pytest.raises((ConnectionResetError, ssl.SSLError, http.client.RemoteDisconnected)):
         fake.get("/api/v1/nodes/node-3")
     assert fake.get("/api/v1/nodes/node-2")[0] == 200 and fake.get("/api/v1/nodes/node-3")[0] == 200
+
+
+def test_inflight_shows_a_request_held_by_a_latency_fault_until_it_is_answered(fake):
+    assert fake.control("GET", "inflight") == []
+    fake.control("POST", "faults", [{"path": "node-1", "kind": "latency", "delayMs": 1500}])
+    held = threading.Thread(target=fake.get, args=("/api/v1/nodes/node-1",))
+    held.start()
+    deadline = time.monotonic() + 5
+    while fake.control("GET", "inflight") != [{"method": "GET", "path": "/api/v1/nodes/node-1", "query": ""}]:
+        assert time.monotonic() < deadline, fake.control("GET", "inflight")
+        time.sleep(0.02)
+    held.join()
+    assert fake.control("GET", "inflight") == []
 
 
 def test_lost_fault_lands_the_write_and_drops_the_answer(fake):
