@@ -333,6 +333,9 @@ struct PoolState {
     /// Admitted TCP connections per address key ([`share_key`]); an entry goes when
     /// its count reaches zero, so this never outgrows `active`.
     per_address: HashMap<IpAddr, usize>,
+    /// The worker threads, joined once the pool has drained; a worker that retired
+    /// while idle leaves a finished handle, dropped at the next spawn.
+    handles: Vec<thread::JoinHandle<()>>,
 }
 
 impl PoolState {
@@ -402,13 +405,19 @@ impl Pool {
                 .name("http-worker".into())
                 .stack_size(ctx.limits.worker_stack)
                 .spawn(move || worker(pool, ctx));
-            if let Err(e) = spawned {
-                crate::log::error(
-                    "cannot start a worker thread",
-                    &[("error", e.to_string().into())],
-                );
-                st.rejected += 1;
-                return Err((job, Refused::Full));
+            match spawned {
+                Ok(handle) => {
+                    st.handles.retain(|h| !h.is_finished());
+                    st.handles.push(handle);
+                }
+                Err(e) => {
+                    crate::log::error(
+                        "cannot start a worker thread",
+                        &[("error", e.to_string().into())],
+                    );
+                    st.rejected += 1;
+                    return Err((job, Refused::Full));
+                }
             }
             st.workers += 1;
         }
@@ -486,6 +495,13 @@ impl Pool {
                 .wait_timeout(st, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+        }
+        // Every worker has said it is done; join them, so none is still on its way out
+        // when the daemon says it has stopped.
+        let handles = std::mem::take(&mut st.handles);
+        drop(st);
+        for h in handles {
+            let _ = h.join();
         }
     }
 }
