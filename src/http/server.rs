@@ -333,9 +333,11 @@ struct PoolState {
     /// Admitted TCP connections per address key ([`share_key`]); an entry goes when
     /// its count reaches zero, so this never outgrows `active`.
     per_address: HashMap<IpAddr, usize>,
-    /// The worker threads, joined once the pool has drained; a worker that retired
-    /// while idle leaves a finished handle, dropped at the next spawn.
-    handles: Vec<thread::JoinHandle<()>>,
+    /// The worker threads by id, joined once the pool has drained. A worker retiring
+    /// while idle drops its own handle (detaching itself), so its stack is freed as it
+    /// exits rather than kept for a join.
+    handles: HashMap<u64, thread::JoinHandle<()>>,
+    next_worker: u64,
 }
 
 impl PoolState {
@@ -401,14 +403,16 @@ impl Pool {
         if st.workers <= st.active {
             let pool = self.clone();
             let ctx = ctx.clone();
+            st.next_worker += 1;
+            let id = st.next_worker;
             let spawned = thread::Builder::new()
                 .name("http-worker".into())
                 .stack_size(ctx.limits.worker_stack)
-                .spawn(move || worker(pool, ctx));
+                .spawn(move || worker(pool, ctx, id));
             match spawned {
+                // The worker cannot retire before this: it needs the lock held here.
                 Ok(handle) => {
-                    st.handles.retain(|h| !h.is_finished());
-                    st.handles.push(handle);
+                    st.handles.insert(id, handle);
                 }
                 Err(e) => {
                     crate::log::error(
@@ -500,13 +504,13 @@ impl Pool {
         // when the daemon says it has stopped.
         let handles = std::mem::take(&mut st.handles);
         drop(st);
-        for h in handles {
+        for h in handles.into_values() {
             let _ = h.join();
         }
     }
 }
 
-fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>) {
+fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>, id: u64) {
     loop {
         let job = {
             let mut st = pool.lock();
@@ -523,6 +527,7 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>) {
                     .unwrap_or_else(|e| e.into_inner());
                 st = guard;
                 if waited.timed_out() && st.pending.is_empty() {
+                    st.handles.remove(&id); // retiring while the pool goes on: nobody joins it
                     return pool.worker_done(st);
                 }
             }
