@@ -1,5 +1,5 @@
-//! The few system calls std has no safe way to make: poll(2), pipe2(2), SO_PEERCRED,
-//! sigaction(2) and errno for the signal handler, geteuid(2), getifaddrs(3).
+//! The few system calls std has no safe way to make: poll(2), epoll(7), pipe2(2),
+//! SO_PEERCRED, sigaction(2) and errno for the signal handler, geteuid(2), getifaddrs(3).
 //!
 //! Invariant: every `unsafe` block of the crate lives here, each with a `SAFETY:` comment
 //! saying why it is sound, behind a safe function. The crate root denies `unsafe_code`;
@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// What [`wait_readable`] saw.
@@ -94,6 +94,76 @@ pub(crate) fn wait_readable(
         }
         if rc == 0 && deadline.is_none() {
             continue;
+        }
+    }
+}
+
+/// An epoll set whose waiters take one ready descriptor at a time, each known by a
+/// token. Connections are added one-shot: reported once, then silent until re-armed, so
+/// two threads never get the same connection.
+pub(crate) struct Epoll(OwnedFd);
+
+impl Epoll {
+    pub(crate) fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 has no memory preconditions.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the descriptor was just created and is owned by nobody else.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: libc::c_int, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: events as u32,
+            u64: token,
+        };
+        // SAFETY: the event is a live stack value the kernel only reads during the call.
+        let rc = unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    const ONCE: libc::c_int = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT;
+
+    /// Report `fd` once, with `token`, when it becomes readable (or hangs up).
+    pub(crate) fn add_once(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, Self::ONCE, token)
+    }
+
+    /// Arm an `add_once` descriptor again (it was reported, and is waited on again).
+    pub(crate) fn rearm(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, Self::ONCE, token)
+    }
+
+    /// Report `fd` to every waiter for as long as it is readable (the shutdown pipe).
+    pub(crate) fn add_level(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN, token)
+    }
+
+    /// Stop watching `fd`. Needed before closing a descriptor whose socket has another
+    /// descriptor open (a `try_clone`): a registration belongs to the socket, not the
+    /// descriptor, and would outlive the close.
+    pub(crate) fn delete(&self, fd: RawFd) {
+        let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
+    }
+
+    /// Waits up to `timeout` for one ready descriptor; its token, `None` on timeout.
+    pub(crate) fn wait_one(&self, timeout: Duration) -> Option<u64> {
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        loop {
+            // SAFETY: room for exactly the one event we pass as maxevents.
+            let rc = unsafe { libc::epoll_wait(self.0.as_raw_fd(), &mut ev, 1, ms) };
+            match rc {
+                1 => return Some(ev.u64),
+                // A signal (epoll_wait is never restarted): wait again.
+                _ if rc < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+                _ => return None,
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ use super::parse::{parse_head, ChunkedDecoder, Framing, Head, Reject, Version};
 use super::rate::{resting_write_timeout, Budget, RateGuard};
 use super::response::{reject_response, wants_close, write_response, ReplyMode, WriteError};
 use super::{Handler, Limits, Peer, Request, ShutdownHandle};
-use crate::sys::{self, Wake};
+use crate::sys;
 
 /// After an error response we keep reading (and discarding) for a moment so the client's
 /// TCP stack does not reset the connection and drop our answer before it reads it.
@@ -225,38 +225,52 @@ enum Next {
     Abort,
 }
 
-/// Serve requests on `t` until the client leaves, a deadline passes, or shutdown.
-pub(crate) fn serve<T: Transport>(t: &mut T, peer: &Peer, ctx: &Ctx) {
-    let limits = &ctx.limits;
-    if t.set_write_timeout(Some(resting(limits))).is_err() {
-        return;
-    }
-    let mut buf: Vec<u8> = Vec::new();
-    // The first request's head deadline runs from the end of the handshake; later ones
-    // get `idle_timeout` to start and then `head_timeout` from their first byte.
-    let mut head_deadline = Some(Instant::now() + limits.head_timeout);
+/// A served connection with no input left: it waits (parked in the pool's epoll set,
+/// holding no thread) for its next request until `until`.
+pub(crate) struct Wait {
+    pub until: Instant,
+    /// Its first request is still awaited (`until` is that request's head deadline).
+    pub first: bool,
+}
+
+/// Serves requests on `t` for as long as input is there: `ready` when its socket was
+/// just reported readable, then while `buf` or the TLS layer holds unread bytes
+/// (pipelined requests). Returns when it must wait for input ([`Wait`]; the caller
+/// parks it), or `None` once it is closed (the client left, a deadline passed, an
+/// error, or shutdown). `first` is the head deadline while the first request is
+/// awaited; later requests get `idle_timeout` to start and then `head_timeout` from
+/// their first byte. `buf` is the worker's, empty on entry and on return.
+pub(crate) fn serve<T: Transport>(
+    t: &mut T,
+    peer: &Peer,
+    ctx: &Ctx,
+    buf: &mut Vec<u8>,
+    mut first: Option<Instant>,
+    mut ready: bool,
+) -> Option<Wait> {
     loop {
-        if buf.is_empty() && !t.has_buffered_input() {
-            let wait = match head_deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => limits.idle_timeout,
-            };
-            match sys::wait_readable(Some(t.fd()), ctx.shutdown.fd(), Some(wait)) {
-                Wake::Ready => {}
-                Wake::Timeout | Wake::Shutdown => {
-                    t.finish();
-                    return;
-                }
-            }
+        if !ready && buf.is_empty() && !t.has_buffered_input() {
+            return Some(match first {
+                Some(until) => Wait { until, first: true },
+                None => Wait {
+                    until: Instant::now() + ctx.limits.idle_timeout,
+                    first: false,
+                },
+            });
         }
-        let deadline = head_deadline.unwrap_or_else(|| Instant::now() + limits.head_timeout);
-        match one_request(t, peer, ctx, &mut buf, deadline) {
-            Next::KeepAlive => head_deadline = None,
+        ready = false;
+        let deadline = first.unwrap_or_else(|| Instant::now() + ctx.limits.head_timeout);
+        match one_request(t, peer, ctx, buf, deadline) {
+            Next::KeepAlive => first = None,
             Next::Close => {
                 t.finish();
-                return;
+                buf.clear();
+                return None;
             }
-            Next::Abort => return,
+            Next::Abort => {
+                buf.clear();
+                return None;
+            }
         }
     }
 }
@@ -517,7 +531,7 @@ fn dispatch<T: Transport>(t: &mut T, x: &Exchange, head: Head, body: Vec<u8>) ->
 
 /// The write timeout a connection keeps between responses (see
 /// [`resting_write_timeout`]): set once per connection, not twice per request.
-fn resting(limits: &Limits) -> Duration {
+pub(crate) fn resting(limits: &Limits) -> Duration {
     resting_write_timeout(
         limits.min_transfer_rate,
         limits.min_rate_grace,

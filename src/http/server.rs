@@ -20,9 +20,9 @@
 //!   503, never a reset, unless the client sends nothing within [`BUSY_DEADLINE`].
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
+use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 
-use super::conn::{self, Ctx, Transport, UnixTransport};
+use super::conn::{self, Ctx, TlsTransport, Transport, UnixTransport};
 use super::parse::Reject;
 use super::response::{reject_response, write_response, ReplyMode};
-use super::{Handler, Limits, ShutdownHandle};
+use super::{Handler, Limits, Peer, ShutdownHandle};
 use crate::addr::share_key;
 use crate::sys::{self, Wake};
 
@@ -63,11 +63,9 @@ enum Listener {
     Unix(UnixListener, PathBuf),
 }
 
-/// An accepted connection waiting for (or being served by) a worker.
+/// An accepted connection, before it is admitted (or refused).
 enum Job {
-    /// The socket, the peer, the TLS config, and the handshake's deadline and id in
-    /// the pool's handshake table (both set on admission).
-    Tls(TcpStream, SocketAddr, Arc<ServerConfig>, Instant, u64),
+    Tls(TcpStream, SocketAddr, Arc<ServerConfig>),
     Unix(UnixStream),
 }
 
@@ -148,7 +146,7 @@ impl Server {
             listener,
             limits,
             shutdown: ShutdownHandle::new()?,
-            pool: Arc::new(Pool::default()),
+            pool: Arc::new(Pool::new()?),
         })
     }
 
@@ -225,8 +223,7 @@ impl Server {
                     // Accepted sockets do not inherit O_NONBLOCK on Linux; be explicit.
                     s.set_nonblocking(false)?;
                     let _ = s.set_nodelay(true);
-                    // The handshake deadline is set on admission.
-                    Ok(Job::Tls(s, addr, tls.clone(), Instant::now(), 0))
+                    Ok(Job::Tls(s, addr, tls.clone()))
                 }
                 Listener::Unix(l, _) => {
                     let (s, _) = l.accept()?;
@@ -235,12 +232,30 @@ impl Server {
                 }
             }
         };
+        pool.epoll.add_level(shutdown_fd, SHUTDOWN)?;
+        // While waiting for the next connection, this thread also closes parked
+        // connections whose deadline has passed (a worker parking one with an earlier
+        // deadline than the next wake-up pokes it).
         let wait = |w: WaitFor| -> bool {
-            let got = match w {
-                WaitFor::Readable => sys::wait_readable(Some(listen_fd), shutdown_fd, None),
-                WaitFor::Sleep(d) => sys::wait_readable(None, shutdown_fd, Some(d)),
+            let WaitFor::Readable = w else {
+                return sys::wait_readable(None, shutdown_fd, w.pause()) == Wake::Shutdown;
             };
-            got == Wake::Shutdown
+            loop {
+                let next = pool.sweep();
+                let fds = [shutdown_fd, listen_fd, pool.poke_rx.as_raw_fd()];
+                // A millisecond late rather than early, so a deadline is never spun on.
+                let timeout = next.map_or(Duration::MAX, |d| d + Duration::from_millis(1));
+                let ready = sys::poll_readable(&fds, timeout);
+                if ready[0] {
+                    return true;
+                }
+                if ready[2] {
+                    let _ = (&pool.poke_rx).read(&mut [0; 64]);
+                }
+                if ready[1] {
+                    return false;
+                }
+            }
         };
         let mut accept = accept;
         let mut wait = wait;
@@ -290,7 +305,7 @@ impl Server {
 pub struct Stats(Arc<Pool>);
 
 impl Stats {
-    /// Connections queued for or held by a worker.
+    /// Connections open: served by a worker or parked between requests.
     pub fn active_connections(&self) -> usize {
         self.0.lock().active
     }
@@ -309,23 +324,94 @@ impl Stats {
     }
 }
 
-#[derive(Default)]
+/// The token the shutdown pipe has in the epoll set (no connection's: slot indexes and
+/// generations stay below 2^31).
+const SHUTDOWN: u64 = u64::MAX;
+
+/// Connections waiting for input sit in an epoll set (one-shot), holding no thread;
+/// idle workers wait on the set, take one ready connection each, serve it while it has
+/// input, and park it again. At least one worker waits whenever a connection is parked,
+/// so a handler that blocks (a long poll, a stream) never stalls the others.
 struct Pool {
     state: Mutex<PoolState>,
-    /// Signalled when a job is queued or the pool closes.
-    work: Condvar,
     /// Signalled when `active` or, once closing, `workers` reaches zero.
     drained: Condvar,
+    epoll: sys::Epoll,
+    /// Wakes the accept thread to re-read the earliest parked deadline.
+    poke_rx: std::fs::File,
+    poke_tx: OwnedFd,
+}
+
+/// An admitted connection, parked in the pool's slab between its wake-ups.
+struct Conn {
+    io: Io,
+    peer: Peer,
+    /// Its id in the handshake table, until its TLS handshake ends.
+    handshake: Option<u64>,
+    /// When it is closed if it stays silent (handshake, first head, or idle deadline).
+    deadline: Instant,
+    /// Its first request is still awaited.
+    first: bool,
+}
+
+// The whole `Conn` is boxed already; boxing the TLS state too would cost one more
+// allocation per connection.
+#[allow(clippy::large_enum_variant)]
+enum Io {
+    /// Accepted; the TLS handshake starts when the client speaks.
+    Fresh(TcpStream, Arc<ServerConfig>),
+    Tls(TlsTransport),
+    Unix(UnixTransport),
+    /// The handshake failed.
+    Gone,
+}
+
+impl Io {
+    fn fd(&self) -> Option<RawFd> {
+        match self {
+            Io::Fresh(s, _) => Some(s.as_raw_fd()),
+            Io::Tls(t) => Some(t.fd()),
+            Io::Unix(t) => Some(t.fd()),
+            Io::Gone => None,
+        }
+    }
+
+    /// Close cleanly (TLS close_notify) a connection that was waiting for a request.
+    fn finish(&mut self) {
+        match self {
+            Io::Tls(t) => t.finish(),
+            Io::Unix(t) => t.finish(),
+            Io::Fresh(..) | Io::Gone => {}
+        }
+    }
+}
+
+/// A connection's place in the slab. Its token (index and generation) stays the same
+/// for the connection's life; the generation changes when the slot is freed, so an
+/// event for a closed connection never reaches the next one in that slot.
+#[derive(Default)]
+struct Slot {
+    generation: u32,
+    /// `None` while a worker holds the connection (or the slot is free).
+    conn: Option<Box<Conn>>,
 }
 
 #[derive(Default)]
 struct PoolState {
-    pending: VecDeque<Job>,
+    /// Admitted connections still open (parked or held by a worker).
     active: usize,
     workers: usize,
+    /// Workers waiting in the epoll set (or on their way to it).
+    idle: usize,
+    /// Connections in the slab waiting for input.
+    parked: usize,
     closing: bool,
     accepted: u64,
     rejected: u64,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// When the accept thread next sweeps the slab for passed deadlines.
+    next_sweep: Option<Instant>,
     /// Admitted TCP connections whose TLS handshake has not ended yet, by id: a clone
     /// of the socket (to shut it down on eviction) and when it was admitted.
     handshakes: HashMap<u64, (TcpStream, Instant)>,
@@ -342,8 +428,9 @@ struct PoolState {
 
 impl PoolState {
     /// Shuts down the connection longest in its handshake, if it has been for at least
-    /// [`EVICT_AFTER`]; its worker's next read fails and the slot is freed. True when
-    /// one was evicted (its handshake slot is free now; its connection slot soon).
+    /// [`EVICT_AFTER`]; the socket becomes readable, a worker's read fails at once and
+    /// the slot is freed. True when one was evicted (its handshake slot is free now; its
+    /// connection slot soon).
     fn evict_oldest_handshake(&mut self) -> bool {
         let now = Instant::now();
         let oldest = self
@@ -360,30 +447,143 @@ impl PoolState {
         }
         true
     }
+
+    /// A free slot's token.
+    fn alloc(&mut self) -> u64 {
+        let i = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot::default());
+            (self.slots.len() - 1) as u32
+        });
+        u64::from(self.slots[i as usize].generation) << 32 | u64::from(i)
+    }
+
+    fn slot(&mut self, token: u64) -> Option<&mut Slot> {
+        let slot = self.slots.get_mut((token & 0xffff_ffff) as usize)?;
+        (u64::from(slot.generation) == token >> 32).then_some(slot)
+    }
+
+    /// Takes the parked connection `token` names; `None` when it is not parked (stale).
+    fn take(&mut self, token: u64) -> Option<Box<Conn>> {
+        let conn = self.slot(token)?.conn.take()?;
+        self.parked -= 1;
+        Some(conn)
+    }
+
+    /// Parks `conn` under `token`, armed in `epoll`; gives it back if it cannot be
+    /// (the kernel is out of memory).
+    fn park(
+        &mut self,
+        epoll: &sys::Epoll,
+        token: u64,
+        conn: Box<Conn>,
+        add: bool,
+    ) -> Result<(), Box<Conn>> {
+        let Some(fd) = conn.io.fd() else {
+            return Err(conn);
+        };
+        // Under the lock, so the sweeper cannot close the socket (and a new connection
+        // reuse its number) between the slab and the epoll set.
+        let armed = if add {
+            epoll.add_once(fd, token)
+        } else {
+            epoll.rearm(fd, token)
+        };
+        if armed.is_err() {
+            return Err(conn);
+        }
+        if self.next_sweep.is_none_or(|n| conn.deadline < n) {
+            self.next_sweep = Some(conn.deadline);
+        }
+        if let Some(slot) = self.slot(token) {
+            slot.conn = Some(conn);
+        }
+        self.parked += 1;
+        Ok(())
+    }
+
+    /// A connection `token` ended: its slot, handshake and address are given back.
+    fn release(&mut self, token: u64, conn: &Conn) {
+        if let Some(slot) = self.slot(token) {
+            slot.conn = None;
+            slot.generation = (slot.generation + 1) & 0x7fff_ffff;
+            self.free.push((token & 0xffff_ffff) as u32);
+        }
+        if let Some(id) = conn.handshake {
+            self.handshakes.remove(&id);
+        }
+        if let Peer::Tcp(addr) = conn.peer {
+            let k = share_key(addr.ip());
+            if let Some(n) = self.per_address.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_address.remove(&k);
+                }
+            }
+        }
+        self.active -= 1;
+    }
 }
 
 impl Pool {
+    fn new() -> io::Result<Pool> {
+        let (rx, tx) = sys::pipe()?;
+        Ok(Pool {
+            state: Mutex::default(),
+            drained: Condvar::new(),
+            epoll: sys::Epoll::new()?,
+            poke_rx: rx.into(),
+            poke_tx: tx,
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         // Nothing panics while holding this lock, but never let poison stop the server.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queue `job` for a worker, starting one if every worker is busy. `Err` gives the
-    /// job back when it may not have a slot (see [`Refused`]).
-    fn admit(self: &Arc<Self>, mut job: Job, ctx: &Arc<Ctx>) -> Result<(), (Job, Refused)> {
+    /// Starts a worker, counted idle: it goes straight to the epoll set.
+    fn spawn(self: &Arc<Self>, st: &mut PoolState, ctx: &Arc<Ctx>) -> io::Result<()> {
+        let (pool, c) = (self.clone(), ctx.clone());
+        st.next_worker += 1;
+        let id = st.next_worker;
+        let spawned = thread::Builder::new()
+            .name("http-worker".into())
+            .stack_size(ctx.limits.worker_stack)
+            .spawn(move || worker(pool, c, id));
+        match spawned {
+            // The worker cannot retire before this: it needs the lock held here.
+            Ok(handle) => {
+                st.handles.insert(id, handle);
+                st.workers += 1;
+                st.idle += 1;
+                Ok(())
+            }
+            Err(e) => {
+                crate::log::error(
+                    "cannot start a worker thread",
+                    &[("error", e.to_string().into())],
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Parks `job` in the epoll set until it speaks, starting a worker if none is
+    /// waiting. `Err` gives the job back when it may not have a slot (see [`Refused`]).
+    fn admit(self: &Arc<Self>, job: Job, ctx: &Arc<Ctx>) -> Result<(), (Job, Refused)> {
         let limits = &ctx.limits;
         let mut st = self.lock();
         let full = st.active >= limits.max_connections;
         let refused = match &job {
-            Job::Tls(_, addr, ..) => {
+            Job::Tls(_, addr, _) => {
                 let held = st.per_address.get(&share_key(addr.ip())).copied();
                 if held.unwrap_or(0) >= limits.max_connections_per_address {
                     Some(Refused::PerAddress)
                 } else if (full || st.handshakes.len() >= handshake_cap(limits.max_connections))
                     && !st.evict_oldest_handshake()
                 {
-                    // (An evicted connection still counts in `active` until its worker
-                    // notices, a moment later: the pool may run one over for that long.)
+                    // (An evicted connection still counts in `active` until a worker
+                    // sees it closed, a moment later: the pool may run one over for that long.)
                     Some(if full {
                         Refused::Full
                     } else {
@@ -395,57 +595,56 @@ impl Pool {
             }
             Job::Unix(_) => full.then_some(Refused::Full),
         };
+        // Invariant: a worker waits in the epoll set whenever a connection is parked.
+        let refused = refused.or_else(|| {
+            let no_worker = st.idle == 0 && st.workers < limits.max_connections;
+            (no_worker && self.spawn(&mut st, ctx).is_err()).then_some(Refused::Full)
+        });
         if let Some(why) = refused {
             st.rejected += 1;
             return Err((job, why));
         }
-        // Invariant: workers >= active, so every queued job has a worker coming for it.
-        if st.workers <= st.active {
-            let pool = self.clone();
-            let ctx = ctx.clone();
-            st.next_worker += 1;
-            let id = st.next_worker;
-            let spawned = thread::Builder::new()
-                .name("http-worker".into())
-                .stack_size(ctx.limits.worker_stack)
-                .spawn(move || worker(pool, ctx, id));
-            match spawned {
-                // The worker cannot retire before this: it needs the lock held here.
-                Ok(handle) => {
-                    st.handles.insert(id, handle);
+        let now = Instant::now();
+        let conn = match job {
+            Job::Tls(sock, addr, tls) => {
+                let budget = handshake_budget(
+                    limits.handshake_timeout,
+                    st.handshakes.len(),
+                    handshake_cap(limits.max_connections),
+                );
+                st.next_handshake += 1;
+                let id = st.next_handshake;
+                // Without a clone the connection cannot be evicted, but it is served anyway.
+                if let Ok(clone) = sock.try_clone() {
+                    st.handshakes.insert(id, (clone, now));
                 }
-                Err(e) => {
-                    crate::log::error(
-                        "cannot start a worker thread",
-                        &[("error", e.to_string().into())],
-                    );
-                    st.rejected += 1;
-                    return Err((job, Refused::Full));
+                *st.per_address.entry(share_key(addr.ip())).or_insert(0) += 1;
+                Conn {
+                    io: Io::Fresh(sock, tls),
+                    peer: conn::tcp_peer(addr),
+                    handshake: Some(id),
+                    deadline: now + budget,
+                    first: false,
                 }
             }
-            st.workers += 1;
-        }
-        if let Job::Tls(sock, addr, _, deadline, id) = &mut job {
-            let budget = handshake_budget(
-                limits.handshake_timeout,
-                st.handshakes.len(),
-                handshake_cap(limits.max_connections),
-            );
-            let now = Instant::now();
-            *deadline = now + budget;
-            st.next_handshake += 1;
-            *id = st.next_handshake;
-            // Without a clone the connection cannot be evicted, but it is served anyway.
-            if let Ok(clone) = sock.try_clone() {
-                st.handshakes.insert(*id, (clone, now));
+            Job::Unix(s) => {
+                let _ = s.set_write_timeout(Some(conn::resting(limits)));
+                Conn {
+                    peer: conn::unix_peer(&s),
+                    io: Io::Unix(UnixTransport(s, Default::default())),
+                    handshake: None,
+                    deadline: now + limits.head_timeout,
+                    first: true,
+                }
             }
-            *st.per_address.entry(share_key(addr.ip())).or_insert(0) += 1;
-        }
+        };
         st.active += 1;
         st.accepted += 1;
-        st.pending.push_back(job);
-        drop(st);
-        self.work.notify_one();
+        let token = st.alloc();
+        if let Err(c) = st.park(&self.epoll, token, Box::new(conn), true) {
+            // Closed unanswered, as on a failed accept.
+            st.release(token, &c);
+        }
         Ok(())
     }
 
@@ -454,29 +653,70 @@ impl Pool {
         self.lock().handshakes.remove(&id);
     }
 
-    /// A TCP connection from `ip` ended.
-    fn address_done(&self, ip: IpAddr) {
+    /// Closes the parked connections whose deadline has passed (idle, or silent past
+    /// their handshake or first head deadline). The time until the next deadline.
+    fn sweep(&self) -> Option<Duration> {
+        let now = Instant::now();
         let mut st = self.lock();
-        let k = share_key(ip);
-        if let Some(n) = st.per_address.get_mut(&k) {
-            *n -= 1;
-            if *n == 0 {
-                st.per_address.remove(&k);
+        match st.next_sweep {
+            Some(n) if n <= now => {}
+            next => return next.map(|n| n - now),
+        }
+        let mut next: Option<Instant> = None;
+        let mut expired = Vec::new();
+        for i in 0..st.slots.len() {
+            let Some(c) = &st.slots[i].conn else { continue };
+            if c.deadline > now {
+                next = Some(next.map_or(c.deadline, |n| n.min(c.deadline)));
+                continue;
             }
+            let token = u64::from(st.slots[i].generation) << 32 | i as u64;
+            expired.extend(st.take(token).map(|c| (token, c)));
+        }
+        st.next_sweep = next;
+        self.close_parked(st, expired);
+        next.map(|n| n.saturating_duration_since(now))
+    }
+
+    /// Closes connections taken out of the slab while parked: cleanly, as they were
+    /// between requests.
+    fn close_parked(&self, mut st: MutexGuard<'_, PoolState>, conns: Vec<(u64, Box<Conn>)>) {
+        for (token, c) in &conns {
+            st.release(*token, c);
+        }
+        if st.active == 0 {
+            self.drained.notify_all();
+        }
+        drop(st);
+        for (_, mut c) in conns {
+            if let Some(fd) = c.io.fd() {
+                self.epoll.delete(fd);
+            }
+            c.io.finish();
         }
     }
 
     /// A worker thread ends (idle, or the pool closed).
     fn worker_done(&self, mut st: MutexGuard<'_, PoolState>) {
+        st.idle -= 1;
         st.workers -= 1;
         if st.workers == 0 {
             self.drained.notify_all();
         }
     }
 
+    /// Stops parking: connections waiting for a request are closed now, workers waiting
+    /// for one leave (the shutdown pipe is readable in their epoll set), and busy ones
+    /// close their connection after the response.
     fn close(&self) {
-        self.lock().closing = true;
-        self.work.notify_all();
+        let mut st = self.lock();
+        st.closing = true;
+        let mut parked = Vec::new();
+        for i in 0..st.slots.len() {
+            let token = u64::from(st.slots[i].generation) << 32 | i as u64;
+            parked.extend(st.take(token).map(|c| (token, c)));
+        }
+        self.close_parked(st, parked);
     }
 
     /// Waits (at most `grace`) until no connection is served and every worker thread
@@ -510,68 +750,102 @@ impl Pool {
     }
 }
 
+/// A worker: waits in the epoll set for a ready connection, serves it while it has
+/// input, parks it again (or closes it), and goes back to wait. Under load it finds the
+/// next ready connection without sleeping.
 fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>, id: u64) {
+    let mut buf = Vec::new();
     loop {
-        let job = {
-            let mut st = pool.lock();
-            loop {
-                if let Some(job) = st.pending.pop_front() {
-                    break job;
-                }
-                if st.closing {
-                    return pool.worker_done(st);
-                }
-                let (guard, waited) = pool
-                    .work
-                    .wait_timeout(st, WORKER_IDLE)
-                    .unwrap_or_else(|e| e.into_inner());
-                st = guard;
-                if waited.timed_out() && st.pending.is_empty() {
-                    st.handles.remove(&id); // retiring while the pool goes on: nobody joins it
-                    return pool.worker_done(st);
-                }
+        let event = pool.epoll.wait_one(WORKER_IDLE);
+        let mut st = pool.lock();
+        let token = match event {
+            Some(SHUTDOWN) => return pool.worker_done(st),
+            Some(token) => token,
+            None if st.closing => return pool.worker_done(st),
+            // Idle for a while: retire, unless this is the last worker waiting while
+            // connections are parked.
+            None if st.idle > 1 || st.parked == 0 => {
+                st.handles.remove(&id); // retiring while the pool goes on: nobody joins it
+                return pool.worker_done(st);
             }
+            None => continue,
         };
+        // Swept or closed meanwhile: nothing to do.
+        let Some(mut conn) = st.take(token) else {
+            continue;
+        };
+        st.idle -= 1;
+        if st.idle == 0 && st.parked > 0 && st.workers < ctx.limits.max_connections {
+            // The invariant again; on failure this worker picks them up after its own.
+            let _ = pool.spawn(&mut st, &ctx);
+        }
+        drop(st);
         // Handler panics are caught closer in; this catches bugs in the server itself so
         // the slot is always given back.
-        let tcp = match &job {
-            Job::Tls(_, addr, _, _, id) => Some((addr.ip(), *id)),
-            Job::Unix(_) => None,
-        };
         let served = catch_unwind(AssertUnwindSafe(|| {
-            serve_job(job, &ctx, &mut |id| pool.handshake_done(id))
+            serve_conn(&mut conn, &ctx, &pool, &mut buf)
         }));
-        if served.is_err() {
+        buf.clear();
+        let wait = served.unwrap_or_else(|_| {
             crate::log::error("connection worker panicked", &[]);
-        }
-        if let Some((ip, id)) = tcp {
-            // Already gone unless serve_job panicked inside the handshake.
-            pool.handshake_done(id);
-            pool.address_done(ip);
-        }
+            None
+        });
         let mut st = pool.lock();
-        st.active -= 1;
+        st.idle += 1;
+        if let Some(w) = &wait {
+            if !st.closing && !ctx.shutdown.is_shutdown() {
+                (conn.deadline, conn.first) = (w.until, w.first);
+                // The accept thread sleeps until the earliest deadline it knows of.
+                let poke = st.next_sweep.is_none_or(|n| w.until < n);
+                match st.park(&pool.epoll, token, conn, false) {
+                    Ok(()) if poke => sys::poke(pool.poke_tx.as_raw_fd()),
+                    Ok(()) => {}
+                    Err(c) => {
+                        conn = c;
+                        st.release(token, &conn);
+                    }
+                }
+                continue;
+            }
+        }
+        st.release(token, &conn);
         if st.active == 0 {
             pool.drained.notify_all();
+        }
+        drop(st);
+        if wait.is_some() {
+            // Shutting down: it was waiting for a request, so it ends cleanly.
+            conn.io.finish();
         }
     }
 }
 
-/// Serves one connection; `handshake_over` is called once its TLS handshake has ended
-/// (succeeded or not), to give the handshake slot back.
-fn serve_job(job: Job, ctx: &Ctx, handshake_over: &mut dyn FnMut(u64)) {
-    match job {
-        Job::Tls(sock, addr, tls, deadline, id) => {
-            let accepted = conn::tls_accept(tls, sock, deadline);
-            handshake_over(id);
-            if let Ok(mut t) = accepted {
-                conn::serve(&mut t, &conn::tcp_peer(addr), ctx);
-            }
+/// Serves `c` while it has input: a fresh connection's TLS handshake (under its
+/// deadline), then requests ([`conn::serve`]). The wait for its next request when it is
+/// to be parked, `None` once it is closed.
+fn serve_conn(c: &mut Conn, ctx: &Ctx, pool: &Pool, buf: &mut Vec<u8>) -> Option<conn::Wait> {
+    let mut first = c.first.then_some(c.deadline);
+    let mut ready = true;
+    if let Io::Fresh(..) = c.io {
+        let Io::Fresh(sock, tls) = std::mem::replace(&mut c.io, Io::Gone) else {
+            return None;
+        };
+        let accepted = conn::tls_accept(tls, sock, c.deadline);
+        if let Some(id) = c.handshake.take() {
+            pool.handshake_done(id);
         }
-        Job::Unix(s) => {
-            let peer = conn::unix_peer(&s);
-            conn::serve(&mut UnixTransport(s, Default::default()), &peer, ctx);
-        }
+        let mut t = accepted.ok()?;
+        t.set_write_timeout(Some(conn::resting(&ctx.limits))).ok()?;
+        c.io = Io::Tls(t);
+        // The first request's head deadline runs from the end of the handshake; the
+        // client may not have sent it yet.
+        first = Some(Instant::now() + ctx.limits.head_timeout);
+        ready = false;
+    }
+    match &mut c.io {
+        Io::Tls(t) => conn::serve(t, &c.peer, ctx, buf, first, ready),
+        Io::Unix(t) => conn::serve(t, &c.peer, ctx, buf, first, ready),
+        Io::Fresh(..) | Io::Gone => None,
     }
 }
 
@@ -679,6 +953,15 @@ pub(crate) enum WaitFor {
     Readable,
     /// A back-off pause.
     Sleep(Duration),
+}
+
+impl WaitFor {
+    fn pause(self) -> Option<Duration> {
+        match self {
+            WaitFor::Readable => None,
+            WaitFor::Sleep(d) => Some(d),
+        }
+    }
 }
 
 /// Accept the next connection. `wait` blocks as asked and returns true when shutdown is
