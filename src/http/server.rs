@@ -43,6 +43,10 @@ use crate::sys::{self, Wake};
 
 /// A worker with nothing to do for this long exits, returning its stack.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
+/// While every worker is busy and connections are parked, the accept thread looks this
+/// often whether any worker finished something; if none did (handlers blocked: long
+/// polls, slow Kubernetes calls), it starts one more worker.
+const STALL_TICK: Duration = Duration::from_millis(10);
 /// Refused connections handed from the accept loop to the busy thread at once.
 const BUSY_QUEUE: usize = 256;
 /// Refused connections the busy thread waits on at once; past it the oldest (a client
@@ -242,9 +246,11 @@ impl Server {
             };
             loop {
                 let next = pool.sweep();
+                let tick = pool.watch(&ctx);
                 let fds = [shutdown_fd, listen_fd, pool.poke_rx.as_raw_fd()];
                 // A millisecond late rather than early, so a deadline is never spun on.
                 let timeout = next.map_or(Duration::MAX, |d| d + Duration::from_millis(1));
+                let timeout = tick.map_or(timeout, |t| t.min(timeout));
                 let ready = sys::poll_readable(&fds, timeout);
                 if ready[0] {
                     return true;
@@ -334,6 +340,10 @@ const SHUTDOWN: u64 = u64::MAX;
 /// so a handler that blocks (a long poll, a stream) never stalls the others.
 struct Pool {
     state: Mutex<PoolState>,
+    /// Workers started at once as needed (the cores); past them the accept thread adds
+    /// one per [`STALL_TICK`] in which none made progress. Few workers, each taking the
+    /// next ready connection without sleeping, is what makes a request cheap.
+    hot: usize,
     /// Signalled when `active` or, once closing, `workers` reaches zero.
     drained: Condvar,
     epoll: sys::Epoll,
@@ -412,6 +422,11 @@ struct PoolState {
     free: Vec<u32>,
     /// When the accept thread next sweeps the slab for passed deadlines.
     next_sweep: Option<Instant>,
+    /// Requests (or handshakes) workers have finished: the accept thread's sign of life.
+    progress: u64,
+    /// The accept thread is watching for stalled workers ([`STALL_TICK`]): its next
+    /// look, and `progress` at its last one.
+    watch: Option<(Instant, u64)>,
     /// Admitted TCP connections whose TLS handshake has not ended yet, by id: a clone
     /// of the socket (to shut it down on eviction) and when it was admitted.
     handshakes: HashMap<u64, (TcpStream, Instant)>,
@@ -529,6 +544,7 @@ impl Pool {
         let (rx, tx) = sys::pipe()?;
         Ok(Pool {
             state: Mutex::default(),
+            hot: thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             drained: Condvar::new(),
             epoll: sys::Epoll::new()?,
             poke_rx: rx.into(),
@@ -597,8 +613,17 @@ impl Pool {
         };
         // Invariant: a worker waits in the epoll set whenever a connection is parked.
         let refused = refused.or_else(|| {
-            let no_worker = st.idle == 0 && st.workers < limits.max_connections;
-            (no_worker && self.spawn(&mut st, ctx).is_err()).then_some(Refused::Full)
+            if st.idle > 0 {
+                None
+            } else if st.workers < self.hot.min(limits.max_connections) {
+                self.spawn(&mut st, ctx).err().map(|_| Refused::Full)
+            } else {
+                // Every worker is busy: one finishing takes it, or a stall adds one.
+                let progress = st.progress;
+                st.watch
+                    .get_or_insert((Instant::now() + STALL_TICK, progress));
+                None
+            }
         });
         if let Some(why) = refused {
             st.rejected += 1;
@@ -676,6 +701,27 @@ impl Pool {
         st.next_sweep = next;
         self.close_parked(st, expired);
         next.map(|n| n.saturating_duration_since(now))
+    }
+
+    /// While watching (every worker busy, connections parked): starts a worker when none
+    /// made progress in the last [`STALL_TICK`], and says when to look again; `None`
+    /// once some worker is idle or nothing is parked.
+    fn watch(self: &Arc<Self>, ctx: &Arc<Ctx>) -> Option<Duration> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let (at, seen) = st.watch?;
+        if now < at {
+            return Some(at - now);
+        }
+        let stalled = st.idle == 0 && st.parked > 0 && !st.closing;
+        if stalled && st.progress == seen && st.workers < ctx.limits.max_connections {
+            let _ = self.spawn(&mut st, ctx);
+        }
+        // Watch on while nobody waits (a worker taking the last waiting place starts it
+        // again).
+        let watch = st.idle == 0 && st.parked > 0 && !st.closing;
+        st.watch = watch.then_some((now + STALL_TICK, st.progress));
+        watch.then_some(STALL_TICK)
     }
 
     /// Closes connections taken out of the slab while parked: cleanly, as they were
@@ -775,9 +821,15 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>, id: u64) {
             continue;
         };
         st.idle -= 1;
-        if st.idle == 0 && st.parked > 0 && st.workers < ctx.limits.max_connections {
-            // The invariant again; on failure this worker picks them up after its own.
-            let _ = pool.spawn(&mut st, &ctx);
+        if st.idle == 0 && st.parked > 0 {
+            // Nobody is left waiting for the parked connections: another worker, or
+            // the accept thread watches for a stall.
+            if st.workers < pool.hot.min(ctx.limits.max_connections) {
+                let _ = pool.spawn(&mut st, &ctx);
+            } else if st.watch.is_none() {
+                st.watch = Some((Instant::now() + STALL_TICK, st.progress));
+                sys::poke(pool.poke_tx.as_raw_fd());
+            }
         }
         drop(st);
         // Handler panics are caught closer in; this catches bugs in the server itself so
@@ -792,6 +844,7 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>, id: u64) {
         });
         let mut st = pool.lock();
         st.idle += 1;
+        st.progress += 1;
         if let Some(w) = &wait {
             if !st.closing && !ctx.shutdown.is_shutdown() {
                 (conn.deadline, conn.first) = (w.until, w.first);
