@@ -201,7 +201,7 @@ pub const FLAGS: &[Flag] = &[
         name: "--max-connections",
         env: "JOINERY_MAX_CONNECTIONS",
         default: FlagDefault::Value("512"),
-        help: "Connections served at once; past it a new one gets 503.",
+        help: "Connections open at once (idle keep-alive ones included); past it a new one gets 503. A worker thread serves a connection only while a request is in progress.",
     },
     Flag {
         name: "--max-connections-per-address",

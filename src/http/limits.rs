@@ -9,7 +9,8 @@ use std::time::Duration;
 /// client trickling one byte at a time cannot stretch them.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Connections served at once; past this a new connection gets a 503 and is closed.
+    /// Connections open at once (parked between requests or served); past this a new
+    /// connection gets a 503 and is closed. Worker threads never outnumber them.
     pub max_connections: usize,
     /// Connections one address (an IPv6 /64) may hold at once; past it, 503.
     pub max_connections_per_address: usize,

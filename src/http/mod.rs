@@ -10,10 +10,12 @@
 //! fuzzable), `query` (the one query-string parser) and `response` (writing, through
 //! `rate`'s minimum-transfer-rate guard). `limits` holds every bound, `tls` the rustls
 //! configuration and certificate files, `signals` the shutdown handle and SIGTERM/SIGINT.
-//! The raw system calls (poll, pipe2, SO_PEERCRED, sigaction) are in [`crate::sys`].
+//! The raw system calls (poll, epoll, pipe2, SO_PEERCRED, sigaction) are in [`crate::sys`].
 //!
 //! Invariants: every read runs under a total deadline; every buffer has a cap; at most
-//! `Limits::max_connections` connections hold a thread; EOF (TLS close_notify included)
+//! `Limits::max_connections` connections are open, and a connection holds a worker
+//! thread only while its handshake or a request is in progress (between requests it
+//! is parked in an epoll set); EOF (TLS close_notify included)
 //! ends a connection; no error ends the accept loop; a handler panic costs one 500;
 //! server-generated errors are the JSON envelope `{"error","message"}` with
 //! `Connection: close`; logs never carry headers, query strings or bodies.

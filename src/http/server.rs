@@ -1,9 +1,18 @@
-//! The listener, the accept loop, the bounded worker pool, and graceful shutdown.
+//! The listener, the accept loop, the worker pool, and graceful shutdown.
 //!
-//! One thread (the caller of [`Server::run`]) accepts; connections go to a pool of at most
-//! `Limits::max_connections` small-stack worker threads, created on demand, reused, and
-//! retired after a minute idle. Accept errors (EMFILE and friends) are logged at most once
-//! a second and backed off from 10 ms doubling to 1 s; they never end the loop.
+//! One thread (the caller of [`Server::run`]) accepts and parks each admitted connection
+//! in the pool's epoll set (one-shot), where it holds no thread. Idle workers wait on the
+//! set; the one that takes a ready connection runs its TLS handshake or serves its
+//! requests (blocking, under the same deadlines as ever) while input is there, then parks
+//! it again and goes back for the next ready one: under load without sleeping, so a
+//! request costs no wake-up (a thread per connection paid a sleep and a wake-up per
+//! request, issue 16). Workers are small-stack threads, started at once up to the
+//! cores, past them by the accept thread when none made progress for [`STALL_TICK`]
+//! (handlers may block), never more than `Limits::max_connections`, retired after a
+//! minute idle. The accept thread also closes parked connections whose deadline passed
+//! (handshake, first head, idle keep-alive), waking only for the earliest of them.
+//! Accept errors (EMFILE and friends) are logged at most once a second and backed off
+//! from 10 ms doubling to 1 s; they never end the loop.
 //!
 //! Fair slots (so one client cannot take them all; issue 12 measured 512 idle TCP
 //! connections from one address shutting everyone else out):
