@@ -33,7 +33,7 @@ const READ_CHUNK: usize = 4 * 1024;
 
 /// A byte stream the connection loop can serve.
 pub(crate) trait Transport: Read + Write {
-    /// The socket, for poll(2).
+    /// The socket, for the pool's epoll set.
     fn fd(&self) -> RawFd;
     /// Is there input already buffered above the socket (decrypted TLS data, or a
     /// close_notify) that poll(2) on the socket would not report?

@@ -219,6 +219,8 @@ impl Server {
             shutdown: shutdown.clone(),
         });
 
+        // Idle workers wake at once on shutdown: the pipe stays readable.
+        pool.epoll.add_level(shutdown.fd(), SHUTDOWN)?;
         let (busy_tx, busy_rx) = sync_channel::<Job>(BUSY_QUEUE);
         let busy_limits = limits.clone();
         let busy = thread::Builder::new()
@@ -245,7 +247,6 @@ impl Server {
                 }
             }
         };
-        pool.epoll.add_level(shutdown_fd, SHUTDOWN)?;
         // While waiting for the next connection, this thread also closes parked
         // connections whose deadline has passed (a worker parking one with an earlier
         // deadline than the next wake-up pokes it).
