@@ -71,8 +71,15 @@ pub fn rfc3339(secs: i64) -> String {
 /// `t` as RFC 3339 UTC with milliseconds (`2026-01-15T12:00:00.123Z`), as log lines carry.
 pub fn rfc3339_millis(t: SystemTime) -> String {
     let (secs, millis) = unix(t);
-    let (date, time) = civil(secs);
-    format!("{date}T{time}.{millis:03}Z")
+    let (y, m, d, hh, mm, ss) = civil_parts(secs);
+    // One allocation (it is written for every request's access line): `civil`'s two
+    // strings and a growing `format!` were four or five.
+    let mut out = String::with_capacity(24);
+    let _ = std::fmt::Write::write_fmt(
+        &mut out,
+        format_args!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{millis:03}Z"),
+    );
+    out
 }
 
 /// `secs` as RFC 3339 UTC with microseconds (`MicroTime`, for Leases).
