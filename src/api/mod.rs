@@ -161,12 +161,15 @@ impl Api {
         } else {
             req.method.as_str()
         };
+        // The common case first, without collecting (this runs for every request).
+        if let Some(route) =
+            routes().find(|r| r.method == method && path_matches(r.path, &req.path))
+        {
+            return Ok(route);
+        }
         let matching: Vec<&'static Route> = routes()
             .filter(|r| path_matches(r.path, &req.path))
             .collect();
-        if let Some(route) = matching.iter().find(|r| r.method == method) {
-            return Ok(route);
-        }
         if matching.is_empty() {
             return Err(ApiError::not_found(&req.path));
         }

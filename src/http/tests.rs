@@ -1166,3 +1166,29 @@ fn regression_idle_keep_alive_connections_hold_no_thread() {
         assert_eq!(c.fill().unwrap(), 0);
     }
 }
+
+/// Workers start at once only up to the cores; past them the accept thread adds one
+/// when none has finished anything for a tick. So handlers blocking every worker (long
+/// polls) hold up a new request for about a tick, not until one of them returns.
+#[test]
+fn handlers_blocking_every_worker_hold_up_nobody_else() {
+    let srv = start(short_limits());
+    let blocking = thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+    let slow: Vec<_> = (0..blocking)
+        .map(|_| {
+            let addr = srv.addr;
+            thread::spawn(move || get(addr, "/slow?ms=2000").status)
+        })
+        .collect();
+    assert!(srv.wait_active(blocking, Duration::from_secs(2)));
+    let t = Instant::now();
+    assert_eq!(get(srv.addr, "/health").status, 200);
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
+    for s in slow {
+        assert_eq!(s.join().unwrap(), 200);
+    }
+}
