@@ -13,6 +13,7 @@ builds this is the before/after comparison. `--unpinned` leaves placement to the
 scheduler (to see what pinning removes).
 """
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -77,6 +78,7 @@ def main() -> None:
     finally:
         for b in benches:
             b.close()
+        shutil.rmtree(work, ignore_errors=True)  # 256 MiB of artifacts, the cache, a copy
 
 
 if __name__ == "__main__":
