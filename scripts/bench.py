@@ -117,6 +117,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def thread_cpu_seconds(pid: int) -> float:
+    """CPU seconds of `pid`'s live threads, to the nanosecond (/proc/PID/task/*/schedstat);
+    unlike `cpu_seconds` (10 ms ticks) it misses threads that have exited."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+
+
+def server_cpu(pids, before: tuple[float, float] | None = None):
+    """(ticks, ns) CPU seconds of `pids`; given `before`, the seconds since: the
+    nanosecond figure unless a thread exited meanwhile (the tick count, which keeps
+    exited threads, then differs by more than two ticks)."""
+    now = (sum(cpu_seconds(p) for p in pids), sum(thread_cpu_seconds(p) for p in pids))
+    if before is None:
+        return now
+    ticks, ns = now[0] - before[0], now[1] - before[1]
+    return ns if abs(ticks - ns) <= 2 / CLK_TCK else ticks
+
+
 class Proc:
     """A child process whose stdout/stderr go to files; stopped by Bench.close()."""
 
@@ -824,7 +847,7 @@ http {{
         m = re.search(rf"^{re.escape(evp)}\s+([\d.]+)k", out, re.M | re.I)
         return evp, float(m.group(1)) * 1000
 
-    def bundle(self, files: Path, ceiling: bool = True, rounds: int = 5,
+    def bundle(self, files: Path, ceiling: bool = True, rounds: int = 9,
                first_rounds: int = 3) -> dict:
         """First bundle beside `tar cf - | pigz -1` (interleaved); cached bundle beside
         nginx serving the same bytes as a file over TLS 1.3 (interleaved); the TLS
@@ -858,10 +881,11 @@ http {{
         (ndocs / "bundle.tar.gz").chmod(0o644)
         n, nport = self.nginx(d, f"        location / {{ root {ndocs}; }}", name="nginx-files")
         nurl = f"https://127.0.0.1:{nport}/bundle.tar.gz"
-        cached, ng = [], []
-        for _ in range(rounds):  # interleaved, so both see the same load
-            cached.append(curl_bundle(d, token))
-            ng.append(curl_url(nurl, pids=family(n.pid)))
+        npids = family(n.pid)
+        runs = cached_rounds({"joinery": ([d.pid], lambda cpu: curl_bundle(d, token, cpu=cpu)),
+                              "nginx": (npids, lambda cpu: curl_url(nurl, pids=npids, cpu=cpu))},
+                             rounds)
+        cached, ng = runs["joinery"], runs["nginx"]
         self.stop(n)
         peak = proc_status(d.pid)["VmHWM"] * 1024
         self.stop(d.proc)
@@ -882,16 +906,28 @@ http {{
                  + ", ".join(f"{r['secs']:.2f}" for r in peers) + " s)",
                  f"{f_rate / peer_rate:.2f}x", f">= 2.0x {PIGZ}", ok=f_rate >= 2 * peer_rate)
         size = c["size"]
-        j_cpb, n_cpb = c["client_cpu"] / size, g["client_cpu"] / g["size"]
-        self.row(f"join bundle, cached, {mib(size)} over TLS (median of {rounds}, interleaved "
-                 f"with nginx; curl to /dev/null; {c['suite']})",
-                 f"{rate(size, c['secs'])} of bundle ({c['secs']:.2f} s; server {c['cpu']:.2f} CPU s, "
-                 f"curl {c['client_cpu']:.2f} CPU s)",
-                 f"nginx, same file, {g['suite']}: {rate(g['size'], g['secs'])} ({g['secs']:.2f} s; "
-                 f"server {g['cpu']:.2f} CPU s, curl {g['client_cpu']:.2f} CPU s)",
-                 f"{g['secs'] / c['secs']:.2f}x; client CPU/byte {j_cpb / n_cpb:.2f}x nginx's",
+
+        def per_mib(rs, key):  # CPU ms per MiB, median over the rounds
+            return statistics.median(r[key] / r["size"] * MIB * 1000 for r in rs)
+
+        j_cpb, n_cpb = per_mib(cached, "client_cpu"), per_mib(ng, "client_cpu")
+        j_spb, n_spb = per_mib(cached, "cpu"), per_mib(ng, "cpu")
+        pinning = (f"server on CPU {SERVER_CPU}, curl on CPU {CLIENT_CPU}"
+                   if SERVER_CPU != CLIENT_CPU else "not pinned: one CPU")
+        self.row(f"join bundle, cached, {mib(size)} over TLS (median of {rounds} interleaved "
+                 f"rounds, +/- half the interquartile range; {pinning}; curl to /dev/null; "
+                 f"{c['suite']})",
+                 f"{rate(size, c['secs'])} of bundle ({c['secs']:.3f} s +/-"
+                 f"{spread([r['secs'] for r in cached]) * 100:.0f}%; server {j_spb:.2f} CPU ms/MiB, "
+                 f"curl {j_cpb:.2f} CPU ms/MiB)",
+                 f"nginx, same file, {g['suite']}: {rate(g['size'], g['secs'])} ({g['secs']:.3f} s "
+                 f"+/-{spread([r['secs'] for r in ng]) * 100:.0f}%; server {n_spb:.2f} CPU ms/MiB, "
+                 f"curl {n_cpb:.2f} CPU ms/MiB)",
+                 f"{g['secs'] / c['secs']:.2f}x; server CPU/byte {j_spb / n_spb:.2f}x, client "
+                 f"CPU/byte {j_cpb / n_cpb:.2f}x nginx's",
                  ">= 1.1x nginx, client CPU/byte <= nginx's",
-                 ok=g["secs"] >= 1.1 * c["secs"] and j_cpb <= n_cpb and g["size"] == saved["size"])
+                 ok=g["secs"] >= 1.1 * c["secs"] and j_cpb <= n_cpb
+                 and g["size"] == saved["size"])
         if ceiling:
             evp, aes = self.aes_ceiling(c["suite"])
             self.row("join bundle, cached, against the TLS ceiling of the negotiated suite",
@@ -985,16 +1021,19 @@ def tar_pigz(files: Path) -> dict:
     return {"secs": secs, "cpu": cpu, "size": size}
 
 
-def curl_url(url: str, headers=(), out: Path | None = None, pids=()) -> dict:
+def curl_url(url: str, headers=(), out: Path | None = None, pids=(),
+             cpu: int | None = None) -> dict:
     """One download with curl: size, seconds, curl's own CPU seconds, the CPU seconds of
-    `pids` (the server), and the TLS suite curl negotiated (from its -v output)."""
-    cpu0 = sum(cpu_seconds(p) for p in pids)
+    `pids` (the server), and the TLS suite curl negotiated (from its -v output). `cpu`:
+    run curl on that CPU only."""
+    cpu0 = server_cpu(pids)
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     argv = ["curl", "-vsSk", "--max-time", "600", "-o", str(out or "/dev/null"),
             "-w", "%{http_code} %{size_download} %{time_total}"]
     for h in headers:
         argv += ["-H", h]
-    res = subprocess.run(argv + [url], capture_output=True, text=True)
+    pin_self = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
+    res = subprocess.run(argv + [url], capture_output=True, text=True, preexec_fn=pin_self)
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     parts = res.stdout.split()
     if res.returncode != 0 or not parts or parts[0] != "200":
@@ -1003,7 +1042,7 @@ def curl_url(url: str, headers=(), out: Path | None = None, pids=()) -> dict:
         raise RuntimeError(f"{url}: curl exit {res.returncode}, {res.stdout} {tail}")
     m = re.search(r"SSL connection using (\S+) / (\S+)", res.stderr)
     return {"size": int(parts[1]), "secs": float(parts[2]),
-            "cpu": sum(cpu_seconds(p) for p in pids) - cpu0,
+            "cpu": server_cpu(pids, cpu0),
             "client_cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
             "suite": f"{m.group(1)} {m.group(2)}" if m else "unknown suite"}
 
@@ -1035,10 +1074,62 @@ def exec_to_health(argv: list[str], port: int, limit: float) -> float:
         p.wait(30)
 
 
-def curl_bundle(d: Daemon, token: str, out: Path | None = None) -> dict:
+def curl_bundle(d: Daemon, token: str, out: Path | None = None, cpu: int | None = None) -> dict:
     """One bundle download (to /dev/null unless `out`); see curl_url."""
     return curl_url(f"{d.url}/v1/join-bundle?roles=controller",
-                    headers=[f"Authorization: Bearer {token}"], out=out, pids=[d.pid])
+                    headers=[f"Authorization: Bearer {token}"], out=out, pids=[d.pid], cpu=cpu)
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Every thread of `pids` onto `cpus`; threads they start later inherit it."""
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                os.sched_setaffinity(int(task.name), cpus)
+            except OSError:  # the thread just exited
+                pass
+
+
+# Where the cached-bundle rounds run: the server on the last CPU, curl on the first.
+SERVER_CPU = (os.cpu_count() or 1) - 1
+CLIENT_CPU = 0
+
+
+def cached_rounds(servers: dict[str, tuple[list[int], callable]], rounds: int) -> dict[str, list[dict]]:
+    """Downloads of the same bytes from several servers, the way that lets two of them
+    be compared on a small, shared machine: every server pinned to the same CPU
+    (`SERVER_CPU`, all its threads) and curl to another (`CLIENT_CPU`), so neither the
+    scheduler's placement (both on one CPU, or migrating mid-download: the two speeds
+    a 2-vCPU machine otherwise swings between) nor the order favours one; one download
+    each first, not counted (page cache, TLS session caches, lazily started threads);
+    then `rounds` interleaved rounds, the order reversed every other round. `servers`:
+    name -> (the pids to pin and count, a function downloading once with curl on the
+    given CPU). Affinity is restored afterwards."""
+    everyone = set(range(os.cpu_count() or 1))
+    pinned = SERVER_CPU != CLIENT_CPU
+    if pinned:
+        for pids, _ in servers.values():
+            pin(pids, {SERVER_CPU})
+    cpu = CLIENT_CPU if pinned else None
+    try:
+        for _, get in servers.values():
+            get(cpu)
+        runs: dict[str, list[dict]] = {name: [] for name in servers}
+        order = list(servers)
+        for i in range(rounds):
+            for name in order if i % 2 == 0 else reversed(order):
+                runs[name].append(servers[name][1](cpu))
+        return runs
+    finally:
+        if pinned:
+            for pids, _ in servers.values():
+                pin(pids, everyone)
+
+
+def spread(xs: list[float]) -> float:
+    """Half the interquartile range over the median: the +/- of the middle half."""
+    q = statistics.quantiles(xs, n=4) if len(xs) >= 2 else [xs[0]] * 3
+    return (q[2] - q[0]) / 2 / q[1]
 
 
 def make_artifacts(dest: Path, total: int) -> Path:

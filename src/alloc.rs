@@ -1,0 +1,216 @@
+//! The global allocator: the C library's `malloc` (musl's, in the static build), except
+//! that freed TLS-record-sized blocks are kept for reuse.
+//!
+//! Why: rustls allocates each outgoing record (16,406 bytes for a full one) and frees
+//! it once the record is written. musl's allocator gives such blocks from a group it
+//! maps per use and unmaps once its last block is freed, so a download mapped,
+//! page-faulted and unmapped a fresh group for every `writev` (3,031 `mmap`s and 43,000
+//! page faults per 189 MiB bundle; see docs/benchmarks.md). Keeping a few freed blocks
+//! lets the next records reuse memory that is already mapped. At most [`SLOTS`] blocks
+//! are kept (204 KiB, and only after large responses); the rest are freed as before.
+//!
+//! The kept class is recognised when freed by `malloc_usable_size`, not by the
+//! `Layout`, so every `dealloc` in the program stays a one-argument call (passing the
+//! layout on cost 14 KB of the binary's size budget). Any freed block with at least
+//! [`BLOCK`] usable bytes (and less than a page more) may be kept, and every request of
+//! the class is for at most `BLOCK` bytes, so a kept block always fits.
+//!
+//! Invariant: this module's `unsafe` is the `GlobalAlloc` contract and the C
+//! allocator's, each block with a `SAFETY:` comment; the crate root denies
+//! `unsafe_code` elsewhere but `src/sys.rs`.
+#![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::ffi::c_void;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+/// Requests kept: a full TLS record with its header and tag, and a little over, for
+/// other suites' overheads. Each is allocated at `BLOCK` bytes.
+const MIN: usize = 16 * 1024 + 1;
+const BLOCK: usize = 17 * 1024;
+/// Blocks kept: the records of one full write (four, plus a key update) for two
+/// downloads at once.
+const SLOTS: usize = 12;
+/// The alignment `malloc` guarantees on the targets joinery is built for (x86_64 and
+/// aarch64 Linux); larger alignments go to `aligned_alloc` and are never kept.
+const MALLOC_ALIGN: usize = 16;
+
+struct RecordPool {
+    slots: [AtomicPtr<c_void>; SLOTS],
+}
+
+#[global_allocator]
+static POOL: RecordPool = RecordPool {
+    slots: [const { AtomicPtr::new(ptr::null_mut()) }; SLOTS],
+};
+
+impl RecordPool {
+    #[inline(never)]
+    fn malloc(&self, size: usize) -> *mut c_void {
+        if (MIN..=BLOCK).contains(&size) {
+            for slot in &self.slots {
+                let p = slot.swap(ptr::null_mut(), Ordering::Acquire);
+                if !p.is_null() {
+                    return p;
+                }
+            }
+            // SAFETY: plain malloc; a null result is passed on as allocation failure.
+            return unsafe { libc::malloc(BLOCK) };
+        }
+        // SAFETY: as above.
+        unsafe { libc::malloc(size) }
+    }
+
+    /// Whether the block at `p` (from `malloc`) belongs to the kept class.
+    fn is_record(p: *mut c_void) -> bool {
+        // SAFETY: `p` is a live block from this allocator's `malloc`/`realloc`.
+        let usable = unsafe { libc::malloc_usable_size(p) };
+        (BLOCK..BLOCK + 4096).contains(&usable)
+    }
+
+    #[inline(never)]
+    fn free(&self, p: *mut c_void) {
+        if !p.is_null() && Self::is_record(p) {
+            for slot in &self.slots {
+                let kept =
+                    slot.compare_exchange(ptr::null_mut(), p, Ordering::Release, Ordering::Relaxed);
+                if kept.is_ok() {
+                    return;
+                }
+            }
+        }
+        // SAFETY: `p` came from `malloc`, `realloc` or `aligned_alloc` and is freed once.
+        unsafe { libc::free(p) }
+    }
+
+    #[inline(never)]
+    fn realloc(&self, p: *mut c_void, new_size: usize) -> *mut c_void {
+        let into_class = (MIN..=BLOCK).contains(&new_size);
+        if !into_class && !Self::is_record(p) {
+            // SAFETY: `p` is a live block from `malloc`; realloc keeps it on failure.
+            return unsafe { libc::realloc(p, new_size) };
+        }
+        let q = self.malloc(new_size);
+        if !q.is_null() {
+            // SAFETY: both blocks are live and distinct; the copy is no longer than
+            // either (`usable` bytes of `p` are readable, `new_size` of `q` writable).
+            unsafe {
+                let usable = libc::malloc_usable_size(p);
+                ptr::copy_nonoverlapping(p.cast::<u8>(), q.cast::<u8>(), usable.min(new_size));
+            }
+            self.free(p);
+        }
+        q
+    }
+}
+
+// SAFETY: blocks come from the C allocator with at least the requested size and
+// `MALLOC_ALIGN` alignment (`aligned_alloc` for more); a kept block is handed to one
+// caller only (each slot is emptied by an atomic swap before its block is returned) and
+// has at least `BLOCK` usable bytes, the most a request of its class asks for.
+unsafe impl GlobalAlloc for RecordPool {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.align() <= MALLOC_ALIGN {
+            return self.malloc(layout.size()).cast();
+        }
+        // SAFETY: a power-of-two alignment, and a size made a multiple of it as C11 asks.
+        unsafe { libc::aligned_alloc(layout.align(), layout.pad_to_align().size()).cast() }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.align() <= MALLOC_ALIGN && !(MIN..=BLOCK).contains(&layout.size()) {
+            // SAFETY: calloc, as std's own allocator does for zeroed memory.
+            return unsafe { libc::calloc(1, layout.size()).cast() };
+        }
+        // SAFETY: `alloc` returns at least `layout.size()` bytes, or null.
+        unsafe {
+            let p = self.alloc(layout);
+            if !p.is_null() {
+                ptr::write_bytes(p, 0, layout.size());
+            }
+            p
+        }
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
+        self.free(p.cast());
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if layout.align() <= MALLOC_ALIGN {
+            return self.realloc(p.cast(), new_size).cast();
+        }
+        // SAFETY: the caller's contract, passed on: a new block, the bytes copied, the
+        // old one freed.
+        unsafe {
+            let new = Layout::from_size_align_unchecked(new_size, layout.align());
+            let q = self.alloc(new);
+            if !q.is_null() {
+                ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
+                self.dealloc(p, layout);
+            }
+            q
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::POOL;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    fn kept() -> Vec<usize> {
+        POOL.slots
+            .iter()
+            .map(|s| s.load(Relaxed) as usize)
+            .collect()
+    }
+
+    #[test]
+    fn a_freed_record_block_is_kept_and_handed_out_again() {
+        // Other tests' threads allocate records too: each step may need a retry.
+        let freed_is_kept = (0..64).any(|_| {
+            let v: Vec<u8> = Vec::with_capacity(16_406);
+            let addr = v.as_ptr() as usize;
+            drop(v);
+            kept().contains(&addr)
+        });
+        assert!(freed_is_kept, "a freed record-sized block was not kept");
+        let reused = (0..64).any(|_| {
+            drop(Vec::<u8>::with_capacity(16_406));
+            let before = kept();
+            let v: Vec<u8> = Vec::with_capacity(17_000);
+            before.contains(&(v.as_ptr() as usize))
+        });
+        assert!(reused, "a record-sized request did not get a kept block");
+        // Other sizes are never kept.
+        let small: Vec<u8> = Vec::with_capacity(16_384);
+        let addr = small.as_ptr() as usize;
+        drop(small);
+        assert!(!kept().contains(&addr));
+    }
+
+    #[test]
+    fn growing_into_and_out_of_the_class_keeps_the_bytes() {
+        let mut v: Vec<u8> = (0..=255).cycle().take(16_000).collect();
+        v.reserve_exact(1_000);
+        v.extend(std::iter::repeat_n(7, 1_000));
+        v.shrink_to_fit();
+        v.reserve_exact(10_000);
+        assert!(v[..16_000]
+            .iter()
+            .zip((0..=255).cycle())
+            .all(|(a, b)| *a == b));
+        assert!(v[16_000..].iter().all(|&b| b == 7));
+        // Over-aligned blocks of the class's size are not kept, and still work.
+        #[repr(align(64))]
+        struct Aligned([u8; 16_448]);
+        let a = Box::new(Aligned([5; 16_448]));
+        assert_eq!(std::ptr::from_ref(&*a) as usize % 64, 0);
+        assert_eq!(a.0[16_447], 5);
+        let z = vec![0u8; 16_500];
+        assert!(z.iter().all(|&b| b == 0));
+    }
+}
