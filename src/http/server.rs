@@ -54,7 +54,7 @@ use crate::sys::{self, Wake};
 const WORKER_IDLE: Duration = Duration::from_secs(60);
 /// While every worker is busy and connections are parked, the accept thread looks this
 /// often whether any worker finished something; if none did (handlers blocked: long
-/// polls, slow Kubernetes calls), it starts one more worker.
+/// polls, slow Kubernetes calls), it starts more workers (half again as many).
 const STALL_TICK: Duration = Duration::from_millis(10);
 /// Refused connections handed from the accept loop to the busy thread at once.
 const BUSY_QUEUE: usize = 256;
@@ -351,7 +351,7 @@ const SHUTDOWN: u64 = u64::MAX;
 struct Pool {
     state: Mutex<PoolState>,
     /// Workers started at once as needed (the cores); past them the accept thread adds
-    /// one per [`STALL_TICK`] in which none made progress. Few workers, each taking the
+    /// some per [`STALL_TICK`] in which none made progress. Few workers, each taking the
     /// next ready connection without sleeping, is what makes a request cheap.
     hot: usize,
     /// Signalled when `active` or, once closing, `workers` reaches zero.
@@ -724,8 +724,15 @@ impl Pool {
             return Some(at - now);
         }
         let stalled = st.idle == 0 && st.parked > 0 && !st.closing;
-        if stalled && st.progress == seen && st.workers < ctx.limits.max_connections {
-            let _ = self.spawn(&mut st, ctx);
+        if stalled && st.progress == seen {
+            // Half again as many workers (at least one) per tick without progress, so a
+            // burst of blocking requests (64 long polls) finds workers within a few ticks.
+            let room = ctx.limits.max_connections.saturating_sub(st.workers);
+            for _ in 0..(st.workers / 2).max(1).min(room) {
+                if self.spawn(&mut st, ctx).is_err() {
+                    break;
+                }
+            }
         }
         // Watch on while nobody waits (a worker taking the last waiting place starts it
         // again).

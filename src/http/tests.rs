@@ -1167,7 +1167,7 @@ fn regression_idle_keep_alive_connections_hold_no_thread() {
     }
 }
 
-/// Workers start at once only up to the cores; past them the accept thread adds one
+/// Workers start at once only up to the cores; past them the accept thread adds some
 /// when none has finished anything for a tick. So handlers blocking every worker (long
 /// polls) hold up a new request for about a tick, not until one of them returns.
 #[test]
