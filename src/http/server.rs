@@ -841,9 +841,9 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>, id: u64) {
         if st.idle == 0 && st.parked > 0 {
             // Nobody is left waiting for the parked connections: another worker, or
             // the accept thread watches for a stall.
-            if st.workers < pool.hot.min(ctx.limits.max_connections) {
-                let _ = pool.spawn(&mut st, &ctx);
-            } else if st.watch.is_none() {
+            let spawned = st.workers < pool.hot.min(ctx.limits.max_connections)
+                && pool.spawn(&mut st, &ctx).is_ok();
+            if !spawned && st.watch.is_none() {
                 st.watch = Some((Instant::now() + STALL_TICK, st.progress));
                 sys::poke(pool.poke_tx.as_raw_fd());
             }
@@ -868,14 +868,15 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>, id: u64) {
                 // The accept thread sleeps until the earliest deadline it knows of.
                 let poke = st.next_sweep.is_none_or(|n| w.until < n);
                 match st.park(&pool.epoll, token, conn, false) {
-                    Ok(()) if poke => sys::poke(pool.poke_tx.as_raw_fd()),
-                    Ok(()) => {}
-                    Err(c) => {
-                        conn = c;
-                        st.release(token, &conn);
+                    Ok(()) => {
+                        if poke {
+                            sys::poke(pool.poke_tx.as_raw_fd());
+                        }
+                        continue;
                     }
+                    // Re-arming failed (out of kernel memory): closed below.
+                    Err(c) => conn = c,
                 }
-                continue;
             }
         }
         st.release(token, &conn);
@@ -884,7 +885,8 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>, id: u64) {
         }
         drop(st);
         if wait.is_some() {
-            // Shutting down: it was waiting for a request, so it ends cleanly.
+            // Shutting down (or not parkable): it was waiting for a request, so it ends
+            // cleanly.
             conn.io.finish();
         }
     }
