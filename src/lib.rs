@@ -29,7 +29,7 @@ pub(crate) mod random;
 pub(crate) mod roles;
 pub(crate) mod sys;
 // The global allocator (its own `unsafe`, like `sys`): keeps freed TLS-record blocks.
-mod alloc;
+pub(crate) mod alloc;
 pub(crate) mod time;
 pub(crate) mod version;
 

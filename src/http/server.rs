@@ -817,6 +817,8 @@ impl Pool {
 /// input, parks it again (or closes it), and goes back to wait. Under load it finds the
 /// next ready connection without sleeping.
 fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>, id: u64) {
+    // Requests allocate many small blocks; take them without the process's malloc lock.
+    let _cache = crate::alloc::ThreadCache::start();
     let mut buf = Vec::new();
     loop {
         let event = pool.epoll.wait_one(WORKER_IDLE);
