@@ -153,7 +153,7 @@ impl Epoll {
 
     /// Waits up to `timeout` for one ready descriptor; its token, `None` on timeout.
     pub(crate) fn wait_one(&self, timeout: Duration) -> Option<u64> {
-        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        let ms = whole_ms(timeout);
         let mut ev = libc::epoll_event { events: 0, u64: 0 };
         loop {
             // SAFETY: room for exactly the one event we pass as maxevents.
@@ -179,13 +179,20 @@ pub(crate) fn poll_readable(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
             revents: 0,
         })
         .collect();
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    let ms = whole_ms(timeout);
     // SAFETY: the vector is live for the call and its length is passed with it.
     let rc = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
     if rc <= 0 {
         return vec![false; fds.len()];
     }
     p.iter().map(|p| p.revents != 0).collect()
+}
+
+/// `timeout` in milliseconds for poll(2) and epoll_wait(2), rounded up: a timeout under a
+/// millisecond rounded down is 0, and a caller waiting for a deadline that close would
+/// spin on it (the accept thread did, polling ~17,000 times a second under load).
+fn whole_ms(timeout: Duration) -> libc::c_int {
+    timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
 }
 
 /// The uid of the process on the other end of a Unix socket (SO_PEERCRED).
@@ -300,4 +307,33 @@ pub(crate) fn host_addresses() -> Vec<IpAddr> {
     // the list outlives this call.
     unsafe { libc::freeifaddrs(head) };
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_shorter_than_a_millisecond_still_waits() {
+        // Rounded down to 0 ms, poll returned at once and a caller waiting for a
+        // deadline that close spun until it passed.
+        let (rx, _tx) = pipe().expect("pipe");
+        let short = Duration::from_micros(300);
+        let start = Instant::now();
+        assert_eq!(poll_readable(&[rx.as_raw_fd()], short), vec![false]);
+        assert!(
+            start.elapsed() >= short,
+            "returned after {:?}",
+            start.elapsed()
+        );
+        let ep = Epoll::new().expect("epoll");
+        let start = Instant::now();
+        assert_eq!(ep.wait_one(short), None);
+        assert!(
+            start.elapsed() >= short,
+            "returned after {:?}",
+            start.elapsed()
+        );
+        assert_eq!(whole_ms(Duration::MAX), i32::MAX);
+    }
 }
