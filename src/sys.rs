@@ -1,9 +1,9 @@
 //! The few system calls std has no safe way to make: poll(2), epoll(7), pipe2(2),
 //! SO_PEERCRED, sigaction(2) and errno for the signal handler, geteuid(2), getifaddrs(3).
 //!
-//! Invariant: every `unsafe` block of the crate lives here, each with a `SAFETY:` comment
-//! saying why it is sound, behind a safe function. The crate root denies `unsafe_code`;
-//! only this module is allowed it.
+//! Invariant: every `unsafe` block of the crate lives here or in `crate::alloc` (the
+//! global allocator), each with a `SAFETY:` comment saying why it is sound, behind a safe
+//! function. The crate root denies `unsafe_code`; only these two modules are allowed it.
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
