@@ -479,7 +479,31 @@ impl PoolState {
             self.slots.push(Slot::default());
             (self.slots.len() - 1) as u32
         });
-        u64::from(self.slots[i as usize].generation) << 32 | u64::from(i)
+        self.token(i as usize)
+    }
+
+    /// The token of the connection in slot `i` (its index and the slot's generation).
+    fn token(&self, i: usize) -> u64 {
+        u64::from(self.slots[i].generation) << 32 | i as u64
+    }
+
+    /// Takes out of the slab every parked connection whose deadline is at or before
+    /// `by` (all of them for `None`); also the earliest deadline of those left.
+    fn take_parked(&mut self, by: Option<Instant>) -> (Vec<(u64, Box<Conn>)>, Option<Instant>) {
+        let mut next: Option<Instant> = None;
+        let mut taken = Vec::new();
+        for i in 0..self.slots.len() {
+            let Some(c) = &self.slots[i].conn else {
+                continue;
+            };
+            if by.is_some_and(|by| c.deadline > by) {
+                next = Some(next.map_or(c.deadline, |n| n.min(c.deadline)));
+                continue;
+            }
+            let token = self.token(i);
+            taken.extend(self.take(token).map(|c| (token, c)));
+        }
+        (taken, next)
     }
 
     fn slot(&mut self, token: u64) -> Option<&mut Slot> {
@@ -701,17 +725,7 @@ impl Pool {
             Some(n) if n <= now => {}
             next => return next.map(|n| n - now),
         }
-        let mut next: Option<Instant> = None;
-        let mut expired = Vec::new();
-        for i in 0..st.slots.len() {
-            let Some(c) = &st.slots[i].conn else { continue };
-            if c.deadline > now {
-                next = Some(next.map_or(c.deadline, |n| n.min(c.deadline)));
-                continue;
-            }
-            let token = u64::from(st.slots[i].generation) << 32 | i as u64;
-            expired.extend(st.take(token).map(|c| (token, c)));
-        }
+        let (expired, next) = st.take_parked(Some(now));
         st.next_sweep = next;
         self.close_parked(st, expired);
         next.map(|n| n.saturating_duration_since(now))
@@ -778,11 +792,7 @@ impl Pool {
     fn close(&self) {
         let mut st = self.lock();
         st.closing = true;
-        let mut parked = Vec::new();
-        for i in 0..st.slots.len() {
-            let token = u64::from(st.slots[i].generation) << 32 | i as u64;
-            parked.extend(st.take(token).map(|c| (token, c)));
-        }
+        let (parked, _) = st.take_parked(None);
         self.close_parked(st, parked);
     }
 
