@@ -1,5 +1,5 @@
 //! The few system calls std has no safe way to make: poll(2), epoll(7), pipe2(2),
-//! SO_PEERCRED, sigaction(2) and errno for the signal handler, geteuid(2), getifaddrs(3).
+//! recv(2) with MSG_DONTWAIT, SO_PEERCRED, sigaction(2) and errno for the signal handler, geteuid(2), getifaddrs(3).
 //!
 //! Invariant: every `unsafe` block of the crate lives here or in `crate::alloc` (the
 //! global allocator), each with a `SAFETY:` comment saying why it is sound, behind a safe
@@ -99,8 +99,10 @@ pub(crate) fn wait_readable(
 }
 
 /// An epoll set whose waiters take one ready descriptor at a time, each known by a
-/// token. Connections are added one-shot: reported once, then silent until re-armed, so
-/// two threads never get the same connection.
+/// token. Connections are added edge-triggered: reported once each time input arrives,
+/// so a connection is registered once for its life and never re-armed (one system call
+/// less per request than one-shot); the pool makes sure two threads never serve it at
+/// once.
 pub(crate) struct Epoll(OwnedFd);
 
 impl Epoll {
@@ -127,16 +129,12 @@ impl Epoll {
         Ok(())
     }
 
-    const ONCE: libc::c_int = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT;
-
-    /// Report `fd` once, with `token`, when it becomes readable (or hangs up).
-    pub(crate) fn add_once(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, Self::ONCE, token)
-    }
-
-    /// Arm an `add_once` descriptor again (it was reported, and is waited on again).
-    pub(crate) fn rearm(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, Self::ONCE, token)
+    /// Report `fd`, with `token`, each time input arrives (or it hangs up), and once at
+    /// once if input is already there. Input that was there at the last report and not
+    /// read since is not reported again: the reader reads until the socket is empty.
+    pub(crate) fn add_edge(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let events = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
     }
 
     /// Report `fd` to every waiter for as long as it is readable (the shutdown pipe).
@@ -186,6 +184,17 @@ pub(crate) fn poll_readable(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
         return vec![false; fds.len()];
     }
     p.iter().map(|p| p.revents != 0).collect()
+}
+
+/// Reads what socket `fd` holds now into `buf`, without waiting: `WouldBlock` when it
+/// holds nothing, `Ok(0)` at end of stream.
+pub(crate) fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into the live slice.
+    let rc = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
 }
 
 /// `timeout` in milliseconds for poll(2) and epoll_wait(2), rounded up: a timeout under a

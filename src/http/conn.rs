@@ -38,6 +38,12 @@ pub(crate) trait Transport: Read + Write {
     /// Is there input already buffered above the socket (decrypted TLS data, or a
     /// close_notify) that poll(2) on the socket would not report?
     fn has_buffered_input(&mut self) -> bool;
+    /// Did the last read from the socket empty it ([`Sock`])? Then input arriving later
+    /// is reported by the pool's edge-triggered epoll set, and the connection can park.
+    fn drained(&self) -> bool;
+    /// Reads what the socket holds now, without waiting (`WouldBlock` when nothing),
+    /// into the TLS layer (whose records it decrypts) or into `buf`. `Ok(0)` at EOF.
+    fn read_now(&mut self, buf: &mut Vec<u8>) -> io::Result<usize>;
     /// Make the next blocking read end within `left` (a read that times out early is
     /// simply retried by [`read_some`]). Implemented with [`ReadBound`], which skips
     /// the setsockopt when the timeout already set is short enough.
@@ -66,8 +72,57 @@ impl ReadBound {
     }
 }
 
+/// A socket that notes whether its last read emptied it: a read that returned less than
+/// it asked for, or nothing before its timeout. With the socket edge-triggered in the
+/// pool's epoll set, a connection whose socket is drained can wait there without a
+/// look: anything arriving after that read is reported. Reads block (under timeouts)
+/// unless `now` is set, for one look at what is there ([`Transport::read_now`]).
+pub(crate) struct Sock<S> {
+    pub s: S,
+    drained: bool,
+    now: bool,
+}
+
+impl<S> Sock<S> {
+    pub(crate) fn new(s: S) -> Sock<S> {
+        Sock {
+            s,
+            drained: false,
+            now: false,
+        }
+    }
+}
+
+impl<S: Read + AsRawFd> Read for Sock<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let got = if self.now {
+            sys::recv_now(self.s.as_raw_fd(), buf)
+        } else {
+            self.s.read(buf)
+        };
+        self.drained = match &got {
+            Ok(n) => *n < buf.len(),
+            Err(e) => is_timeout(e),
+        };
+        got
+    }
+}
+
+impl<S: Write> Write for Sock<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.s.write(buf)
+    }
+    // rustls hands every record of a flush to one writev.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.s.write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.s.flush()
+    }
+}
+
 /// TLS over TCP.
-pub(crate) struct TlsTransport(StreamOwned<ServerConnection, TcpStream>, ReadBound);
+pub(crate) struct TlsTransport(StreamOwned<ServerConnection, Sock<TcpStream>>, ReadBound);
 
 impl Read for TlsTransport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -86,7 +141,7 @@ impl Write for TlsTransport {
 
 impl Transport for TlsTransport {
     fn fd(&self) -> RawFd {
-        self.0.sock.as_raw_fd()
+        self.0.sock.s.as_raw_fd()
     }
     fn has_buffered_input(&mut self) -> bool {
         match self.0.conn.process_new_packets() {
@@ -95,14 +150,29 @@ impl Transport for TlsTransport {
             Err(_) => true,
         }
     }
+    fn drained(&self) -> bool {
+        self.0.sock.drained
+    }
+    fn read_now(&mut self, _: &mut Vec<u8>) -> io::Result<usize> {
+        self.0.sock.now = true;
+        let got = self.0.conn.read_tls(&mut self.0.sock);
+        self.0.sock.now = false;
+        let n = got?;
+        // Decrypt now: a read of the stream would otherwise go to the socket first.
+        self.0
+            .conn
+            .process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(n)
+    }
     fn bound_read(&mut self, left: Duration) -> io::Result<()> {
         match self.1.update(left) {
-            Some(t) => self.0.sock.set_read_timeout(Some(t)),
+            Some(t) => self.0.sock.s.set_read_timeout(Some(t)),
             None => Ok(()),
         }
     }
     fn set_write_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
-        self.0.sock.set_write_timeout(t)
+        self.0.sock.s.set_write_timeout(t)
     }
     fn finish(&mut self) {
         self.0.conn.send_close_notify();
@@ -111,12 +181,12 @@ impl Transport for TlsTransport {
                 break;
             }
         }
-        let _ = self.0.sock.shutdown(std::net::Shutdown::Write);
+        let _ = self.0.sock.s.shutdown(std::net::Shutdown::Write);
     }
 }
 
 /// A plain Unix socket (local clients; no TLS).
-pub(crate) struct UnixTransport(pub UnixStream, pub ReadBound);
+pub(crate) struct UnixTransport(pub Sock<UnixStream>, pub ReadBound);
 
 impl Read for UnixTransport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -135,22 +205,34 @@ impl Write for UnixTransport {
 
 impl Transport for UnixTransport {
     fn fd(&self) -> RawFd {
-        self.0.as_raw_fd()
+        self.0.s.as_raw_fd()
     }
     fn has_buffered_input(&mut self) -> bool {
         false
     }
+    fn drained(&self) -> bool {
+        self.0.drained
+    }
+    fn read_now(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.0.now = true;
+        let old = buf.len();
+        buf.extend_from_slice(&[0; READ_CHUNK]);
+        let got = self.0.read(&mut buf[old..]);
+        buf.truncate(old + *got.as_ref().unwrap_or(&0));
+        self.0.now = false;
+        got
+    }
     fn bound_read(&mut self, left: Duration) -> io::Result<()> {
         match self.1.update(left) {
-            Some(t) => self.0.set_read_timeout(Some(t)),
+            Some(t) => self.0.s.set_read_timeout(Some(t)),
             None => Ok(()),
         }
     }
     fn set_write_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
-        self.0.set_write_timeout(t)
+        self.0.s.set_write_timeout(t)
     }
     fn finish(&mut self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Write);
+        let _ = self.0.s.shutdown(std::net::Shutdown::Write);
     }
 }
 
@@ -170,9 +252,10 @@ fn is_timeout(e: &io::Error) -> bool {
 /// Anything that is not TLS (say, plain HTTP on this port) fails here and is just closed.
 pub(crate) fn tls_accept(
     config: Arc<ServerConfig>,
-    mut sock: TcpStream,
+    sock: TcpStream,
     deadline: Instant,
 ) -> io::Result<TlsTransport> {
+    let mut sock = Sock::new(sock);
     let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
     let left = |d: Instant| {
         let t = d.saturating_duration_since(Instant::now());
@@ -184,13 +267,13 @@ pub(crate) fn tls_accept(
     };
     while conn.is_handshaking() {
         while conn.wants_write() {
-            sock.set_write_timeout(Some(left(deadline)?))?;
+            sock.s.set_write_timeout(Some(left(deadline)?))?;
             conn.write_tls(&mut sock)?;
         }
         if !conn.is_handshaking() {
             break;
         }
-        sock.set_read_timeout(Some(left(deadline)?))?;
+        sock.s.set_read_timeout(Some(left(deadline)?))?;
         match conn.read_tls(&mut sock) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(_) => {}
@@ -201,7 +284,7 @@ pub(crate) fn tls_accept(
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     }
     while conn.wants_write() {
-        sock.set_write_timeout(Some(left(deadline)?))?;
+        sock.s.set_write_timeout(Some(left(deadline)?))?;
         conn.write_tls(&mut sock)?;
     }
     Ok(TlsTransport(
@@ -234,12 +317,13 @@ pub(crate) struct Wait {
 }
 
 /// Serves requests on `t` for as long as input is there: `ready` when its socket was
-/// just reported readable, then while `buf` or the TLS layer holds unread bytes
-/// (pipelined requests). Returns when it must wait for input ([`Wait`]; the caller
-/// parks it), or `None` once it is closed (the client left, a deadline passed, an
-/// error, or shutdown). `first` is the head deadline while the first request is
-/// awaited; later requests get `idle_timeout` to start and then `head_timeout` from
-/// their first byte. `buf` is the worker's, empty on entry and on return.
+/// just reported readable (or may have been: the report can be for input already read),
+/// then while `buf`, the TLS layer or the socket holds unread bytes (pipelined
+/// requests). Returns when it must wait for input ([`Wait`]; the caller parks it), or
+/// `None` once it is closed (the client left, a deadline passed, an error, or
+/// shutdown). `first` is the head deadline while the first request is awaited; later
+/// requests get `idle_timeout` to start and then `head_timeout` from their first byte.
+/// `buf` is the worker's, empty on entry and on return.
 pub(crate) fn serve<T: Transport>(
     t: &mut T,
     peer: &Peer,
@@ -249,14 +333,37 @@ pub(crate) fn serve<T: Transport>(
     mut ready: bool,
 ) -> Option<Wait> {
     loop {
-        if !ready && buf.is_empty() && !t.has_buffered_input() {
-            return Some(match first {
-                Some(until) => Wait { until, first: true },
-                None => Wait {
-                    until: Instant::now() + ctx.limits.idle_timeout,
-                    first: false,
-                },
-            });
+        if buf.is_empty() && !t.has_buffered_input() {
+            // Look at the socket without waiting, unless its last read emptied it and no
+            // report came since: what arrives after that read will be reported, so the
+            // connection can park at once (one system call less per request).
+            let got = if ready || !t.drained() {
+                t.read_now(buf)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
+            match got {
+                // The client closed between requests.
+                Ok(0) => {
+                    t.finish();
+                    return None;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Some(match first {
+                        Some(until) => Wait { until, first: true },
+                        None => Wait {
+                            until: Instant::now() + ctx.limits.idle_timeout,
+                            first: false,
+                        },
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    buf.clear();
+                    return None;
+                }
+            }
         }
         ready = false;
         let deadline = first.unwrap_or_else(|| Instant::now() + ctx.limits.head_timeout);

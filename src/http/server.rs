@@ -1,12 +1,14 @@
 //! The listener, the accept loop, the worker pool, and graceful shutdown.
 //!
 //! One thread (the caller of [`Server::run`]) accepts and parks each admitted connection
-//! in the pool's epoll set (one-shot), where it holds no thread. Idle workers wait on the
-//! set; the one that takes a ready connection runs its TLS handshake or serves its
-//! requests (blocking, under the same deadlines as ever) while input is there, then parks
-//! it again and goes back for the next ready one: under load without sleeping, so a
-//! request costs no wake-up (a thread per connection paid a sleep and a wake-up per
-//! request, issue 16). Workers are small-stack threads, started at once up to the
+//! in the pool's epoll set, where it holds no thread. Idle workers wait on the set; the
+//! one that takes a ready connection runs its TLS handshake or serves its requests
+//! (blocking, under the same deadlines as ever) while input is there, then parks it
+//! again and goes back for the next ready one: under load without sleeping, so a request
+//! costs no wake-up (a thread per connection paid a sleep and a wake-up per request,
+//! issue 16). A connection is registered once, edge-triggered: parking it is no system
+//! call when its last read emptied the socket, and input reported while a worker holds
+//! it marks it for that worker to look at again before parking it ([`Slot::pending`]). Workers are small-stack threads, started at once up to the
 //! cores, past them by the accept thread when none made progress for [`STALL_TICK`]
 //! (handlers may block), never more than `Limits::max_connections`, retired after a
 //! minute idle. The accept thread also closes parked connections whose deadline passed
@@ -344,7 +346,7 @@ impl Stats {
 /// generations stay below 2^31).
 const SHUTDOWN: u64 = u64::MAX;
 
-/// Connections waiting for input sit in an epoll set (one-shot), holding no thread;
+/// Connections waiting for input sit in an epoll set (edge-triggered), holding no thread;
 /// idle workers wait on the set, take one ready connection each, serve it while it has
 /// input, and park it again. At least one worker waits whenever a connection is parked,
 /// so a handler that blocks (a long poll, a stream) never stalls the others.
@@ -414,6 +416,18 @@ struct Slot {
     generation: u32,
     /// `None` while a worker holds the connection (or the slot is free).
     conn: Option<Box<Conn>>,
+    /// Input was reported while a worker held the connection: it looks again before
+    /// parking it (the epoll set is edge-triggered and will not report that input again).
+    pending: bool,
+}
+
+/// What became of a connection a worker was done with for now.
+enum Parked {
+    Yes,
+    /// Input was reported meanwhile ([`Slot::pending`]): serve it again.
+    Again(Box<Conn>),
+    /// It cannot be watched (the kernel is out of memory): close it.
+    No(Box<Conn>),
 }
 
 #[derive(Default)]
@@ -511,34 +525,36 @@ impl PoolState {
         (u64::from(slot.generation) == token >> 32).then_some(slot)
     }
 
-    /// Takes the parked connection `token` names; `None` when it is not parked (stale).
+    /// Takes the parked connection `token` names, on a report of input. `None` when it
+    /// is not parked: closed (a stale report), or held by a worker, which is told to
+    /// look again before parking it ([`Slot::pending`]).
     fn take(&mut self, token: u64) -> Option<Box<Conn>> {
-        let conn = self.slot(token)?.conn.take()?;
+        let slot = self.slot(token)?;
+        let Some(conn) = slot.conn.take() else {
+            slot.pending = true;
+            return None;
+        };
+        slot.pending = false;
         self.parked -= 1;
         Some(conn)
     }
 
-    /// Parks `conn` under `token`, armed in `epoll`; gives it back if it cannot be
-    /// (the kernel is out of memory).
-    fn park(
-        &mut self,
-        epoll: &sys::Epoll,
-        token: u64,
-        conn: Box<Conn>,
-        add: bool,
-    ) -> Result<(), Box<Conn>> {
+    /// Parks `conn` under `token`, added to `epoll` when `add` (a new connection; it
+    /// stays registered, edge-triggered, for its life).
+    fn park(&mut self, epoll: &sys::Epoll, token: u64, conn: Box<Conn>, add: bool) -> Parked {
         let Some(fd) = conn.io.fd() else {
-            return Err(conn);
+            return Parked::No(conn);
         };
-        // Under the lock, so the sweeper cannot close the socket (and a new connection
-        // reuse its number) between the slab and the epoll set.
-        let armed = if add {
-            epoll.add_once(fd, token)
-        } else {
-            epoll.rearm(fd, token)
-        };
-        if armed.is_err() {
-            return Err(conn);
+        if add {
+            // Under the lock, so the sweeper cannot close the socket (and a new
+            // connection reuse its number) between the slab and the epoll set.
+            if epoll.add_edge(fd, token).is_err() {
+                return Parked::No(conn);
+            }
+        } else if let Some(slot) = self.slot(token) {
+            if std::mem::take(&mut slot.pending) {
+                return Parked::Again(conn);
+            }
         }
         if self.next_sweep.is_none_or(|n| conn.deadline < n) {
             self.next_sweep = Some(conn.deadline);
@@ -547,13 +563,14 @@ impl PoolState {
             slot.conn = Some(conn);
         }
         self.parked += 1;
-        Ok(())
+        Parked::Yes
     }
 
     /// A connection `token` ended: its slot, handshake and address are given back.
     fn release(&mut self, token: u64, conn: &Conn) {
         if let Some(slot) = self.slot(token) {
             slot.conn = None;
+            slot.pending = false;
             slot.generation = (slot.generation + 1) & 0x7fff_ffff;
             self.free.push((token & 0xffff_ffff) as u32);
         }
@@ -694,7 +711,7 @@ impl Pool {
                 let _ = s.set_write_timeout(Some(conn::resting(limits)));
                 Conn {
                     peer: conn::unix_peer(&s),
-                    io: Io::Unix(UnixTransport(s, Default::default())),
+                    io: Io::Unix(UnixTransport(conn::Sock::new(s), Default::default())),
                     handshake: None,
                     deadline: now + limits.head_timeout,
                     first: true,
@@ -704,7 +721,8 @@ impl Pool {
         st.active += 1;
         st.accepted += 1;
         let token = st.alloc();
-        if let Err(c) = st.park(&self.epoll, token, Box::new(conn), true) {
+        if let Parked::No(c) | Parked::Again(c) = st.park(&self.epoll, token, Box::new(conn), true)
+        {
             // Closed unanswered, as on a failed accept.
             st.release(token, &c);
         }
@@ -865,45 +883,53 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>, id: u64, cache: bool) {
             }
         }
         drop(st);
-        // Handler panics are caught closer in; this catches bugs in the server itself so
-        // the slot is always given back.
-        let served = catch_unwind(AssertUnwindSafe(|| {
-            serve_conn(&mut conn, &ctx, &pool, &mut buf)
-        }));
-        buf.clear();
-        let wait = served.unwrap_or_else(|_| {
-            crate::log::error("connection worker panicked", &[]);
-            None
-        });
-        let mut st = pool.lock();
-        st.idle += 1;
-        st.progress += 1;
-        if let Some(w) = &wait {
-            if !st.closing && !ctx.shutdown.is_shutdown() {
-                (conn.deadline, conn.first) = (w.until, w.first);
-                // The accept thread sleeps until the earliest deadline it knows of.
-                let poke = st.next_sweep.is_none_or(|n| w.until < n);
-                match st.park(&pool.epoll, token, conn, false) {
-                    Ok(()) => {
-                        if poke {
-                            sys::poke(pool.poke_tx.as_raw_fd());
+        let mut ready = true;
+        loop {
+            // Handler panics are caught closer in; this catches bugs in the server itself
+            // so the slot is always given back.
+            let served = catch_unwind(AssertUnwindSafe(|| {
+                serve_conn(&mut conn, &ctx, &pool, &mut buf, ready)
+            }));
+            buf.clear();
+            let wait = served.unwrap_or_else(|_| {
+                crate::log::error("connection worker panicked", &[]);
+                None
+            });
+            let mut st = pool.lock();
+            st.progress += 1;
+            if let Some(w) = &wait {
+                if !st.closing && !ctx.shutdown.is_shutdown() {
+                    (conn.deadline, conn.first) = (w.until, w.first);
+                    // The accept thread sleeps until the earliest deadline it knows of.
+                    let poke = st.next_sweep.is_none_or(|n| w.until < n);
+                    match st.park(&pool.epoll, token, conn, false) {
+                        Parked::Yes => {
+                            st.idle += 1;
+                            if poke {
+                                sys::poke(pool.poke_tx.as_raw_fd());
+                            }
+                            break;
                         }
-                        continue;
+                        Parked::Again(c) => {
+                            (conn, ready) = (c, true);
+                            continue;
+                        }
+                        Parked::No(c) => conn = c,
                     }
-                    // Re-arming failed (out of kernel memory): closed below.
-                    Err(c) => conn = c,
                 }
             }
-        }
-        st.release(token, &conn);
-        if st.active == 0 {
-            pool.drained.notify_all();
-        }
-        drop(st);
-        if wait.is_some() {
-            // Shutting down (or not parkable): it was waiting for a request, so it ends
-            // cleanly.
-            conn.io.finish();
+            st.idle += 1;
+            st.release(token, &conn);
+            if st.active == 0 {
+                pool.drained.notify_all();
+            }
+            drop(st);
+            if wait.is_some() {
+                // Shutting down (or not parkable): it was waiting for a request, so it
+                // ends cleanly.
+                conn.io.finish();
+            }
+            break;
         }
     }
 }
@@ -911,9 +937,14 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>, id: u64, cache: bool) {
 /// Serves `c` while it has input: a fresh connection's TLS handshake (under its
 /// deadline), then requests ([`conn::serve`]). The wait for its next request when it is
 /// to be parked, `None` once it is closed.
-fn serve_conn(c: &mut Conn, ctx: &Ctx, pool: &Pool, buf: &mut Vec<u8>) -> Option<conn::Wait> {
+fn serve_conn(
+    c: &mut Conn,
+    ctx: &Ctx,
+    pool: &Pool,
+    buf: &mut Vec<u8>,
+    mut ready: bool,
+) -> Option<conn::Wait> {
     let mut first = c.first.then_some(c.deadline);
-    let mut ready = true;
     if let Io::Fresh(..) = c.io {
         let Io::Fresh(sock, tls) = std::mem::replace(&mut c.io, Io::Gone) else {
             return None;
@@ -986,7 +1017,10 @@ fn busy_loop(rx: Receiver<Job>, limits: &Limits) {
                         busy_answer(&mut t, limits);
                     }
                 }
-                Job::Unix(s) => busy_answer(&mut UnixTransport(s, Default::default()), limits),
+                Job::Unix(s) => busy_answer(
+                    &mut UnixTransport(conn::Sock::new(s), Default::default()),
+                    limits,
+                ),
             }
         }
         waiting = still;

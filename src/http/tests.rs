@@ -1167,6 +1167,51 @@ fn regression_idle_keep_alive_connections_hold_no_thread() {
     }
 }
 
+/// Connections are registered edge-triggered: input that arrives while a worker holds
+/// the connection is reported once, to whichever worker waits. It must not be lost: a
+/// request sent while the one before is still being handled is answered right after it,
+/// not when the client gives up (nor at the idle deadline).
+#[test]
+fn a_request_sent_while_its_connection_is_served_is_answered_next() {
+    let srv = start(short_limits());
+    let mut c = Client::connect(srv.addr);
+    assert_eq!(
+        c.request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
+    // Another parked connection keeps a second worker waiting for reports, so the
+    // report of the second request goes to that worker, not to the one holding it.
+    let mut other = Client::connect(srv.addr);
+    assert_eq!(
+        other
+            .request("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
+    for _ in 0..3 {
+        c.send(b"GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        // The first request is in its handler (its read emptied the socket) when the
+        // second one arrives.
+        thread::sleep(Duration::from_millis(100));
+        c.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        c.s.sock
+            .set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        assert_eq!(c.response(false).unwrap().status, 200);
+        let t = Instant::now();
+        let second = c
+            .response(false)
+            .expect("the second request was not answered");
+        assert_eq!(second.status, 200);
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+}
+
 /// Workers start at once only up to the cores; past them the accept thread adds some
 /// when none has finished anything for a tick. So handlers blocking every worker (long
 /// polls) hold up a new request for about a tick, not until one of them returns.
