@@ -14,6 +14,10 @@ pub const MAX_FIELD_CHARS: usize = 512;
 
 /// `s` cut to [`MAX_FIELD_CHARS`] characters, marked with `…` when cut.
 pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    // No more bytes than the limit in characters: nothing to count.
+    if s.len() <= MAX_FIELD_CHARS {
+        return std::borrow::Cow::Borrowed(s);
+    }
     match s.char_indices().nth(MAX_FIELD_CHARS) {
         None => std::borrow::Cow::Borrowed(s),
         Some((i, _)) => std::borrow::Cow::Owned(format!("{}…", &s[..i])),

@@ -82,6 +82,35 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     out
 }
 
+/// Appends `t` as [`rfc3339_millis`] writes it, without allocating: the text up to the
+/// second is kept per thread while that second lasts (the access log writes one per
+/// request).
+pub fn push_rfc3339_millis(out: &mut Vec<u8>, t: SystemTime) {
+    thread_local! {
+        static SECOND: std::cell::Cell<(i64, [u8; 20])> =
+            const { std::cell::Cell::new((i64::MIN, [0; 20])) };
+    }
+    let (secs, millis) = unix(t);
+    let (at, mut upto) = SECOND.get();
+    if at != secs {
+        let text = rfc3339_millis(t);
+        let Some(head) = text.as_bytes().get(..20).filter(|_| text.len() == 24) else {
+            // A year past 9999: not worth a cache.
+            return out.extend_from_slice(text.as_bytes());
+        };
+        upto.copy_from_slice(head);
+        SECOND.set((secs, upto));
+    }
+    out.extend_from_slice(&upto);
+    let m = millis;
+    out.extend_from_slice(&[
+        b'0' + (m / 100) as u8,
+        b'0' + (m / 10 % 10) as u8,
+        b'0' + (m % 10) as u8,
+        b'Z',
+    ]);
+}
+
 /// `secs` as RFC 3339 UTC with microseconds (`MicroTime`, for Leases).
 pub fn rfc3339_micros(secs: f64) -> String {
     let whole = secs.floor();
@@ -301,5 +330,30 @@ mod tests {
         let open = AtMostEvery::new(Duration::ZERO);
         assert!(open.due());
         assert!(open.due());
+    }
+
+    #[test]
+    fn pushed_millis_time_is_the_same_text_across_seconds() {
+        let mut out = Vec::new();
+        for ms in [
+            0u64,
+            1,
+            999,
+            1000,
+            1001,
+            59_999,
+            60_000,
+            1_768_478_400_123,
+            253_402_300_799_999,
+        ] {
+            let t = UNIX_EPOCH + std::time::Duration::from_millis(ms);
+            out.clear();
+            push_rfc3339_millis(&mut out, t);
+            assert_eq!(
+                String::from_utf8(out.clone()).unwrap(),
+                rfc3339_millis(t),
+                "{ms}"
+            );
+        }
     }
 }

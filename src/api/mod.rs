@@ -208,11 +208,11 @@ impl Api {
 }
 
 impl Handler for Api {
-    fn handle(&self, req: Request) -> Response {
+    fn handle(&self, req: &Request) -> Response {
         let started = Instant::now();
-        let route = Api::find(&req);
+        let route = Api::find(req);
         let pattern = route.as_ref().ok().map(|r| r.path);
-        let resp = match route.and_then(|r| self.dispatch(&req, r)) {
+        let resp = match route.and_then(|r| self.dispatch(req, r)) {
             Ok(resp) => resp,
             Err(err) => err.into_response(),
         };

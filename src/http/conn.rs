@@ -5,7 +5,7 @@
 //! read gets the time left until the deadline as its socket timeout, so trickling bytes
 //! cannot stretch them. EOF (including a TLS close_notify) always ends the connection.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -41,6 +41,9 @@ pub(crate) trait Transport: Read + Write {
     /// Did the last read from the socket empty it ([`Sock`])? Then input arriving later
     /// is reported by the pool's edge-triggered epoll set, and the connection can park.
     fn drained(&self) -> bool;
+    /// Appends at most `room` bytes of input to `buf`, waiting for some (under the read
+    /// timeout) when none is there. `Ok(0)` at EOF.
+    fn read_into(&mut self, buf: &mut Vec<u8>, room: usize) -> io::Result<usize>;
     /// Reads what the socket holds now, without waiting (`WouldBlock` when nothing),
     /// into the TLS layer (whose records it decrypts) or into `buf`. `Ok(0)` at EOF.
     fn read_now(&mut self, buf: &mut Vec<u8>) -> io::Result<usize>;
@@ -153,6 +156,26 @@ impl Transport for TlsTransport {
     fn drained(&self) -> bool {
         self.0.sock.drained
     }
+    fn read_into(&mut self, buf: &mut Vec<u8>, room: usize) -> io::Result<usize> {
+        // As `StreamOwned::read`, but copying the decrypted bytes straight from the TLS
+        // layer's buffer: reading into a zeroed slice first cost a 4 KiB copy per read.
+        let s = &mut self.0;
+        if s.conn.wants_write() {
+            s.conn.complete_io(&mut s.sock)?;
+        }
+        while s.conn.wants_read() {
+            if s.conn.complete_io(&mut s.sock)?.0 == 0 {
+                break;
+            }
+        }
+        let mut r = s.conn.reader();
+        // Empty after a close_notify: EOF.
+        let chunk = r.fill_buf()?;
+        let n = chunk.len().min(room);
+        buf.extend_from_slice(&chunk[..n]);
+        r.consume(n);
+        Ok(n)
+    }
     fn read_now(&mut self, _: &mut Vec<u8>) -> io::Result<usize> {
         self.0.sock.now = true;
         let got = self.0.conn.read_tls(&mut self.0.sock);
@@ -213,12 +236,17 @@ impl Transport for UnixTransport {
     fn drained(&self) -> bool {
         self.0.drained
     }
-    fn read_now(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        self.0.now = true;
+    fn read_into(&mut self, buf: &mut Vec<u8>, room: usize) -> io::Result<usize> {
         let old = buf.len();
-        buf.extend_from_slice(&[0; READ_CHUNK]);
+        // A copy of zeros, not `resize`: at opt-level "z" resize fills byte by byte.
+        buf.extend_from_slice(&[0; READ_CHUNK][..room.min(READ_CHUNK)]);
         let got = self.0.read(&mut buf[old..]);
         buf.truncate(old + *got.as_ref().unwrap_or(&0));
+        got
+    }
+    fn read_now(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.0.now = true;
+        let got = self.read_into(buf, READ_CHUNK);
         self.0.now = false;
         got
     }
@@ -326,7 +354,7 @@ pub(crate) struct Wait {
 /// `buf` is the worker's, empty on entry and on return.
 pub(crate) fn serve<T: Transport>(
     t: &mut T,
-    peer: &Peer,
+    remote: &Remote,
     ctx: &Ctx,
     buf: &mut Vec<u8>,
     mut first: Option<Instant>,
@@ -367,7 +395,7 @@ pub(crate) fn serve<T: Transport>(
         }
         ready = false;
         let deadline = first.unwrap_or_else(|| Instant::now() + ctx.limits.head_timeout);
-        match one_request(t, peer, ctx, buf, deadline) {
+        match one_request(t, remote, ctx, buf, deadline) {
             Next::KeepAlive => first = None,
             Next::Close => {
                 t.finish();
@@ -397,13 +425,7 @@ fn read_some<T: Transport>(
             return Err(timed_out());
         }
         t.bound_read(left)?;
-        let old = buf.len();
-        // A copy of zeros, not `resize`: at opt-level "z" resize fills byte by byte,
-        // which was 5% of a small request's CPU (a stack array is one memset).
-        buf.extend_from_slice(&[0; READ_CHUNK][..room]);
-        let got = t.read(&mut buf[old..]);
-        buf.truncate(old + *got.as_ref().unwrap_or(&0));
-        match got {
+        match t.read_into(buf, room) {
             Ok(n) => return Ok(n),
             Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -415,14 +437,14 @@ fn read_some<T: Transport>(
 /// Each step either hands on what it read or says what the connection does next.
 fn one_request<T: Transport>(
     t: &mut T,
-    peer: &Peer,
+    remote: &Remote,
     ctx: &Ctx,
     buf: &mut Vec<u8>,
     head_deadline: Instant,
 ) -> Next {
     let x = Exchange {
         ctx,
-        peer,
+        remote,
         started: Instant::now(),
     };
     let head = match read_head(t, &x, buf, head_deadline) {
@@ -439,7 +461,7 @@ fn one_request<T: Transport>(
 /// What the steps of one request share.
 struct Exchange<'a> {
     ctx: &'a Ctx,
-    peer: &'a Peer,
+    remote: &'a Remote,
     /// When the request started, for the access log.
     started: Instant,
 }
@@ -451,7 +473,7 @@ impl Exchange<'_> {
         let resp = reject_response(&r, &self.ctx.limits);
         let status = resp.status;
         let written = write_response(t, resp, ReplyMode::CLOSE);
-        access_log(self.peer, route, status, 0, self.started, None);
+        access_log(&self.remote.text, route, status, 0, self.started, None);
         if written.is_err() {
             return Next::Abort;
         }
@@ -561,20 +583,19 @@ fn read_body<T: Transport>(
 /// Hands the request to the handler (a panic costs a 500), writes its response under
 /// the minimum-transfer-rate guard, and logs the exchange.
 fn dispatch<T: Transport>(t: &mut T, x: &Exchange, head: Head, body: Vec<u8>) -> Next {
-    let (ctx, peer, limits) = (x.ctx, x.peer, &x.ctx.limits);
-    let method = head.method;
-    let path = head.path;
-    let is_head = method == "HEAD";
+    let (ctx, remote, limits) = (x.ctx, x.remote, &x.ctx.limits);
+    let is_head = head.method == "HEAD";
     let http11 = head.version == Version::Http11;
     let req = Request {
-        method: method.clone(),
-        path: path.clone(),
+        method: head.method,
+        path: head.path,
         query: head.query,
         headers: head.headers,
         body,
-        peer: peer.clone(),
+        peer: remote.peer.clone(),
     };
-    let (resp, panicked) = match catch_unwind(AssertUnwindSafe(|| ctx.handler.handle(req))) {
+    let (method, path) = (&req.method, &req.path);
+    let (resp, panicked) = match catch_unwind(AssertUnwindSafe(|| ctx.handler.handle(&req))) {
         Ok(resp) => (resp, false),
         Err(_payload) => {
             // The payload may quote secrets; the path is ours to log, the query is not.
@@ -602,7 +623,7 @@ fn dispatch<T: Transport>(t: &mut T, x: &Exchange, head: Head, body: Vec<u8>) ->
         crate::log::warn(
             "slow reader: connection closed below the minimum transfer rate",
             &[
-                ("remote", peer_text(peer).into()),
+                ("remote", remote.text.as_str().into()),
                 ("path", path.clone().into()),
                 ("bytes", b.bytes().into()),
                 ("blockedMs", (b.blocked().as_millis() as u64).into()),
@@ -617,8 +638,8 @@ fn dispatch<T: Transport>(t: &mut T, x: &Exchange, head: Head, body: Vec<u8>) ->
         Err(WriteError::Client) => 0,
     };
     access_log(
-        peer,
-        Some((&method, &path)),
+        &remote.text,
+        Some((method, path)),
         status,
         bytes,
         x.started,
@@ -631,7 +652,7 @@ fn dispatch<T: Transport>(t: &mut T, x: &Exchange, head: Head, body: Vec<u8>) ->
         Err(WriteError::Source { detail, .. }) => {
             crate::log::warn(
                 "response body failed mid-stream; connection aborted",
-                &[("path", path.into()), ("error", detail.into())],
+                &[("path", path.as_str().into()), ("error", detail.into())],
             );
             Next::Abort
         }
@@ -668,48 +689,64 @@ pub(crate) fn linger<T: Transport>(t: &mut T) {
     }
 }
 
-/// The one access-log line per request. Never headers, never the query.
-/// The peer as the access log names it.
-fn peer_text(peer: &Peer) -> String {
-    match peer {
-        Peer::Tcp(addr) => addr.to_string(),
-        Peer::Unix { uid: Some(uid) } => format!("unix:uid={uid}"),
-        Peer::Unix { uid: None } => "unix".into(),
+/// A connection's client: its address, and that address as the access log names it
+/// (formatted once per connection: `SocketAddr`'s `Display` was a good part of the
+/// access line's cost).
+pub(crate) struct Remote {
+    pub peer: Peer,
+    pub text: String,
+}
+
+impl Remote {
+    pub(crate) fn new(peer: Peer) -> Remote {
+        let text = match &peer {
+            Peer::Tcp(addr) => addr.to_string(),
+            Peer::Unix { uid: Some(uid) } => format!("unix:uid={uid}"),
+            Peer::Unix { uid: None } => "unix".into(),
+        };
+        Remote { peer, text }
     }
 }
 
+/// The one access-log line per request. Never headers, never the query.
 fn access_log(
-    peer: &Peer,
+    remote: &str,
     route: Option<(&str, &str)>,
     status: u16,
     bytes: u64,
     started: Instant,
     subject: Option<String>,
 ) {
-    crate::log::write_line(&access_line(
-        peer,
-        route,
-        status,
-        bytes,
-        started.elapsed(),
-        subject.as_deref(),
-        &crate::time::rfc3339_millis(std::time::SystemTime::now()),
-    ));
+    thread_local! {
+        /// The line's buffer, kept between requests.
+        static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let elapsed = started.elapsed();
+    let now = std::time::SystemTime::now();
+    LINE.with(|line| {
+        let mut line = line.borrow_mut();
+        line.clear();
+        let fields = (route, status, bytes, elapsed, subject.as_deref());
+        access_line(&mut line, remote, fields, now);
+        crate::log::write_line(&line);
+    });
 }
 
+/// What an access line says of a request: its method and path, status, bytes sent,
+/// time taken and subject.
+type Fields<'a> = (
+    Option<(&'a str, &'a str)>,
+    u16,
+    u64,
+    Duration,
+    Option<&'a str>,
+);
+
 /// The access-log line: exactly what `log::emit` writes for these fields (the same keys
-/// in the same sorted order), but built in one buffer, since it is written for every
-/// request and the field map cost a few dozen allocations, which serialise threads on
-/// musl's allocator lock.
-fn access_line(
-    peer: &Peer,
-    route: Option<(&str, &str)>,
-    status: u16,
-    bytes: u64,
-    elapsed: Duration,
-    subject: Option<&str>,
-    time: &str,
-) -> Vec<u8> {
+/// in the same sorted order, numbers as serde_json writes them), but built by hand in
+/// one buffer, since it is written for every request: the field map cost a few dozen
+/// allocations, and `fmt` and float formatting more than the rest of the line.
+fn access_line(v: &mut Vec<u8>, remote: &str, fields: Fields, time: std::time::SystemTime) {
     fn string_or_null(v: &mut Vec<u8>, s: Option<&str>) {
         match s {
             Some(s) => {
@@ -718,27 +755,55 @@ fn access_line(
             None => v.extend_from_slice(b"null"),
         }
     }
-    let mut v = Vec::with_capacity(256);
-    let _ = write!(v, "{{\"bytes\":{bytes},\"durationMs\":");
-    let _ = serde_json::to_writer(&mut v, &(elapsed.as_micros() as f64 / 1000.0));
+    let (route, status, bytes, elapsed, subject) = fields;
+    v.extend_from_slice(b"{\"bytes\":");
+    push_decimal(v, bytes, 0);
+    v.extend_from_slice(b",\"durationMs\":");
+    push_millis(v, elapsed);
     v.extend_from_slice(b",\"level\":\"info\",\"method\":");
     // Method and path are client text: clipped like every logged field.
     let clipped = route.map(|(m, p)| (crate::log::clip(m), crate::log::clip(p)));
-    string_or_null(&mut v, clipped.as_ref().map(|r| &*r.0));
+    string_or_null(v, clipped.as_ref().map(|r| &*r.0));
     v.extend_from_slice(b",\"msg\":\"request\",\"path\":");
-    string_or_null(&mut v, clipped.as_ref().map(|r| &*r.1));
+    string_or_null(v, clipped.as_ref().map(|r| &*r.1));
     // Socket addresses and `unix:uid=N` never need JSON escaping.
-    let _ = match peer {
-        Peer::Tcp(addr) => write!(v, ",\"remote\":\"{addr}\""),
-        Peer::Unix { uid: Some(uid) } => write!(v, ",\"remote\":\"unix:uid={uid}\""),
-        Peer::Unix { uid: None } => write!(v, ",\"remote\":\"unix\""),
-    };
-    let _ = write!(v, ",\"status\":{status},\"subject\":");
-    string_or_null(&mut v, subject);
-    v.extend_from_slice(b",\"time\":");
-    string_or_null(&mut v, Some(time));
-    v.extend_from_slice(b"}\n");
-    v
+    v.extend_from_slice(b",\"remote\":\"");
+    v.extend_from_slice(remote.as_bytes());
+    v.extend_from_slice(b"\",\"status\":");
+    push_decimal(v, status.into(), 0);
+    v.extend_from_slice(b",\"subject\":");
+    string_or_null(v, subject);
+    v.extend_from_slice(b",\"time\":\"");
+    crate::time::push_rfc3339_millis(v, time);
+    v.extend_from_slice(b"\"}\n");
+}
+
+/// `n` in decimal, with at least `width` digits (zero-padded).
+pub(crate) fn push_decimal(v: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    while n > 0 || digits.len() - i < width.max(1) {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    v.extend_from_slice(&digits[i..]);
+}
+
+/// `d` in milliseconds with up to three decimals, as serde_json writes the `f64`
+/// `micros / 1000.0`: the shortest form that reads back the same, which for these
+/// values is the exact decimal (`0.014`, `1.5`, `12.0`).
+fn push_millis(v: &mut Vec<u8>, d: Duration) {
+    let micros = d.as_micros().min(u64::MAX as u128) as u64;
+    push_decimal(v, micros / 1000, 0);
+    v.push(b'.');
+    let mut frac = micros % 1000;
+    let mut width = 3;
+    while width > 1 && frac % 10 == 0 {
+        frac /= 10;
+        width -= 1;
+    }
+    push_decimal(v, frac, width);
 }
 
 /// Peer of an accepted TCP connection; kept here so `Peer` stays a plain data type.
@@ -787,18 +852,24 @@ mod tests {
 
     #[test]
     fn access_log_has_exactly_the_agreed_fields() {
-        let time = "2026-01-15T12:00:00.123Z";
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(1_768_478_400_123);
+        let time = crate::time::rfc3339_millis(at);
+        let time = time.as_str();
+        let line = |remote: &Peer, fields: Fields| {
+            let mut v = Vec::new();
+            access_line(&mut v, &Remote::new(remote.clone()).text, fields, at);
+            v
+        };
         let peer = Peer::Tcp("10.0.0.5:4000".parse().unwrap());
-        let line = access_line(
-            &peer,
+        let fields = (
             Some(("GET", "/v1/nodes")),
             200,
             42,
             Duration::from_micros(1500),
             Some("admin"),
-            time,
         );
-        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        let l = line(&peer, fields);
+        let v: serde_json::Value = serde_json::from_slice(&l).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         let mut want = vec![
             "msg",
@@ -824,38 +895,38 @@ mod tests {
             "subject": "admin",
         });
         assert_eq!(
-            String::from_utf8(line).unwrap(),
+            String::from_utf8(l).unwrap(),
             String::from_utf8(emitted(expected, time)).unwrap()
         );
 
-        let line = access_line(
-            &Peer::Unix { uid: Some(7) },
-            None,
-            400,
-            0,
-            Duration::ZERO,
-            None,
-            time,
-        );
+        let fields = (None, 400, 0, Duration::ZERO, None);
+        let l = line(&Peer::Unix { uid: Some(7) }, fields);
         let expected = serde_json::json!({
             "msg": "request", "remote": "unix:uid=7", "method": null, "path": null,
             "status": 400, "bytes": 0, "durationMs": 0.0, "subject": null,
         });
-        assert_eq!(line, emitted(expected, time));
+        assert_eq!(l, emitted(expected, time));
         // Quotes and control characters in a path stay inside the JSON string.
-        let line = access_line(
-            &Peer::Unix { uid: None },
-            Some(("GET", "/a\"b\n")),
-            404,
-            0,
-            Duration::ZERO,
-            None,
-            time,
-        );
-        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        let fields = (Some(("GET", "/a\"b\n")), 404, 0, Duration::ZERO, None);
+        let l = line(&Peer::Unix { uid: None }, fields);
+        let v: serde_json::Value = serde_json::from_slice(&l).unwrap();
         assert_eq!(
             (&v["path"], &v["remote"]),
             (&"/a\"b\n".into(), &"unix".into())
         );
+        // Every number as serde_json writes it (the generic logger's format).
+        let mut durations: Vec<u64> = (0..20_000).collect();
+        durations.extend([99_999, 100_000, 123_456_789, 3_600_000_000, u32::MAX.into()]);
+        for micros in durations {
+            let mut v = Vec::new();
+            push_millis(&mut v, Duration::from_micros(micros));
+            let want = serde_json::to_string(&(micros as f64 / 1000.0)).unwrap();
+            assert_eq!(String::from_utf8(v).unwrap(), want, "{micros} µs");
+        }
+        for n in [0, 7, 10, 200, 65_535, u64::MAX] {
+            let mut v = Vec::new();
+            push_decimal(&mut v, n, 0);
+            assert_eq!(v, n.to_string().into_bytes());
+        }
     }
 }

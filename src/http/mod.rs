@@ -113,7 +113,7 @@ pub struct Response {
 
 /// What the server calls for each request. Implementations never see a socket.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, req: Request) -> Response;
+    fn handle(&self, req: &Request) -> Response;
 
     /// Called when a server stops accepting, before it waits for in-flight requests:
     /// a handler that holds requests open (long polls, streams) ends them here, so the

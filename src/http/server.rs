@@ -367,7 +367,7 @@ struct Pool {
 /// An admitted connection, parked in the pool's slab between its wake-ups.
 struct Conn {
     io: Io,
-    peer: Peer,
+    remote: conn::Remote,
     /// Its id in the handshake table, until its TLS handshake ends.
     handshake: Option<u64>,
     /// When it is closed if it stays silent (handshake, first head, or idle deadline).
@@ -577,7 +577,7 @@ impl PoolState {
         if let Some(id) = conn.handshake {
             self.handshakes.remove(&id);
         }
-        if let Peer::Tcp(addr) = conn.peer {
+        if let Peer::Tcp(addr) = conn.remote.peer {
             let k = share_key(addr.ip());
             if let Some(n) = self.per_address.get_mut(&k) {
                 *n -= 1;
@@ -701,7 +701,7 @@ impl Pool {
                 *st.per_address.entry(share_key(addr.ip())).or_insert(0) += 1;
                 Conn {
                     io: Io::Fresh(sock, tls),
-                    peer: conn::tcp_peer(addr),
+                    remote: conn::Remote::new(conn::tcp_peer(addr)),
                     handshake: Some(id),
                     deadline: now + budget,
                     first: false,
@@ -710,7 +710,7 @@ impl Pool {
             Job::Unix(s) => {
                 let _ = s.set_write_timeout(Some(conn::resting(limits)));
                 Conn {
-                    peer: conn::unix_peer(&s),
+                    remote: conn::Remote::new(conn::unix_peer(&s)),
                     io: Io::Unix(UnixTransport(conn::Sock::new(s), Default::default())),
                     handshake: None,
                     deadline: now + limits.head_timeout,
@@ -962,8 +962,8 @@ fn serve_conn(
         ready = false;
     }
     match &mut c.io {
-        Io::Tls(t) => conn::serve(t, &c.peer, ctx, buf, first, ready),
-        Io::Unix(t) => conn::serve(t, &c.peer, ctx, buf, first, ready),
+        Io::Tls(t) => conn::serve(t, &c.remote, ctx, buf, first, ready),
+        Io::Unix(t) => conn::serve(t, &c.remote, ctx, buf, first, ready),
         Io::Fresh(..) | Io::Gone => None,
     }
 }

@@ -186,7 +186,7 @@ impl Read for Drip {
 struct TestHandler;
 
 impl Handler for TestHandler {
-    fn handle(&self, req: Request) -> Response {
+    fn handle(&self, req: &Request) -> Response {
         let param = |name: &str| {
             req.query
                 .split('&')
@@ -1061,7 +1061,7 @@ fn sigterm_stops_the_server() {
 struct Counting(Arc<std::sync::atomic::AtomicUsize>);
 
 impl Handler for Counting {
-    fn handle(&self, req: Request) -> Response {
+    fn handle(&self, req: &Request) -> Response {
         TestHandler.handle(req)
     }
     fn shutting_down(&self) {
