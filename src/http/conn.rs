@@ -25,10 +25,9 @@ use crate::sys;
 /// TCP stack does not reset the connection and drop our answer before it reads it.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1024 * 1024;
-/// At most this much is zero-filled and read per call of `read_some`: a request head is
-/// usually a few hundred bytes, and zeroing the whole 16 KiB head allowance on every read
-/// cost more than the TLS decryption of a small request (and kept 16 KiB per idle
-/// keep-alive connection).
+/// At most this much is read per call of `read_some` (and zero-filled first, on a Unix
+/// socket): a request head is usually a few hundred bytes, and zeroing the whole 16 KiB
+/// head allowance on every read cost more than the TLS decryption of a small request.
 const READ_CHUNK: usize = 4 * 1024;
 
 /// A byte stream the connection loop can serve.
@@ -394,8 +393,7 @@ pub(crate) fn serve<T: Transport>(
             }
         }
         ready = false;
-        let deadline = first.unwrap_or_else(|| Instant::now() + ctx.limits.head_timeout);
-        match one_request(t, remote, ctx, buf, deadline) {
+        match one_request(t, remote, ctx, buf, first) {
             Next::KeepAlive => first = None,
             Next::Close => {
                 t.finish();
@@ -435,18 +433,21 @@ fn read_some<T: Transport>(
 
 /// One request on `t`: its head, its body, then the handler's answer written back.
 /// Each step either hands on what it read or says what the connection does next.
+/// `first` is the head deadline while the connection's first request is awaited.
 fn one_request<T: Transport>(
     t: &mut T,
     remote: &Remote,
     ctx: &Ctx,
     buf: &mut Vec<u8>,
-    head_deadline: Instant,
+    first: Option<Instant>,
 ) -> Next {
     let x = Exchange {
         ctx,
         remote,
         started: Instant::now(),
     };
+    // The first request's head deadline is the connection's; a later one's runs from now.
+    let head_deadline = first.unwrap_or(x.started + ctx.limits.head_timeout);
     let head = match read_head(t, &x, buf, head_deadline) {
         Ok(head) => head,
         Err(next) => return next,
@@ -526,6 +527,9 @@ fn read_body<T: Transport>(
 ) -> Result<Vec<u8>, Next> {
     let limits = &x.ctx.limits;
     let route = Some((head.method.as_str(), head.path.as_str()));
+    if head.framing == Framing::None {
+        return Ok(Vec::new());
+    }
     let deadline = Instant::now() + limits.body_timeout;
     // More body bytes into `into`; a client gone or too slow ends the connection.
     let more = |t: &mut T, into: &mut Vec<u8>, room: usize| match read_some(t, into, room, deadline)
