@@ -5,6 +5,7 @@
 //! is a [`Reject`], whose status, code and message come from one exhaustive match.
 
 use super::limits::Limits;
+use std::mem::MaybeUninit;
 
 /// The HTTP version of a request (httparse accepts only 1.0 and 1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,16 +233,20 @@ const STACK_HEADERS: usize = 100;
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(Head, usize)>, Reject> {
     // Called for every request (and every partial read of one): the default limit's
     // header slots live on the stack; a larger configured limit falls back to the heap.
-    let mut on_stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
-    let mut on_heap;
-    let headers: &mut [httparse::Header] = if limits.max_headers <= STACK_HEADERS {
+    // Left uninitialised for httparse to fill: setting 100 empty slots first was the
+    // largest part of parsing a small request.
+    let mut on_stack = [const { MaybeUninit::<httparse::Header>::uninit() }; STACK_HEADERS];
+    let mut on_heap: Vec<MaybeUninit<httparse::Header>>;
+    let headers = if limits.max_headers <= STACK_HEADERS {
         &mut on_stack[..limits.max_headers]
     } else {
-        on_heap = vec![httparse::EMPTY_HEADER; limits.max_headers];
-        &mut on_heap
+        on_heap = (0..limits.max_headers)
+            .map(|_| MaybeUninit::uninit())
+            .collect();
+        &mut on_heap[..]
     };
-    let mut req = httparse::Request::new(headers);
-    let n = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let n = match req.parse_with_uninit_headers(buf, headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             let line_done = buf.contains(&b'\n');

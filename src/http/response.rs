@@ -114,10 +114,28 @@ fn server_owned(name: &str) -> bool {
 /// A header a handler may send: a token name and a value without CR, LF or NUL (which
 /// would let it split the response).
 fn sendable(name: &str, value: &str) -> bool {
+    let tchar = |b: u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            )
+    };
     !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && name.bytes().all(tchar)
         && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
 }
 
