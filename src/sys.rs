@@ -133,9 +133,16 @@ impl Epoll {
     /// once if input is already there. Input that was there at the last report and not
     /// read since is not reported again: the reader reads until the socket is empty.
     pub(crate) fn add_edge(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let events = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
-        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+        self.ctl(libc::EPOLL_CTL_ADD, fd, Self::EDGE, token)
     }
+
+    /// Report an `add_edge` descriptor again if input is there now: it joins the back
+    /// of the ready list, as if the input had just arrived.
+    pub(crate) fn recheck(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, Self::EDGE, token)
+    }
+
+    const EDGE: libc::c_int = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
 
     /// Report `fd` to every waiter for as long as it is readable (the shutdown pipe).
     pub(crate) fn add_level(&self, fd: RawFd, token: u64) -> io::Result<()> {

@@ -7,8 +7,9 @@
 //! again and goes back for the next ready one: under load without sleeping, so a request
 //! costs no wake-up (a thread per connection paid a sleep and a wake-up per request,
 //! issue 16). A connection is registered once, edge-triggered: parking it is no system
-//! call when its last read emptied the socket, and input reported while a worker holds
-//! it marks it for that worker to look at again before parking it ([`Slot::pending`]). Workers are small-stack threads, started at once up to the
+//! call when its last read emptied the socket; input reported while a worker holds it
+//! marks it, and parking it then asks the epoll set to report it again, at the back of
+//! the ready list ([`Slot::pending`]). Workers are small-stack threads, started at once up to the
 //! cores, past them by the accept thread when none made progress for [`STALL_TICK`]
 //! (handlers may block), never more than `Limits::max_connections`, retired after a
 //! minute idle. The accept thread also closes parked connections whose deadline passed
@@ -416,18 +417,11 @@ struct Slot {
     generation: u32,
     /// `None` while a worker holds the connection (or the slot is free).
     conn: Option<Box<Conn>>,
-    /// Input was reported while a worker held the connection: it looks again before
-    /// parking it (the epoll set is edge-triggered and will not report that input again).
+    /// Input was reported while a worker held the connection: parking it asks the
+    /// epoll set to report it again if that input is still unread (the set is
+    /// edge-triggered and would not), at the back of the ready list: served again at
+    /// once, a connection whose client answers fast kept its worker from the others.
     pending: bool,
-}
-
-/// What became of a connection a worker was done with for now.
-enum Parked {
-    Yes,
-    /// Input was reported meanwhile ([`Slot::pending`]): serve it again.
-    Again(Box<Conn>),
-    /// It cannot be watched (the kernel is out of memory): close it.
-    No(Box<Conn>),
 }
 
 #[derive(Default)]
@@ -540,21 +534,33 @@ impl PoolState {
     }
 
     /// Parks `conn` under `token`, added to `epoll` when `add` (a new connection; it
-    /// stays registered, edge-triggered, for its life).
-    fn park(&mut self, epoll: &sys::Epoll, token: u64, conn: Box<Conn>, add: bool) -> Parked {
+    /// stays registered, edge-triggered, for its life); gives it back if it cannot be
+    /// (the kernel is out of memory).
+    fn park(
+        &mut self,
+        epoll: &sys::Epoll,
+        token: u64,
+        conn: Box<Conn>,
+        add: bool,
+    ) -> Result<(), Box<Conn>> {
         let Some(fd) = conn.io.fd() else {
-            return Parked::No(conn);
+            return Err(conn);
         };
-        if add {
-            // Under the lock, so the sweeper cannot close the socket (and a new
-            // connection reuse its number) between the slab and the epoll set.
-            if epoll.add_edge(fd, token).is_err() {
-                return Parked::No(conn);
-            }
-        } else if let Some(slot) = self.slot(token) {
-            if std::mem::take(&mut slot.pending) {
-                return Parked::Again(conn);
-            }
+        // Under the lock, so the sweeper cannot close the socket (and a new connection
+        // reuse its number) between the slab and the epoll set, and a report cannot
+        // reach another worker before the connection is in the slab.
+        let pending = self
+            .slot(token)
+            .is_some_and(|s| std::mem::take(&mut s.pending));
+        let watched = if add {
+            epoll.add_edge(fd, token)
+        } else if pending {
+            epoll.recheck(fd, token)
+        } else {
+            Ok(())
+        };
+        if watched.is_err() {
+            return Err(conn);
         }
         if self.next_sweep.is_none_or(|n| conn.deadline < n) {
             self.next_sweep = Some(conn.deadline);
@@ -563,7 +569,7 @@ impl PoolState {
             slot.conn = Some(conn);
         }
         self.parked += 1;
-        Parked::Yes
+        Ok(())
     }
 
     /// A connection `token` ended: its slot, handshake and address are given back.
@@ -721,8 +727,7 @@ impl Pool {
         st.active += 1;
         st.accepted += 1;
         let token = st.alloc();
-        if let Parked::No(c) | Parked::Again(c) = st.park(&self.epoll, token, Box::new(conn), true)
-        {
+        if let Err(c) = st.park(&self.epoll, token, Box::new(conn), true) {
             // Closed unanswered, as on a failed accept.
             st.release(token, &c);
         }
@@ -883,53 +888,45 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>, id: u64, cache: bool) {
             }
         }
         drop(st);
-        let mut ready = true;
-        loop {
-            // Handler panics are caught closer in; this catches bugs in the server itself
-            // so the slot is always given back.
-            let served = catch_unwind(AssertUnwindSafe(|| {
-                serve_conn(&mut conn, &ctx, &pool, &mut buf, ready)
-            }));
-            buf.clear();
-            let wait = served.unwrap_or_else(|_| {
-                crate::log::error("connection worker panicked", &[]);
-                None
-            });
-            let mut st = pool.lock();
-            st.progress += 1;
-            if let Some(w) = &wait {
-                if !st.closing && !ctx.shutdown.is_shutdown() {
-                    (conn.deadline, conn.first) = (w.until, w.first);
-                    // The accept thread sleeps until the earliest deadline it knows of.
-                    let poke = st.next_sweep.is_none_or(|n| w.until < n);
-                    match st.park(&pool.epoll, token, conn, false) {
-                        Parked::Yes => {
-                            st.idle += 1;
-                            if poke {
-                                sys::poke(pool.poke_tx.as_raw_fd());
-                            }
-                            break;
+        // Handler panics are caught closer in; this catches bugs in the server itself so
+        // the slot is always given back.
+        let served = catch_unwind(AssertUnwindSafe(|| {
+            serve_conn(&mut conn, &ctx, &pool, &mut buf)
+        }));
+        buf.clear();
+        let wait = served.unwrap_or_else(|_| {
+            crate::log::error("connection worker panicked", &[]);
+            None
+        });
+        let mut st = pool.lock();
+        st.idle += 1;
+        st.progress += 1;
+        if let Some(w) = &wait {
+            if !st.closing && !ctx.shutdown.is_shutdown() {
+                (conn.deadline, conn.first) = (w.until, w.first);
+                // The accept thread sleeps until the earliest deadline it knows of.
+                let poke = st.next_sweep.is_none_or(|n| w.until < n);
+                match st.park(&pool.epoll, token, conn, false) {
+                    Ok(()) => {
+                        if poke {
+                            sys::poke(pool.poke_tx.as_raw_fd());
                         }
-                        Parked::Again(c) => {
-                            (conn, ready) = (c, true);
-                            continue;
-                        }
-                        Parked::No(c) => conn = c,
+                        continue;
                     }
+                    // Not watched (out of kernel memory): closed below.
+                    Err(c) => conn = c,
                 }
             }
-            st.idle += 1;
-            st.release(token, &conn);
-            if st.active == 0 {
-                pool.drained.notify_all();
-            }
-            drop(st);
-            if wait.is_some() {
-                // Shutting down (or not parkable): it was waiting for a request, so it
-                // ends cleanly.
-                conn.io.finish();
-            }
-            break;
+        }
+        st.release(token, &conn);
+        if st.active == 0 {
+            pool.drained.notify_all();
+        }
+        drop(st);
+        if wait.is_some() {
+            // Shutting down (or not parkable): it was waiting for a request, so it ends
+            // cleanly.
+            conn.io.finish();
         }
     }
 }
@@ -937,14 +934,9 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>, id: u64, cache: bool) {
 /// Serves `c` while it has input: a fresh connection's TLS handshake (under its
 /// deadline), then requests ([`conn::serve`]). The wait for its next request when it is
 /// to be parked, `None` once it is closed.
-fn serve_conn(
-    c: &mut Conn,
-    ctx: &Ctx,
-    pool: &Pool,
-    buf: &mut Vec<u8>,
-    mut ready: bool,
-) -> Option<conn::Wait> {
+fn serve_conn(c: &mut Conn, ctx: &Ctx, pool: &Pool, buf: &mut Vec<u8>) -> Option<conn::Wait> {
     let mut first = c.first.then_some(c.deadline);
+    let mut ready = true;
     if let Io::Fresh(..) = c.io {
         let Io::Fresh(sock, tls) = std::mem::replace(&mut c.io, Io::Gone) else {
             return None;
