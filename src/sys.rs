@@ -156,15 +156,19 @@ impl Epoll {
         let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
     }
 
-    /// Waits up to `timeout` for one ready descriptor; its token, `None` on timeout.
-    pub(crate) fn wait_one(&self, timeout: Duration) -> Option<u64> {
+    /// Waits up to `timeout` for one ready descriptor: its token, and whether its peer
+    /// has hung up or shut its side (`EPOLLRDHUP`); `None` on timeout.
+    pub(crate) fn wait_one(&self, timeout: Duration) -> Option<(u64, bool)> {
         let ms = whole_ms(timeout);
         let mut ev = libc::epoll_event { events: 0, u64: 0 };
         loop {
             // SAFETY: room for exactly the one event we pass as maxevents.
             let rc = unsafe { libc::epoll_wait(self.0.as_raw_fd(), &mut ev, 1, ms) };
             match rc {
-                1 => return Some(ev.u64),
+                1 => {
+                    let hup = ev.events & (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0;
+                    return Some((ev.u64, hup));
+                }
                 // A signal (epoll_wait is never restarted): wait again.
                 _ if rc < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
                 _ => return None,

@@ -346,9 +346,11 @@ pub(crate) struct Wait {
 /// Serves requests on `t` for as long as input is there: `ready` when its socket was
 /// just reported readable (or may have been: the report can be for input already read),
 /// then while `buf`, the TLS layer or the socket holds unread bytes (pipelined
-/// requests). Returns when it must wait for input ([`Wait`]; the caller parks it), or
-/// `None` once it is closed (the client left, a deadline passed, an error, or
-/// shutdown). `first` is the head deadline while the first request is awaited; later
+/// requests). `hup` when the client has shut its side (the report said so): the end of
+/// its input may have come with its last request and is not reported again, so the
+/// socket is read until it ends. Returns when it must wait for input ([`Wait`]; the
+/// caller parks it), or `None` once it is closed (the client left, a deadline passed,
+/// an error, or shutdown). `first` is the head deadline while the first request is awaited; later
 /// requests get `idle_timeout` to start and then `head_timeout` from their first byte.
 /// `buf` is the worker's, empty on entry and on return.
 pub(crate) fn serve<T: Transport>(
@@ -358,13 +360,14 @@ pub(crate) fn serve<T: Transport>(
     buf: &mut Vec<u8>,
     mut first: Option<Instant>,
     mut ready: bool,
+    hup: bool,
 ) -> Option<Wait> {
     loop {
         if buf.is_empty() && !t.has_buffered_input() {
             // Look at the socket without waiting, unless its last read emptied it and no
             // report came since: what arrives after that read will be reported, so the
             // connection can park at once (one system call less per request).
-            let got = if ready || !t.drained() {
+            let got = if ready || hup || !t.drained() {
                 t.read_now(buf)
             } else {
                 Err(io::ErrorKind::WouldBlock.into())

@@ -860,9 +860,9 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>, id: u64, cache: bool) {
     loop {
         let event = pool.epoll.wait_one(WORKER_IDLE);
         let mut st = pool.lock();
-        let token = match event {
-            Some(SHUTDOWN) => return pool.worker_done(st),
-            Some(token) => token,
+        let (token, hup) = match event {
+            Some((SHUTDOWN, _)) => return pool.worker_done(st),
+            Some(event) => event,
             None if st.closing => return pool.worker_done(st),
             // Idle for a while: retire, unless this is the last worker waiting while
             // connections are parked.
@@ -891,7 +891,7 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>, id: u64, cache: bool) {
         // Handler panics are caught closer in; this catches bugs in the server itself so
         // the slot is always given back.
         let served = catch_unwind(AssertUnwindSafe(|| {
-            serve_conn(&mut conn, &ctx, &pool, &mut buf)
+            serve_conn(&mut conn, &ctx, &pool, &mut buf, hup)
         }));
         buf.clear();
         let wait = served.unwrap_or_else(|_| {
@@ -934,7 +934,13 @@ fn worker(pool: Arc<Pool>, ctx: Arc<Ctx>, id: u64, cache: bool) {
 /// Serves `c` while it has input: a fresh connection's TLS handshake (under its
 /// deadline), then requests ([`conn::serve`]). The wait for its next request when it is
 /// to be parked, `None` once it is closed.
-fn serve_conn(c: &mut Conn, ctx: &Ctx, pool: &Pool, buf: &mut Vec<u8>) -> Option<conn::Wait> {
+fn serve_conn(
+    c: &mut Conn,
+    ctx: &Ctx,
+    pool: &Pool,
+    buf: &mut Vec<u8>,
+    hup: bool,
+) -> Option<conn::Wait> {
     let mut first = c.first.then_some(c.deadline);
     let mut ready = true;
     if let Io::Fresh(..) = c.io {
@@ -954,8 +960,8 @@ fn serve_conn(c: &mut Conn, ctx: &Ctx, pool: &Pool, buf: &mut Vec<u8>) -> Option
         ready = false;
     }
     match &mut c.io {
-        Io::Tls(t) => conn::serve(t, &c.remote, ctx, buf, first, ready),
-        Io::Unix(t) => conn::serve(t, &c.remote, ctx, buf, first, ready),
+        Io::Tls(t) => conn::serve(t, &c.remote, ctx, buf, first, ready, hup),
+        Io::Unix(t) => conn::serve(t, &c.remote, ctx, buf, first, ready, hup),
         Io::Fresh(..) | Io::Gone => None,
     }
 }

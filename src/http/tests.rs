@@ -456,13 +456,22 @@ impl Client {
     }
 
     /// True when the server ends the connection (EOF or error) within `within`.
+    /// Did the server close the connection (EOF, or a reset) within `within`? A read
+    /// that merely timed out is a connection still open.
     fn closed_within(&mut self, within: Duration) -> bool {
         self.s.sock.set_read_timeout(Some(within)).unwrap();
         let t = Instant::now();
         loop {
             match self.fill() {
-                Ok(0) | Err(_) if t.elapsed() <= within + Duration::from_millis(50) => return true,
-                Ok(0) | Err(_) => return false,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return false
+                }
+                Ok(0) | Err(_) => return t.elapsed() <= within + Duration::from_millis(50),
                 Ok(_) => {}
             }
         }
@@ -1208,6 +1217,35 @@ fn a_request_sent_while_its_connection_is_served_is_answered_next() {
             t.elapsed() < Duration::from_millis(500),
             "{:?}",
             t.elapsed()
+        );
+    }
+}
+
+/// A client that half-closes after its last request (`printf ... | nc` does) gets its
+/// answer and then its connection closed, not held open until the idle deadline: an
+/// edge-triggered epoll set reports the end of its input once, together with the
+/// request when both arrive at once (here, while the connection is busy with the
+/// request before).
+#[test]
+fn regression_a_client_that_half_closes_is_closed_after_its_answer() {
+    let srv = start(short_limits_with(|l| {
+        l.idle_timeout = Duration::from_secs(20)
+    }));
+    for round in 0..3 {
+        let mut c = Client::connect(srv.addr);
+        c.send(b"GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        thread::sleep(Duration::from_millis(100));
+        c.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        c.s.sock.shutdown(std::net::Shutdown::Write).unwrap();
+        c.s.sock
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        assert_eq!(c.response(false).unwrap().status, 200);
+        assert_eq!(c.response(false).unwrap().status, 200);
+        assert!(
+            c.closed_within(Duration::from_secs(2)),
+            "round {round}: still open after its answers"
         );
     }
 }
