@@ -13,6 +13,7 @@ Needs valgrind (Debian: valgrind). A benchmark, never a test.
 
 import http.client
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -45,6 +46,7 @@ def main() -> int:
             counts[n] = int(re.search(r"Collected : (\d+)", p.err.read_text()).group(1))
     finally:
         b.close()
+        shutil.rmtree(work, ignore_errors=True)
     per = (counts[n2] - counts[n1]) / (n2 - n1)
     print(f"{binary}: {per:,.0f} instructions per request (callgrind, {n1} vs {n2} requests)")
     return 0

@@ -1,5 +1,6 @@
 //! The few system calls std has no safe way to make: poll(2), epoll(7), pipe2(2),
-//! recv(2) with MSG_DONTWAIT, SO_PEERCRED, sigaction(2) and errno for the signal handler, geteuid(2), getifaddrs(3).
+//! recv(2) with MSG_DONTWAIT, SO_PEERCRED, sigaction(2) and errno for the signal
+//! handler, geteuid(2), getifaddrs(3).
 //!
 //! Invariant: every `unsafe` block of the crate lives here or in `crate::alloc` (the
 //! global allocator), each with a `SAFETY:` comment saying why it is sound, behind a safe

@@ -181,10 +181,11 @@ impl Transport for TlsTransport {
         self.0.sock.now = false;
         let n = got?;
         // Decrypt now: a read of the stream would otherwise go to the socket first.
-        self.0
-            .conn
-            .process_new_packets()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if let Err(e) = self.0.conn.process_new_packets() {
+            // The alert saying why, as rustls's own reads send it.
+            let _ = self.0.conn.write_tls(&mut self.0.sock);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
         Ok(n)
     }
     fn bound_read(&mut self, left: Duration) -> io::Result<()> {
@@ -350,9 +351,9 @@ pub(crate) struct Wait {
 /// its input may have come with its last request and is not reported again, so the
 /// socket is read until it ends. Returns when it must wait for input ([`Wait`]; the
 /// caller parks it), or `None` once it is closed (the client left, a deadline passed,
-/// an error, or shutdown). `first` is the head deadline while the first request is awaited; later
-/// requests get `idle_timeout` to start and then `head_timeout` from their first byte.
-/// `buf` is the worker's, empty on entry and on return.
+/// an error, or shutdown). `first` is the head deadline while the first request is
+/// awaited; later requests get `idle_timeout` to start and then `head_timeout` from
+/// their first byte. `buf` is the worker's, empty on entry and on return.
 pub(crate) fn serve<T: Transport>(
     t: &mut T,
     remote: &Remote,

@@ -9,8 +9,8 @@
 //! issue 16). A connection is registered once, edge-triggered: parking it is no system
 //! call when its last read emptied the socket; input reported while a worker holds it
 //! marks it, and parking it then asks the epoll set to report it again, at the back of
-//! the ready list ([`Slot::pending`]). Workers are small-stack threads, started at once up to the
-//! cores, past them by the accept thread when none made progress for [`STALL_TICK`]
+//! the ready list ([`Slot::pending`]). Workers are small-stack threads, started at once
+//! up to the cores, past them by the accept thread when none made progress for [`STALL_TICK`]
 //! (handlers may block), never more than `Limits::max_connections`, retired after a
 //! minute idle. The accept thread also closes parked connections whose deadline passed
 //! (handshake, first head, idle keep-alive), waking only for the earliest of them.
@@ -520,8 +520,8 @@ impl PoolState {
     }
 
     /// Takes the parked connection `token` names, on a report of input. `None` when it
-    /// is not parked: closed (a stale report), or held by a worker, which is told to
-    /// look again before parking it ([`Slot::pending`]).
+    /// is not parked: closed (a stale report), or held by a worker, whose parking of it
+    /// then asks for the report again ([`Slot::pending`]).
     fn take(&mut self, token: u64) -> Option<Box<Conn>> {
         let slot = self.slot(token)?;
         let Some(conn) = slot.conn.take() else {
