@@ -130,8 +130,8 @@ impl Epoll {
         Ok(())
     }
 
-    /// Report `fd`, with `token`, each time input arrives (or it hangs up), and once at
-    /// once if input is already there. Input that was there at the last report and not
+    /// Report `fd`, with `token`, each time input arrives (or it hangs up), and at once
+    /// if input is already there. Input that was there at the last report and not
     /// read since is not reported again: the reader reads until the socket is empty.
     pub(crate) fn add_edge(&self, fd: RawFd, token: u64) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_ADD, fd, Self::EDGE, token)

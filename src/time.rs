@@ -102,11 +102,10 @@ pub fn push_rfc3339_millis(out: &mut Vec<u8>, t: SystemTime) {
         SECOND.set((secs, upto));
     }
     out.extend_from_slice(&upto);
-    let m = millis;
     out.extend_from_slice(&[
-        b'0' + (m / 100) as u8,
-        b'0' + (m / 10 % 10) as u8,
-        b'0' + (m % 10) as u8,
+        b'0' + (millis / 100) as u8,
+        b'0' + (millis / 10 % 10) as u8,
+        b'0' + (millis % 10) as u8,
         b'Z',
     ]);
 }
