@@ -17,11 +17,12 @@
 //!
 //! Small blocks (at most [`SMALL`] bytes) are cached per thread, on threads that ask
 //! for it ([`ThreadCache`]: the first HTTP workers, as many as cores). musl has one
-//! malloc lock for the whole process; a `/v1/health` request allocates and frees about twenty small blocks (the
-//! parsed request, headers, the access line), so two workers on two cores spent their
-//! time waiting on that lock (futex calls, issue 16). A worker keeps up to [`PER_CLASS`]
-//! freed blocks per 16-byte size class in a thread-local list and takes from it without
-//! the lock; leaving the cache frees them, so a retiring worker leaks nothing.
+//! malloc lock for the whole process; a `/v1/health` request allocates and frees about
+//! twenty small blocks (the parsed request, headers, the access line), so two workers on
+//! two cores spent their time waiting on that lock (futex calls, issue 16). A worker
+//! keeps up to [`PER_CLASS`] freed blocks per 16-byte size class in a thread-local list
+//! and takes from it without the lock; leaving the cache frees them, so a retiring
+//! worker leaks nothing.
 //!
 //! Invariant: this module's `unsafe` is the `GlobalAlloc` contract and the C
 //! allocator's, each block with a `SAFETY:` comment; the crate root denies

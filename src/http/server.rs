@@ -10,10 +10,11 @@
 //! call when its last read emptied the socket; input reported while a worker holds it
 //! marks it, and parking it then asks the epoll set to report it again, at the back of
 //! the ready list ([`Slot::pending`]). Workers are small-stack threads, started at once
-//! up to the cores, past them by the accept thread when none made progress for [`STALL_TICK`]
-//! (handlers may block), never more than `Limits::max_connections`, retired after a
-//! minute idle. The accept thread also closes parked connections whose deadline passed
-//! (handshake, first head, idle keep-alive), waking only for the earliest of them.
+//! up to the cores, past them by the accept thread when none made progress for
+//! [`STALL_TICK`] (handlers may block), never more than `Limits::max_connections`,
+//! retired after a minute idle. The accept thread also closes parked connections whose
+//! deadline passed (handshake, first head, idle keep-alive), waking only for the
+//! earliest of them.
 //! Accept errors (EMFILE and friends) are logged at most once a second and backed off
 //! from 10 ms doubling to 1 s; they never end the loop.
 //!

@@ -2,8 +2,9 @@
 //!
 //! A shutdown is one byte written to a self-pipe that nobody ever drains, so it stays
 //! readable: the accept loop polls it beside its listener, and it sits level-triggered
-//! in each server's epoll set, so idle workers wake at once, with no polling interval. The same pipe makes the signal
-//! handler trivial and async-signal-safe: it only calls write(2). (A poll timeout loop
+//! in each server's epoll set, so idle workers wake at once, with no polling interval.
+//! The same pipe makes the signal handler trivial and async-signal-safe: it only calls
+//! write(2). (A poll timeout loop
 //! would also work but wakes every thread periodically and delays shutdown by a tick.)
 
 use std::io;
